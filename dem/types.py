@@ -1,0 +1,148 @@
+"""Inputs and outputs of the DEM engine: frozen dataclasses, SI units in the names.
+
+The engine entry point is ``dem.simulation.run_compaction(packing, material, die, protocol,
+params) -> CompactionResult``. The loose packing comes from ``dem.loose.run_loose_packing``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from fva.types import Packing
+
+ContactModel = Literal["hertz_mindlin", "thornton_ning"]
+
+
+@dataclass(frozen=True)
+class Material:
+    """Particle material. ``yield_stress_Pa`` is used by Thornton–Ning only (limiting contact pressure p_y)."""
+
+    density_kg_m3: float
+    youngs_modulus_Pa: float
+    poisson_ratio: float
+    yield_stress_Pa: float | None = None
+    friction: float = 0.3              # particle–particle Coulomb coefficient
+    wall_friction: float = 0.0         # particle–punch/bottom/die coefficient
+    restitution: float = 0.5           # coefficient of restitution (elastic damping model)
+    rolling_friction: float = 0.0
+    contact_model: ContactModel = "thornton_ning"
+
+    def __post_init__(self):
+        if not (self.density_kg_m3 > 0):
+            raise ValueError(f"material.density_kg_m3 must be > 0, got {self.density_kg_m3}")
+        if not (self.youngs_modulus_Pa > 0):
+            raise ValueError(f"material.youngs_modulus_Pa must be > 0, got {self.youngs_modulus_Pa}")
+        if not (-1.0 < self.poisson_ratio < 0.5):
+            raise ValueError(f"material.poisson_ratio must be in (-1, 0.5), got {self.poisson_ratio}")
+        if self.contact_model not in ("hertz_mindlin", "thornton_ning"):
+            raise ValueError(f"material.contact_model must be 'hertz_mindlin' or 'thornton_ning', "
+                             f"got {self.contact_model!r}")
+        if self.contact_model == "thornton_ning" and not (self.yield_stress_Pa and self.yield_stress_Pa > 0):
+            raise ValueError("material.yield_stress_Pa must be > 0 for the thornton_ning contact model")
+        if not (0.0 < self.restitution <= 1.0):
+            raise ValueError(f"material.restitution must be in (0, 1], got {self.restitution}")
+        if self.friction < 0 or self.wall_friction < 0:
+            raise ValueError("material.friction and material.wall_friction must be >= 0")
+
+    @property
+    def effective_modulus_Pa(self) -> float:
+        """E* for two identical particles: 1/E* = 2(1−ν²)/E."""
+        return self.youngs_modulus_Pa / (2.0 * (1.0 - self.poisson_ratio ** 2))
+
+
+@dataclass(frozen=True)
+class Die:
+    """Square die: periodic in x and y, bottom wall at z = 0, top punch starting at ``fill_height_m``."""
+
+    base_x_m: float
+    base_y_m: float
+    fill_height_m: float
+
+    @property
+    def area_m2(self) -> float:
+        return self.base_x_m * self.base_y_m
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One protocol stage.
+
+    kind: "load"   — move the punch down at ``punch_speed_m_per_s`` until p_top ≥ target_pressure_Pa;
+          "hold"   — servo (PI) the punch to keep p_top = target_pressure_Pa for ``hold_time_s``;
+          "unload" — move the punch up at ``punch_speed_m_per_s`` until p_top ≤ target_pressure_Pa
+                     (0 means until contact with the punch is lost).
+    capture_pressures_Pa: pressures crossed during this stage at which a Packing is captured
+          (a "hold" stage captures once at its end if this is non-empty).
+    """
+
+    kind: Literal["load", "hold", "unload"]
+    target_pressure_Pa: float
+    punch_speed_m_per_s: float = 0.0
+    hold_time_s: float = 0.0
+    capture_pressures_Pa: tuple = ()
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """Numerical controls.
+
+    dt_safety: dt = dt_safety · t_Rayleigh(r_min), t_R = π r √(ρ/G) / (0.1631 ν + 0.8766).
+    mass_scaling: density multiplier for quasi-static loading (reported).
+    damping: local (Cundall) non-viscous damping coefficient in [0, 1).
+    skin_fraction: Verlet skin as a fraction of the mean diameter.
+    volume_correction: grow radii so that the solid volume is conserved as overlaps grow (MDR-like).
+    max_overlap_fraction: a contact overlap beyond this fraction of the smaller radius stops the run.
+    """
+
+    dt_safety: float = 0.2
+    dt_s: float | None = None          # explicit time step (checked against the stability bound)
+    mass_scaling: float = 1.0
+    damping: float = 0.3
+    skin_fraction: float = 0.1
+    volume_correction: bool = True
+    max_overlap_fraction: float = 0.5
+    servo_gain: float = 0.5            # proportional gain (dimensionless, relative to the contact stiffness estimate)
+    servo_integral: float = 0.05
+    history_every: int = 100           # steps between history rows
+    frames_every: int = 0              # steps between particle frames for ParaView (0: only at captures)
+    max_steps: int = 50_000_000
+    backend: str = "cpu"
+    default_fp: str = "f64"
+
+
+@dataclass(frozen=True)
+class ParticleFrame:
+    """One snapshot of particle state for ParaView (.vtu/.vtp + .pvd)."""
+
+    time_s: float
+    step: int
+    centers_m: np.ndarray        # (N, 3)
+    radii_m: np.ndarray          # (N,)
+    velocities_m_per_s: np.ndarray   # (N, 3)
+    forces_N: np.ndarray         # (N, 3) total contact force
+    contact_count: np.ndarray    # (N,) int
+    stress_Pa: np.ndarray | None = None   # (N,) mean stress of the particle (−tr σ/3 from contacts), optional
+    box_m: np.ndarray | None = None
+
+
+HISTORY_COLUMNS = ("step", "time_s", "punch_z_m", "thickness_m", "p_top_Pa", "p_bottom_Pa",
+                   "p_stress_tensor_Pa", "relative_density", "solid_fraction", "coordination",
+                   "ke_ratio", "inertial_number", "stage")
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    """history: dict column → 1-D numpy array (columns HISTORY_COLUMNS; "stage" holds the stage index).
+    packings: the Packings captured at the requested pressures, in capture order.
+    frames: particle frames for ParaView.
+    info: dt_s, mass_scaling, n_steps, wall_s, backend, warnings, ...
+    """
+
+    history: dict
+    packings: list = field(default_factory=list)
+    frames: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    final: Packing | None = None
