@@ -118,7 +118,10 @@ class ConductivityResult:
     converged         : True when the flux criterion was met.
     axis              : "x", "y" or "z".
     percolating       : False when no path joins the two electrodes.
-    potential_V / current_density_A_per_m2 : optional fields [z, y, x] (and [z, y, x, 3]).
+    potential_V / current_density_A_per_m2 : optional fields [z, y, x] (and [z, y, x, 3], components
+        ordered (jz, jy, jx) like the array axes).
+    electrode_current_A_per_m2 : optional 2-D map of the normal current density through the high-index
+        electrode face (e.g. [y, x] for axis z), 0 where the face is insulating or pore.
     """
 
     sigma_eff_S_per_m: float
@@ -136,6 +139,7 @@ class ConductivityResult:
     wall_s: float = float("nan")
     potential_V: np.ndarray | None = field(default=None, repr=False)
     current_density_A_per_m2: np.ndarray | None = field(default=None, repr=False)
+    electrode_current_A_per_m2: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def sigma_eff_over_bulk(self) -> float:
