@@ -1,0 +1,344 @@
+"""``pelletsim`` command line: run / validate / conductivity / analyze / plot.
+
+Bad input → one line on stderr and exit status 2 (no traceback; set PELLETSIM_DEBUG=1 to see one);
+a simulation failure → exit 1; Ctrl-C → exit 130 with the finished outputs left valid.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPT = 0, 1, 2, 130
+
+IMAGE_HELP = ("IMAGE is a .npy, .npz (--key), TIFF stack (.tif/.tiff) or .vti file. Arrays are indexed "
+              "[z, y, x] (slice, row, column, as tifffile reads a stack); z is the through-plane axis. "
+              "Phase 1 conducts by default (--phase to choose another label; 0 is pore).")
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit 2)."""
+
+
+def _err(msg: str) -> None:
+    lines = str(msg).strip().splitlines() or ["unknown error"]
+    for line in lines:
+        print(f"pelletsim: error: {line}", file=sys.stderr)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # exit 2 with one line, like every other bad input
+        self.print_usage(sys.stderr)
+        _err(message)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pelletsim",
+                description="DEM die compaction of solid-electrolyte powders and finite-volume ionic "
+                            "conductivity of the pellets.",
+                epilog="Examples:\n  pelletsim run scenarios/quickstart.toml -o out/quickstart\n"
+                       "  pelletsim validate scenarios/quickstart.toml --set particles.count=500\n"
+                       "  pelletsim conductivity pellet.tif --voxel-size 0.92e-6 --axis all\n"
+                       "  pelletsim plot out/quickstart",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    import dem
+    p.add_argument("--version", action="version", version=f"pelletsim {dem.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    r = sub.add_parser("run", help="run a scenario end to end (compaction, conductivity, figures)",
+                       description="Run SCENARIO.toml: sizes → loose packing → compaction → conductivity of the "
+                                   "captured packings → results.json, history.csv, packings/, PNGs, ParaView files.")
+    r.add_argument("scenario", metavar="SCENARIO", help="scenario TOML file")
+    r.add_argument("-o", "--outdir", metavar="OUTDIR", help="output folder (default: out/<run.name>)")
+    r.add_argument("--backend", choices=["cpu", "cuda", "vulkan", "auto"],
+                   help="override run.backend (auto: CUDA, then Vulkan, then CPU)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a scenario value with TOML syntax, e.g. --set particles.count=500 "
+                        "--set protocol.0.target_pressure_GPa=0.8 (repeatable)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    v = sub.add_parser("validate", help="check a scenario and print it with every default filled in",
+                       description="Validate SCENARIO.toml (after --set overrides) and print the resolved "
+                                   "scenario. Exit 0 if valid, 2 otherwise.")
+    v.add_argument("scenario", metavar="SCENARIO")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+
+    c = sub.add_parser("conductivity", help="finite-volume conductivity of a voxel image",
+                       description="Solve steady conduction through IMAGE and write results.json (+ .vti). "
+                                   + IMAGE_HELP)
+    _image_args(c)
+    c.add_argument("--axis", choices=["x", "y", "z", "all"], default="z", help="transport direction (default z)")
+    c.add_argument("--sigma-bulk-mS-per-cm", type=_positive_float, default=10.0, metavar="S",
+                   help="conductivity of the conducting phase in mS/cm (default 10 = 1 S/m)")
+    c.add_argument("--flux-tol", type=_positive_float, default=1e-4, help="plane-flux spread to stop at")
+    c.add_argument("--no-vti", action="store_true", help="do not write the .vti field files")
+
+    a = sub.add_parser("analyze", help="microstructure metrics of a voxel image (porosity profiles, pore "
+                                       "sizes, sub-volume tortuosity, interface current)",
+                       description="Microstructure heterogeneity of IMAGE: results.json with a "
+                                   "'microstructure' object and PNG maps. " + IMAGE_HELP)
+    _image_args(a)
+    a.add_argument("--rve-grid", type=int, nargs="+", default=[4], metavar="N",
+                   help="sub-volume grid, one number or three (default 4 → 4×4×4 = 64)")
+    a.add_argument("--contact-fraction", type=_positive_float, default=0.9306,
+                   help="electrode contact fraction for the interface current (default 0.9306)")
+
+    pl = sub.add_parser("plot", help="(re)draw the figures of a finished run",
+                        description="Redraw every PNG of OUTDIR from results.json, history.csv and packings/.")
+    pl.add_argument("outdir", metavar="OUTDIR")
+    pl.add_argument("--compare", nargs="+", default=[], metavar="OTHER",
+                    help="overlay the conductivity curves of other runs (e.g. the other Fig. 6b protocol)")
+    return p
+
+
+def _image_args(sp) -> None:
+    sp.add_argument("image", metavar="IMAGE", help="voxel image [z, y, x]: .npy, .npz, .tif/.tiff or .vti")
+    sp.add_argument("--voxel-size", type=_positive_float, metavar="METRES",
+                    help="voxel edge in metres (required unless the file carries it, e.g. .vti)")
+    sp.add_argument("--phase", type=int, default=None, metavar="N",
+                    help="label of the conducting phase (default 1; 0 is pore)")
+    sp.add_argument("--key", default=None, metavar="K", help="array name inside an .npz file")
+    sp.add_argument("-o", "--outdir", metavar="OUTDIR", help="output folder (default: out/<image stem>_<command>)")
+    sp.add_argument("--preconditioner", default="mg", help="CG preconditioner (default mg)")
+    sp.add_argument("--backend", choices=["cpu", "cuda", "vulkan", "auto"], default="cpu")
+
+
+# --------------------------------------------------------------------------------------------- commands
+def cmd_validate(args) -> int:
+    from dem.scenario import load_scenario, resolved_dict, to_engine, to_toml
+    scen = load_scenario(args.scenario, args.overrides)
+    to_engine(scen)
+    print(f"# {args.scenario}: valid", file=sys.stderr)
+    print(to_toml(resolved_dict(scen)), end="")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from dem.pipeline import run_scenario
+    from dem.scenario import load_scenario
+    scen = load_scenario(args.scenario, args.overrides)
+    _check_backend(args.backend or scen.run.backend)
+    outdir = Path(args.outdir) if args.outdir else Path("out") / scen.run.name
+    t = time.perf_counter()
+    try:
+        data = run_scenario(scen, outdir, backend=args.backend, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"pelletsim: interrupted; finished outputs are in {outdir} (results.json status 'interrupted')",
+              file=sys.stderr)
+        return EXIT_INTERRUPT
+    if not args.quiet:
+        print(f"[pelletsim] done in {time.perf_counter() - t:.1f} s → {outdir}", file=sys.stderr)
+    _print_summary(data, outdir)
+    return EXIT_OK
+
+
+def _print_summary(data: dict, outdir: Path) -> None:
+    rd = data.get("relative_density") or {}
+    h = data.get("heckel") or {}
+    print(f"run '{data.get('name')}' ({data.get('status')}) in {data.get('wall_time_s', 0):.1f} s "
+          f"on {(data.get('backend') or {}).get('backend')}: {outdir}/results.json")
+    if rd:
+        print(f"  relative density: max {rd.get('max', float('nan')):.4f}, final {rd.get('final', float('nan')):.4f}")
+    if h.get("Py_Pa"):
+        print(f"  Heckel: Py = {h['Py_Pa'] / 1e9:.3f} GPa, A = {h.get('A', float('nan')):.3f}")
+    for a in data.get("analysed") or []:
+        s = a.get("sigma_eff_S_per_m")
+        ns = a.get("normalised_sigma")
+        where = f"{a.get('pressure_Pa', 0) / 1e9:6.3f} GPa"
+        print(f"  {where}  {str(a.get('label'))[:30]:30s} "
+              f"σ_eff = {'–' if s is None else f'{s * 10:.3g} mS/cm'}"
+              f"  σ_eff/σ_bulk = {a.get('sigma_eff_over_bulk') or 0:.3f}  τ = {_fmt_tau(a.get('tau'))}"
+              + (f"  normalised = {ns:.3f}" if ns is not None else ""))
+
+
+def _check_backend(name: str) -> None:
+    from fva.backend import resolve_backend
+    try:
+        resolve_backend(name)
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _load_image(args):
+    path = Path(args.image)
+    if not path.is_file():
+        raise UsageError(f"{path}: image file not found")
+    from fva.io import load_image
+    kw = {}
+    if args.key is not None:
+        kw["key"] = args.key
+    if args.voxel_size is not None:
+        kw["voxel_m"] = args.voxel_size
+    if args.phase is not None:
+        kw["phase"] = args.phase
+    return load_image(path, **kw)
+
+
+def _image_outdir(args, what: str) -> Path:
+    return Path(args.outdir) if args.outdir else Path("out") / f"{Path(args.image).stem}_{what}"
+
+
+def cmd_conductivity(args) -> int:
+    from dem.pipeline import json_safe
+    from fva.atomic import write_json
+    from fva.backend import ensure_init
+    from fva.conduction import solve_conductivity
+
+    image = _load_image(args)
+    outdir = _image_outdir(args, "conductivity")
+    outdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    _check_backend(args.backend)
+    info = ensure_init(args.backend, "f64")
+    sigma_bulk = args.sigma_bulk_mS_per_cm * 0.1
+    axes = ["x", "y", "z"] if args.axis == "all" else [args.axis]
+    data = {"status": "running", "command": "conductivity", "image": str(Path(args.image).resolve()),
+            "versions": _versions(), "backend": {"backend": info.backend, "device": info.device_name},
+            "image_shape": list(image.shape), "voxel_m": list(image.voxel_m), "porosity": image.porosity(),
+            "conducting_phase": image.conducting_phase, "sigma_bulk_S_per_m": sigma_bulk, "analysed": []}
+    try:
+        for ax in axes:
+            r = solve_conductivity(image, ax, sigma_bulk_S_per_m=sigma_bulk, preconditioner=args.preconditioner,
+                                   flux_tol=args.flux_tol, return_fields=not args.no_vti)
+            entry = {"pressure_Pa": None, "label": f"{Path(args.image).name} axis {ax}", **json_safe(r.figures())}
+            if not args.no_vti:
+                from fva.io import save_vti
+                vti = outdir / f"fields_{ax}.vti"
+                save_vti(vti, image, potential=r.potential_V, current=r.current_density_A_per_m2)  # atomic
+                entry["vti"] = vti.name
+            data["analysed"].append(entry)
+            print(f"axis {ax}: σ_eff = {r.sigma_eff_S_per_m:.6g} S/m, σ_eff/σ_bulk = {r.sigma_eff_over_bulk:.4f}, "
+                  f"τ = {r.tau:.4g}, ε = {r.eps_total:.4f} (percolating {r.eps_percolating:.4f}), "
+                  f"{r.iterations} iterations")
+            data["wall_time_s"] = time.perf_counter() - t0
+            write_json(outdir / "results.json", json_safe(data))
+        data["status"] = "complete"
+        for k in ("sigma_eff_S_per_m", "sigma_eff_over_bulk", "tau", "eps_total", "eps_percolating"):
+            data[k] = data["analysed"][-1][k] if len(axes) == 1 else {e["axis"]: e[k] for e in data["analysed"]}
+    except KeyboardInterrupt:
+        data["status"] = "interrupted"
+        raise
+    finally:
+        data["wall_time_s"] = time.perf_counter() - t0
+        write_json(outdir / "results.json", json_safe(data))
+    print(f"→ {outdir}/results.json")
+    return EXIT_OK
+
+
+def cmd_analyze(args) -> int:
+    from dem.pipeline import json_safe
+    from fva.atomic import write_json
+    from fva.backend import ensure_init
+    from fva.microstructure import analyze_image, plot_microstructure
+
+    grid = args.rve_grid
+    if len(grid) not in (1, 3) or any(g < 1 for g in grid):
+        raise UsageError(f"--rve-grid: one or three integers ≥ 1, got {grid}")
+    grid = grid[0] if len(grid) == 1 else tuple(grid)
+    if not args.contact_fraction <= 1:
+        raise UsageError(f"--contact-fraction: must be in (0, 1], got {args.contact_fraction}")
+    image = _load_image(args)
+    outdir = _image_outdir(args, "analyze")
+    outdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    _check_backend(args.backend)
+    info = ensure_init(args.backend, "f64")
+    summary, arrays = analyze_image(image, rve_grid=grid, contact_fraction=args.contact_fraction,
+                                    solver_kw=dict(preconditioner=args.preconditioner), packing=None,
+                                    return_arrays=True)
+    figs = plot_microstructure(summary, arrays, outdir)
+    data = {"status": "complete", "command": "analyze", "image": str(Path(args.image).resolve()),
+            "versions": _versions(), "backend": {"backend": info.backend, "device": info.device_name},
+            "image_shape": list(image.shape), "voxel_m": list(image.voxel_m),
+            "microstructure": json_safe(summary), "wall_time_s": time.perf_counter() - t0,
+            "figures": [Path(f).name for f in (figs or [])] if isinstance(figs, (list, tuple)) else None}
+    write_json(outdir / "results.json", json_safe(data))
+    for k in ("porosity", "inplane_rms", "pore_size_mean_m", "tau_inplane", "tau_throughplane",
+              "interface_current_max_over_mean"):
+        if k in summary:
+            print(f"{k} = {summary[k]}")
+    print(f"→ {outdir}/results.json")
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    from dem.plots import plot_run
+    outdir = Path(args.outdir)
+    if not (outdir / "results.json").is_file():
+        raise UsageError(f"{outdir}: no results.json here; give the folder of a pelletsim run")
+    files = plot_run(outdir, compare=args.compare)
+    for f in files:
+        print(f)
+    return EXIT_OK
+
+
+def _fmt_tau(t) -> str:
+    return "inf" if t is None else f"{t:.3f}"
+
+
+def _versions() -> dict:
+    from dem.pipeline import _versions as v
+    return v()
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "conductivity": cmd_conductivity,
+            "analyze": cmd_analyze, "plot": cmd_plot}
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``pelletsim`` console script; returns the exit status."""
+    os.environ.setdefault("TI_LOG_LEVEL", "warn")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    debug = bool(os.environ.get("PELLETSIM_DEBUG"))
+    from dem.scenario import ScenarioError
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("pelletsim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPT
+    except (ScenarioError, UsageError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
+        if debug:
+            raise
+        _err(exc)
+        return EXIT_USAGE
+    except Exception as exc:
+        if debug:
+            raise
+        try:
+            from dem.simulation import SimulationError
+        except Exception:  # pragma: no cover
+            SimulationError = ()  # noqa: N806
+        from dem.pipeline import PipelineError
+        if SimulationError and isinstance(exc, SimulationError):
+            _err(f"compaction failed: {exc}")
+            return EXIT_FAIL
+        if isinstance(exc, PipelineError):
+            _err(exc)
+            return EXIT_FAIL
+        if isinstance(exc, RuntimeError) and "backend" in str(exc):
+            _err(exc)
+            return EXIT_USAGE
+        _err(f"{type(exc).__name__}: {exc} (PELLETSIM_DEBUG=1 shows the traceback)")
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,586 @@
+"""One scenario, end to end: sizes → loose packing → die compaction → per captured packing:
+voxels, σ_bulk(p), finite-volume solve, microstructure → results.json, history.csv, packings, PNGs, ParaView.
+
+Every output is written atomically (temp file + rename) and ``results.json`` is rewritten after each
+finished step, so an interrupted run (Ctrl-C) leaves valid files of what was finished, with
+``"status": "interrupted"``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import io
+import math
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dem.scenario import CaptureSpec, Scenario, expand_protocol, resolved_dict, to_engine, to_toml
+from dem.types import HISTORY_COLUMNS
+from fva.atomic import atomic_path, write_json, write_text
+
+__all__ = ["run_scenario", "PipelineError", "json_safe", "select_captures", "normalise"]
+
+R_GAS = 8.314462618
+
+
+class PipelineError(RuntimeError):
+    """A run cannot go on (bad combination found at run time, e.g. an image too large)."""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def json_safe(obj):
+    """Recursively turn numpy scalars/arrays, dataclasses and non-finite floats (→ None) into JSON data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json_safe({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        if obj.size > 10000:
+            return f"<array {obj.shape} {obj.dtype}>"
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (int, str)):
+        return obj
+    return str(obj)
+
+
+def slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9.]+", "_", str(text)).strip("_")
+    return s[:60] or "packing"
+
+
+def _eprint(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _fmt_s(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+class _Progress:
+    """Turns the engine's progress dicts into one throttled line on stderr: stage, pressure, steps/s, ETA.
+
+    The engine reports ``stage_index``, ``stage`` (name), ``step``, ``p_top_Pa``, ``steps_per_s``; the ETA of a
+    load/unload stage is extrapolated from the recent rate of pressure change (rough: compaction stiffens).
+    """
+
+    def __init__(self, enabled: bool, stages, every_s: float = 2.0):
+        self.enabled = enabled
+        self.stages = stages
+        self.every_s = every_s
+        self._last = 0.0
+        self._prev = None        # (time, stage_index, p)
+
+    def __call__(self, *args, **kw):
+        if not self.enabled:
+            return
+        info = {}
+        if args and isinstance(args[0], dict):
+            info.update(args[0])
+        elif args:
+            info["message"] = " ".join(str(a) for a in args)
+        info.update(kw)
+        now = time.perf_counter()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        si = info.get("stage_index")
+        name = info.get("stage")
+        if si is None and isinstance(name, (int, np.integer)):
+            si, name = int(name), None
+        parts = []
+        if si is not None and 0 <= int(si) < len(self.stages):
+            parts.append(f"stage {int(si) + 1}/{len(self.stages)} {name or self.stages[int(si)].name}")
+        elif name:
+            parts.append(f"stage {name}")
+        p = info.get("p_top_Pa", info.get("pressure_Pa"))
+        if p is not None:
+            parts.append(f"p = {float(p) / 1e6:8.2f} MPa")
+        if info.get("step") is not None:
+            parts.append(f"step {int(info['step'])}")
+        if info.get("steps_per_s") is not None:
+            parts.append(f"{float(info['steps_per_s']):,.0f} steps/s")
+        eta = info.get("eta_s")
+        if eta is None and p is not None and si is not None and 0 <= int(si) < len(self.stages):
+            st = self.stages[int(si)]
+            if self._prev and self._prev[1] == si and now > self._prev[0] and st.kind != "hold":
+                rate = (float(p) - self._prev[2]) / (now - self._prev[0])
+                rem = st.target_pressure_Pa - float(p)
+                if rate != 0 and rem / rate > 0:
+                    eta = rem / rate
+            elif st.kind == "hold":
+                eta = None
+        if p is not None:
+            self._prev = (now, si, float(p))
+        parts.append(f"stage ETA {_fmt_s(float(eta)) if eta is not None else '?'}")
+        if "message" in info:
+            parts.append(str(info["message"]))
+        _eprint("[pelletsim] " + ", ".join(parts))
+
+
+def _fmt_tau(t) -> str:
+    return "inf (not percolating)" if t is None else f"{t:.3f}"
+
+
+def _versions() -> dict:
+    import dem
+    out = {"pelletsim": getattr(dem, "__version__", "?"), "python": platform.python_version(),
+           "numpy": np.__version__}
+    try:
+        from importlib.metadata import version
+        out["taichi"] = version("taichi")
+    except Exception:
+        out["taichi"] = None
+    return out
+
+
+# --------------------------------------------------------------------------------------------- captures
+def match_captures(packings, specs: list[CaptureSpec]) -> list[CaptureSpec | None]:
+    """Pair the engine's captured packings with the protocol's capture specs (by order, checked by pressure)."""
+    if len(packings) == len(specs):
+        return list(specs)
+    out, j = [], 0
+    for pk in packings:
+        p = float(getattr(pk, "pressure_Pa", float("nan")))
+        found = None
+        for k in range(j, len(specs)):
+            sp = specs[k]
+            if not math.isfinite(p) or abs(p - sp.pressure_Pa) <= 0.25 * sp.pressure_Pa + 5e6:
+                found, j = sp, k + 1
+                break
+        out.append(found)
+    return out
+
+
+def select_captures(scen: Scenario, packings, specs) -> list[tuple[int, object, CaptureSpec | None]]:
+    """The (index, packing, spec) triples the [conductivity] section asks to analyse."""
+    cfg = scen.conductivity
+    paired = match_captures(packings, specs)
+    sel = []
+    for i, (pk, sp) in enumerate(zip(packings, paired)):
+        kind = sp.kind if sp else ("load" if "load" in str(getattr(pk, "label", "")).lower() else "unload")
+        if cfg.protocol == "variable_pressure" and kind != "load":
+            continue
+        if cfg.protocol == "stack_pressure" and kind == "load":
+            continue
+        if cfg.pressures_GPa:
+            cands = [float(pk.pressure_Pa)] + ([sp.pressure_Pa, sp.pelletizing_Pa] if sp else [])
+            if not any(math.isclose(c, g * 1e9, rel_tol=0.02) for c in cands if math.isfinite(c)
+                       for g in cfg.pressures_GPa):
+                continue
+        sel.append((i, pk, sp))
+    return sel
+
+
+def normalise(analysed: list[dict], at_Pa: float, x_key: str) -> float | None:
+    """σ_eff at ``at_Pa`` (exact within 2 %, else log-linear interpolation between neighbours)."""
+    pts = sorted((a.get(x_key) if a.get(x_key) is not None else a["pressure_Pa"], a["sigma_eff_S_per_m"])
+                 for a in analysed if a.get("sigma_eff_S_per_m"))
+    if not pts:
+        return None
+    for x, s in pts:
+        if math.isclose(x, at_Pa, rel_tol=0.02):
+            return s
+    for (x0, s0), (x1, s1) in zip(pts, pts[1:]):
+        if x0 <= at_Pa <= x1 and s0 > 0 and s1 > 0 and x1 > x0:
+            w = (at_Pa - x0) / (x1 - x0)
+            return float(math.exp((1 - w) * math.log(s0) + w * math.log(s1)))
+    return None
+
+
+def _history_value_at(history: dict, spec: CaptureSpec | None, p_Pa: float, key: str):
+    if key not in history or "p_top_Pa" not in history or not len(history["p_top_Pa"]):
+        return None
+    p = np.asarray(history["p_top_Pa"], float)
+    mask = np.ones_like(p, bool)
+    if spec is not None and "stage" in history:
+        m2 = np.asarray(history["stage"]) == spec.stage_index
+        if m2.any():
+            mask = m2
+    if not math.isfinite(p_Pa):
+        idx = np.flatnonzero(mask)[-1]
+    else:
+        cand = np.flatnonzero(mask)
+        idx = cand[np.argmin(np.abs(p[cand] - p_Pa))]
+    return float(np.asarray(history[key], float)[idx])
+
+
+# --------------------------------------------------------------------------------------------- writers
+def write_history_csv(path: Path, history: dict) -> list[str]:
+    cols = [c for c in HISTORY_COLUMNS if c in history] + [c for c in history if c not in HISTORY_COLUMNS]
+    n = min((len(np.atleast_1d(history[c])) for c in cols), default=0)
+    buf = io.StringIO()
+    buf.write(",".join(cols) + "\n")
+    arrs = [np.asarray(history[c])[:n] for c in cols]
+    ints = [c in ("step", "stage") or np.issubdtype(a.dtype, np.integer) for c, a in zip(cols, arrs)]
+    for i in range(n):
+        row = []
+        for a, is_int in zip(arrs, ints):
+            v = a[i]
+            if is_int:
+                row.append(str(int(v)))
+            else:
+                try:
+                    row.append(f"{float(v):.10g}")
+                except (TypeError, ValueError):
+                    row.append(str(v))
+        buf.write(",".join(row) + "\n")
+    write_text(path, buf.getvalue())
+    return cols
+
+
+def write_packing_npz(path: Path, packing, **extra) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, centers_m=packing.centers_m, radii_m=packing.radii_m, box_m=packing.box_m,
+                                pressure_Pa=np.float64(packing.pressure_Pa), label=np.str_(packing.label),
+                                periodic=np.asarray(packing.periodic, bool),
+                                **{k: np.asarray(v) for k, v in extra.items()})
+
+
+class _Results:
+    def __init__(self, outdir: Path, data: dict, t0: float):
+        self.outdir, self.data, self.t0 = outdir, data, t0
+
+    def flush(self) -> None:
+        self.data["wall_time_s"] = time.perf_counter() - self.t0
+        write_json(self.outdir / "results.json", json_safe(self.data))
+
+
+# --------------------------------------------------------------------------------------------- the run
+def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, progress: bool = True) -> dict:
+    """Run a validated scenario into ``outdir`` and return the results dict (also in results.json).
+
+    Raises KeyboardInterrupt (after writing what was finished, status "interrupted"),
+    ``dem.simulation.SimulationError`` or :class:`PipelineError` (status "failed").
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = {
+        "status": "running",
+        "name": scenario.run.name,
+        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "seed": scenario.run.seed,
+        "scenario": resolved_dict(scenario),
+        "timings_s": {},
+    }
+    res = _Results(outdir, data, t0)
+    write_text(outdir / "scenario.resolved.toml", to_toml(resolved_dict(scenario)))
+    try:
+        _run(scenario, outdir, res, backend, progress)
+        data["status"] = "complete"
+    except KeyboardInterrupt:
+        data["status"] = "interrupted"
+        _finish(scenario, outdir, res, progress, failed=True)
+        raise
+    except Exception as exc:
+        data["status"] = "failed"
+        data["error"] = f"{type(exc).__name__}: {exc}"
+        _finish(scenario, outdir, res, progress, failed=True)
+        raise
+    _finish(scenario, outdir, res, progress, failed=False)
+    return data
+
+
+def _finish(scenario, outdir, res, progress, failed):
+    res.flush()
+    if scenario.run.plots:
+        try:
+            from dem.plots import plot_run
+            t = time.perf_counter()
+            files = plot_run(outdir)
+            res.data["timings_s"]["plots"] = time.perf_counter() - t
+            res.data.setdefault("files", {})["figures"] = [str(Path(f).name) for f in files]
+        except KeyboardInterrupt:
+            pass
+        except Exception as exc:  # figures must never hide the numbers
+            res.data.setdefault("warnings", []).append(f"plots failed: {type(exc).__name__}: {exc}")
+            if progress:
+                _eprint(f"[pelletsim] warning: plots failed: {exc}")
+    res.flush()
+
+
+def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progress: bool) -> None:
+    from fva.backend import ensure_init
+
+    data = res.data
+    T = data["timings_s"]
+    say = _eprint if progress else (lambda *_: None)
+    sizes_cfg, material, die, stages, params = to_engine(scen, backend=backend)
+    expanded = expand_protocol(scen)
+    specs = [c for e in expanded for c in e.captures]
+
+    info = ensure_init(backend or scen.run.backend, scen.run.default_fp)
+    data["backend"] = {"requested": info.requested, "backend": info.backend, "device": info.device_name,
+                       "default_fp": info.default_fp, "taichi_version": info.taichi_version}
+    params = dataclasses.replace(params, backend=info.backend)
+    say(f"[pelletsim] {scen.run.name}: backend {info.backend} ({info.device_name}), seed {scen.run.seed}")
+
+    # 1. sizes -------------------------------------------------------------------------------------
+    from dem.sizes import sample_diameters, size_stats
+    t = time.perf_counter()
+    d = np.asarray(sample_diameters(sizes_cfg.n, **sizes_cfg.kwargs(), seed=scen.run.seed), float)
+    data["sizes"] = size_stats(d)
+    T["sizes"] = time.perf_counter() - t
+    say(f"[pelletsim] sizes: {d.size} particles, d = {d.min() * 1e6:.2f}–{d.max() * 1e6:.2f} µm, "
+        f"mean {d.mean() * 1e6:.2f} µm")
+
+    # 2. loose packing -------------------------------------------------------------------------------
+    from dem.loose import insert_loose
+    t = time.perf_counter()
+    h_um = scen.die.fill_height_um or scen.die.column_height_um
+    loose = insert_loose(d, die.base_x_m, die.base_y_m, column_height_m=None if h_um is None else h_um * 1e-6,
+                         target_fraction=scen.die.loose_fraction, seed=scen.run.seed)
+    T["loose"] = time.perf_counter() - t
+    die = dataclasses.replace(die, fill_height_m=float(loose.box_m[2]))
+    area = die.area_m2
+    loose_frac = float(np.sum(np.pi / 6 * d ** 3) / (area * loose.box_m[2]))
+    data["loose"] = {"height_m": float(loose.box_m[2]), "solid_fraction": loose_frac, "n": loose.n}
+    if scen.run.write_packings:
+        write_packing_npz(outdir / "packings" / "loose.npz", dataclasses.replace(loose, label="loose",
+                                                                                  pressure_Pa=0.0),
+                          diameters_sampled_m=d)
+    say(f"[pelletsim] loose packing: height {loose.box_m[2] * 1e6:.1f} µm, solid fraction {loose_frac:.3f}")
+    res.flush()
+
+    # 3. compaction ----------------------------------------------------------------------------------
+    from dem.simulation import run_compaction
+    t = time.perf_counter()
+    say(f"[pelletsim] compaction: {len(stages)} stage(s), max {max(s.target_pressure_Pa for s in stages) / 1e9:g} GPa")
+    result = run_compaction(loose, material, die, stages, params,
+                            progress=_Progress(progress, stages), seed=scen.run.seed)
+    T["compaction"] = time.perf_counter() - t
+    data["compaction"] = json_safe(result.info)
+    history = {k: np.asarray(v) for k, v in result.history.items()}
+    cols = write_history_csv(outdir / "history.csv", history)
+    data.setdefault("files", {})["history"] = "history.csv"
+    data["history_columns"] = cols
+
+    # packings
+    paired = match_captures(result.packings, specs)
+    cap_meta = []
+    for i, (pk, sp) in enumerate(zip(result.packings, paired)):
+        label = pk.label or f"{pk.pressure_Pa / 1e9:.3f} GPa"
+        if sp is not None and sp.kind != "load" and "after" not in label:
+            label = f"{label} after {sp.pelletizing_Pa / 1e9:g} GPa"
+        if label != pk.label:
+            pk = dataclasses.replace(pk, label=label)
+            result.packings[i] = pk
+        name = f"{i:02d}_{slug(label)}.npz"
+        meta = {"index": i, "label": pk.label, "pressure_Pa": float(pk.pressure_Pa),
+                "stage_kind": sp.kind if sp else None, "stage_index": sp.stage_index if sp else None,
+                "pelletizing_pressure_Pa": sp.pelletizing_Pa if sp else None, "cycle": sp.cycle if sp else None,
+                "relative_density": _history_value_at(history, sp, float(pk.pressure_Pa), "relative_density"),
+                "solid_fraction": _history_value_at(history, sp, float(pk.pressure_Pa), "solid_fraction"),
+                "thickness_m": float(pk.box_m[2]), "file": f"packings/{name}"}
+        cap_meta.append(meta)
+        if scen.run.write_packings:
+            write_packing_npz(outdir / "packings" / name, pk,
+                              pelletizing_pressure_Pa=np.float64(meta["pelletizing_pressure_Pa"] or np.nan),
+                              stage_kind=np.str_(meta["stage_kind"] or ""))
+    if result.final is not None and scen.run.write_packings:
+        write_packing_npz(outdir / "packings" / "final.npz", result.final)
+    data["captures"] = cap_meta
+    data["relative_density"] = _density_summary(history, cap_meta)
+    data["heckel"], extra = _heckel(history, stages, scen)
+    data.update(extra)
+    rdm = data["relative_density"]
+    say(f"[pelletsim] compaction done in {T['compaction']:.1f} s ({result.info.get('n_steps', '?')} steps): "
+        f"ρ_rel max {rdm.get('max', float('nan')):.4f}, final {rdm.get('final', float('nan')):.4f}, "
+        f"{len(result.packings)} capture(s)")
+    if data["heckel"].get("Py_Pa"):
+        say(f"[pelletsim] Heckel: Py = {data['heckel']['Py_Pa'] / 1e9:.3f} GPa, A = {data['heckel'].get('A'):.3f}")
+
+    if scen.run.write_frames and result.frames:
+        try:
+            from dem.paraview import write_particle_frames
+            t = time.perf_counter()
+            pvd = write_particle_frames(outdir, result.frames)
+            T["paraview"] = time.perf_counter() - t
+            data["files"]["particles"] = str(Path(pvd).relative_to(outdir)) if Path(pvd).is_absolute() \
+                else str(pvd)
+        except ImportError as exc:
+            data.setdefault("warnings", []).append(f"ParaView frames not written: {exc}")
+    res.flush()
+
+    # 4. conductivity --------------------------------------------------------------------------------
+    cfg = scen.conductivity
+    data["analysed"] = []
+    if not cfg.enabled:
+        return
+    sel = select_captures(scen, result.packings, specs)
+    # x of the Fig. 6b curves: the protocol's nominal pressures (a capture overshoots its nominal pressure a
+    # little, by up to one check interval); the measured pressure is kept in pressure_Pa and sets σ_bulk
+    x_key = "pelletizing_pressure_Pa" if cfg.protocol == "stack_pressure" else "nominal_pressure_Pa"
+    data["conductivity"] = {"protocol": cfg.protocol, "x_key": x_key, "normalise_at_Pa": cfg.normalise_at_GPa * 1e9,
+                            "n_selected": len(sel)}
+    if not sel:
+        data.setdefault("warnings", []).append("conductivity: no captured packing matched the selection")
+        return
+    from fva.activation import sigma_bulk_at_pressure
+    from fva.conduction import solve_conductivity
+    from fva.voxelise import voxelise
+    save_vti = None
+    if scen.run.write_vti:
+        from fva.io import save_vti
+    d_min = (scen.particles.d_min_um * 1e-6) if scen.particles.d_min_um else float(d.min())
+    voxel_m = cfg.voxel_um * 1e-6 if cfg.voxel_um else d_min / (cfg.voxels_per_dmin or 4.0)
+    data["conductivity"]["voxel_m"] = voxel_m
+    sigma_ref = cfg.sigma_ref_mS_per_cm * 0.1
+    axes = ["x", "y", "z"] if cfg.axis == "all" else [cfg.axis]
+    ms = scen.microstructure
+    tc = time.perf_counter()
+    for n_done, (i, pk, sp) in enumerate(sel):
+        meta = cap_meta[i]
+        nvox = np.prod(np.ceil(pk.box_m / voxel_m))
+        if nvox > cfg.max_voxels:
+            raise PipelineError(f"conductivity.voxel_um: {pk.label!r} would need {nvox:.3g} voxels "
+                                f"(> conductivity.max_voxels = {cfg.max_voxels:.3g}); use a larger voxel")
+        t = time.perf_counter()
+        image = voxelise(pk, voxel_m, labels=ms.enabled)
+        p_eval = float(pk.pressure_Pa) if math.isfinite(float(pk.pressure_Pa)) else (sp.pressure_Pa if sp else 0.0)
+        s_bulk = float(sigma_bulk_at_pressure(p_eval, sigma_ref, cfg.activation_volume_cm3_per_mol * 1e-6,
+                                              cfg.p_ref_GPa * 1e9, cfg.temperature_K))
+        per_axis = {}
+        fields = None
+        for ax in axes:
+            want = save_vti is not None and (ax == axes[-1])
+            r = solve_conductivity(image, ax, sigma_bulk_S_per_m=s_bulk, sigma_pore_S_per_m=cfg.sigma_pore_S_per_m,
+                                   preconditioner=cfg.preconditioner, flux_tol=cfg.flux_tol, return_fields=want)
+            per_axis[ax] = json_safe(r.figures())
+            if want:
+                fields = r
+        main = per_axis["z"] if "z" in per_axis else per_axis[axes[-1]]
+        entry = {
+            "index": i, "label": pk.label, "pressure_Pa": p_eval,
+            "nominal_pressure_Pa": sp.pressure_Pa if sp else p_eval,
+            "pelletizing_pressure_Pa": meta["pelletizing_pressure_Pa"] if meta["pelletizing_pressure_Pa"]
+            is not None else p_eval,
+            "stage_kind": meta["stage_kind"], "cycle": meta["cycle"],
+            "relative_density": meta["relative_density"], "thickness_m": meta["thickness_m"],
+            "voxel_m": voxel_m, "image_shape": list(image.shape), "porosity": image.porosity(),
+            "sigma_bulk_S_per_m": s_bulk,
+            "sigma_eff_S_per_m": main["sigma_eff_S_per_m"],
+            "sigma_eff_mS_per_cm": None if main["sigma_eff_S_per_m"] is None else main["sigma_eff_S_per_m"] * 10,
+            "sigma_eff_over_bulk": main["sigma_eff_over_bulk"], "tau": main["tau"],
+            "eps_total": main["eps_total"], "eps_percolating": main["eps_percolating"],
+            "iterations": main["iterations"], "flux_spread": main["flux_spread"],
+            "converged": main.get("converged"), "percolating": main.get("percolating"),
+            "axis": main.get("axis"), "axes": per_axis if len(axes) > 1 else None,
+            "normalised_sigma": None,
+        }
+        if fields is not None:
+            vti = outdir / "fields" / f"{i:02d}_{slug(pk.label or 'packing')}.vti"
+            vti.parent.mkdir(parents=True, exist_ok=True)
+            save_vti(vti, image, potential=fields.potential_V, current=fields.current_density_A_per_m2)  # atomic
+            entry["vti"] = str(vti.relative_to(outdir))
+        if ms.enabled:
+            from fva.microstructure import analyze_image, plot_microstructure
+            grid = ms.rve_grid if isinstance(ms.rve_grid, int) else tuple(ms.rve_grid)
+            summary, arrays = analyze_image(image, rve_grid=grid, contact_fraction=ms.contact_fraction,
+                                            solver_kw=dict(preconditioner=cfg.preconditioner, flux_tol=cfg.flux_tol),
+                                            packing=pk, return_arrays=True)
+            mdir = outdir / "microstructure" / f"{i:02d}_{slug(pk.label or 'packing')}"
+            try:
+                plot_microstructure(summary, arrays, mdir)
+            except Exception as exc:
+                data.setdefault("warnings", []).append(f"microstructure plots for {pk.label!r}: {exc}")
+            entry["microstructure"] = json_safe(summary)
+        entry["wall_s"] = time.perf_counter() - t
+        data["analysed"].append(entry)
+        ref = normalise(data["analysed"], cfg.normalise_at_GPa * 1e9, x_key)
+        for a in data["analysed"]:
+            a["normalised_sigma"] = (a["sigma_eff_S_per_m"] / ref) if (ref and a["sigma_eff_S_per_m"] is not None) \
+                else None
+        data["conductivity"]["sigma_eff_at_normalise_S_per_m"] = ref
+        el = time.perf_counter() - tc
+        eta = el / (n_done + 1) * (len(sel) - n_done - 1)
+        s_eff = entry["sigma_eff_S_per_m"] or 0.0
+        say(f"[pelletsim] conductivity {n_done + 1}/{len(sel)} at {p_eval / 1e9:.3f} GPa ({pk.label}): "
+            f"σ_eff = {s_eff * 10:.3g} mS/cm, σ_eff/σ_bulk = {entry['sigma_eff_over_bulk'] or 0:.3f}, "
+            f"τ = {_fmt_tau(entry['tau'])}, {entry['wall_s']:.1f} s, "
+            f"ETA {_fmt_s(eta)}")
+        res.flush()
+    T["conductivity"] = time.perf_counter() - tc
+
+
+def _density_summary(history: dict, cap_meta: list[dict]) -> dict:
+    out = {"per_capture": [{"label": m["label"], "pressure_Pa": m["pressure_Pa"],
+                            "relative_density": m["relative_density"]} for m in cap_meta]}
+    if "relative_density" in history and len(history["relative_density"]):
+        rho = np.asarray(history["relative_density"], float)
+        out["final"] = float(rho[-1])
+        out["max"] = float(np.nanmax(rho))
+        if "p_top_Pa" in history:
+            p = np.asarray(history["p_top_Pa"], float)
+            k = int(np.nanargmax(p))
+            out["at_max_pressure"] = float(rho[k])
+            out["max_pressure_Pa"] = float(p[k])
+    if "solid_fraction" in history and len(history["solid_fraction"]):
+        out["final_solid_fraction"] = float(np.asarray(history["solid_fraction"], float)[-1])
+    return out
+
+
+def _load_mask(history: dict, stages) -> np.ndarray:
+    """Rows of the first loading up to the maximum pressure (in-die Heckel data)."""
+    p = np.asarray(history.get("p_top_Pa", []), float)
+    if not p.size:
+        return np.zeros(0, bool)
+    mask = np.ones(p.size, bool)
+    if "stage" in history:
+        st = np.asarray(history["stage"]).astype(int)
+        kinds = np.array([stages[s].kind if 0 <= s < len(stages) else "" for s in st])
+        mask &= kinds == "load"
+    k = int(np.nanargmax(p))
+    mask[k + 1:] = False
+    return mask & (p > 0) & np.isfinite(p)
+
+
+def _heckel(history: dict, stages, scen: Scenario) -> tuple[dict, dict]:
+    """In-die Heckel fit of the loading branch, out-of-die fit and elastic recovery (dem.heckel)."""
+    extra = {}
+    if "p_top_Pa" not in history or "relative_density" not in history:
+        return {"error": "history lacks p_top_Pa or relative_density"}, extra
+    try:
+        from dem import heckel as hk
+    except ImportError as exc:
+        return {"error": f"dem.heckel not available: {exc}"}, extra
+    p = np.asarray(history["p_top_Pa"], float)
+    rho = np.asarray(history["relative_density"], float)
+    ok = np.isfinite(p) & np.isfinite(rho) & (rho > 0) & (rho < 1)
+    h = {"p_top_Pa": p[ok], "relative_density": rho[ok]}
+    try:
+        both = hk.in_die_and_out_of_die(h)
+        out = json_safe(both["in_die"])
+        extra["heckel_out_of_die"] = json_safe(both["out_of_die"])
+        extra["elastic_recovery"] = {"fraction": json_safe(both["elastic_recovery"]),
+                                     "cycles": json_safe(both["cycles"]), "notes": both["notes"]}
+    except Exception as exc:
+        out = {"error": f"{type(exc).__name__}: {exc}"}
+        extra["elastic_recovery"] = {"error": out["error"]}
+    lp, _ = hk.loading_branch(p[ok], rho[ok])
+    out["in_die_points"] = int(lp.size)
+    return out, extra

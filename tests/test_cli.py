@@ -1,0 +1,295 @@
+"""The ``pelletsim`` command line end to end: the tiny scenario once (module fixture), then the image
+subcommands, plot, validate and the error/interrupt paths."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dem.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "data" / "tiny.toml"
+HISTORY_REQUIRED = ["step", "time_s", "punch_z_m", "thickness_m", "p_top_Pa", "p_bottom_Pa",
+                    "relative_density", "solid_fraction", "coordination", "ke_ratio"]
+
+
+def _need(*mods):
+    for mod in mods:
+        pytest.importorskip(mod)
+
+
+def _need_pipeline():
+    _need("dem.simulation", "dem.paraview", "fva.voxelise", "fva.conduction", "fva.io", "fva.activation",
+          "fva.microstructure")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    _need_pipeline()
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    rc = main(["run", str(TINY), "-o", str(out), "-q"])
+    assert rc == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------- run
+def test_run_writes_every_output(tiny_run):
+    out, res = tiny_run
+    for name in ("results.json", "history.csv", "particles.pvd", "scenario.resolved.toml",
+                 "relative_density.png", "heckel.png", "conductivity.png", "size_distribution.png",
+                 "porosity_profile_z.png"):
+        assert (out / name).is_file(), name
+    assert list((out / "packings").glob("*.npz"))
+    assert list((out / "fields").glob("*.vti"))
+    assert not list(out.rglob("*.tmp*")), "temporary files left behind"
+
+
+def test_history_csv_columns(tiny_run):
+    out, _ = tiny_run
+    with open(out / "history.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    head = rows[0]
+    for c in HISTORY_REQUIRED:
+        assert c in head, c
+    assert len(rows) > 5
+    data = np.array([[float(v) for v in r] for r in rows[1:]])
+    rho = data[:, head.index("relative_density")]
+    assert np.all((rho > 0) & (rho < 1))
+    p = data[:, head.index("p_top_Pa")]
+    assert p.max() >= 0.25e9
+
+
+def test_results_json_keys_and_sanity(tiny_run):
+    _, res = tiny_run
+    assert res["status"] == "complete"
+    for k in ("scenario", "versions", "backend", "seed", "wall_time_s", "relative_density", "heckel",
+              "analysed", "sizes", "elastic_recovery"):
+        assert k in res, k
+    assert res["versions"]["taichi"] and res["versions"]["pelletsim"]
+    assert res["backend"]["backend"] == "cpu" and res["backend"]["device"]
+    rd = res["relative_density"]
+    assert 0 < rd["final"] < 1 and 0 < rd["max"] < 1 and rd["final"] <= rd["max"] + 1e-9
+    for k in ("Py_Pa", "A", "fit_range_Pa"):
+        assert k in res["heckel"], k
+    an = res["analysed"]
+    assert len(an) == 2
+    ps = [a["pressure_Pa"] for a in an]
+    assert ps == sorted(ps)
+    for a in an:
+        for k in ("pressure_Pa", "sigma_eff_S_per_m", "sigma_eff_over_bulk", "sigma_bulk_S_per_m", "tau",
+                  "eps_total", "eps_percolating", "iterations", "flux_spread", "normalised_sigma",
+                  "microstructure", "label"):
+            assert k in a, k
+        assert 0 < a["eps_total"] < 1
+        assert 0 <= a["eps_percolating"] <= a["eps_total"] + 1e-12
+        assert 0 <= a["sigma_eff_S_per_m"] <= a["sigma_bulk_S_per_m"] * (1 + 1e-6)
+        if a["sigma_eff_S_per_m"] > 0:
+            assert a["tau"] >= 1 - 1e-6
+        assert "porosity" in a["microstructure"]
+    # denser at the higher pressure: the loading branch is monotone-ish
+    rhos = [a["relative_density"] for a in an]
+    assert rhos[1] >= rhos[0] - 0.01
+    # σ_bulk falls with pressure (positive activation volume); normalised at 0.3 GPa → 1 there
+    assert an[1]["sigma_bulk_S_per_m"] < an[0]["sigma_bulk_S_per_m"]
+    assert an[1]["normalised_sigma"] == pytest.approx(1.0)
+
+
+def test_packings_npz(tiny_run):
+    out, res = tiny_run
+    files = sorted((out / "packings").glob("*.npz"))
+    names = {f.name for f in files}
+    assert "loose.npz" in names and "final.npz" in names
+    for f in files:
+        with np.load(f) as z:
+            for k in ("centers_m", "radii_m", "box_m", "pressure_Pa", "label"):
+                assert k in z.files, (f.name, k)
+            assert z["centers_m"].shape == (z["radii_m"].size, 3)
+            assert np.all(z["radii_m"] > 0)
+
+
+def test_paraview_files_read_back(tiny_run):
+    pv = pytest.importorskip("pyvista")
+    out, res = tiny_run
+    import xml.etree.ElementTree as ET
+    ds = ET.parse(out / "particles.pvd").getroot().findall(".//DataSet")
+    assert ds
+    first = out / ds[0].get("file")
+    mesh = pv.read(first)
+    assert mesh.n_points == res["scenario"]["particles"]["count"]
+    keys = {k.lower() for k in mesh.point_data.keys()}
+    assert any("radius" in k for k in keys), keys
+    assert any("veloc" in k for k in keys), keys
+    assert any("force" in k for k in keys), keys
+    assert any("contact" in k for k in keys), keys
+    vti = out / res["analysed"][0]["vti"]
+    img = pv.read(vti)
+    arrs = {k.lower() for k in list(img.point_data.keys()) + list(img.cell_data.keys())}
+    assert any("phase" in k for k in arrs), arrs
+    assert any("potential" in k for k in arrs), arrs
+    assert any("current" in k for k in arrs), arrs
+
+
+def test_plot_redraws(tiny_run, tmp_path):
+    out, _ = tiny_run
+    for png in out.glob("*.png"):
+        png.unlink()
+    assert main(["plot", str(out)]) == 0
+    for name in ("relative_density.png", "heckel.png", "conductivity.png", "size_distribution.png",
+                 "porosity_profile_z.png"):
+        assert (out / name).stat().st_size > 1000, name
+
+
+# ------------------------------------------------------------------------------------------- validate
+def test_validate_ok(capsys):
+    assert main(["validate", str(TINY)]) == 0
+    out = capsys.readouterr().out
+    assert "[particles]" in out and "count = 60" in out
+
+
+def test_validate_bad_exit_2(capsys):
+    assert main(["validate", str(TINY), "--set", "particles.d_min_um=30"]) == 2
+    err = capsys.readouterr().err
+    assert "particles.d_min_um" in err and "Traceback" not in err
+    assert main(["validate", str(ROOT / "nope.toml")]) == 2
+
+
+def test_run_bad_override_exit_2(capsys, tmp_path):
+    assert main(["run", str(TINY), "-o", str(tmp_path / "x"), "--set", "particles.cuont=3"]) == 2
+    assert "particles.cuont" in capsys.readouterr().err
+
+
+def test_usage_error_exit_2(capsys):
+    assert main(["frobnicate"]) == 2
+    assert main(["conductivity", "x.npy", "--axis", "w"]) == 2
+
+
+def test_unavailable_backend_exit_2(capsys, tmp_path):
+    from fva.backend import _arch_available
+    if _arch_available("cuda"):
+        pytest.skip("a CUDA device is present")
+    assert main(["run", str(TINY), "-o", str(tmp_path / "b"), "--backend", "cuda"]) == 2
+    assert "cuda" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_simulation_error_exit_1(tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+
+    class SimulationError(RuntimeError):
+        pass
+
+    def fail(*a, **k):
+        raise SimulationError("contact overlap too large at step 12 (lower punch_speed_m_per_s)")
+
+    fake = types.ModuleType("dem.simulation")
+    fake.run_compaction = fail
+    fake.SimulationError = SimulationError
+    monkeypatch.setitem(sys.modules, "dem.simulation", fake)
+    out = tmp_path / "f"
+    assert main(["run", str(TINY), "-o", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "contact overlap" in err and "Traceback" not in err
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "failed" and "contact overlap" in res["error"]
+
+
+def test_ctrl_c_leaves_valid_outputs(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    fake = types.ModuleType("dem.simulation")
+    fake.run_compaction = boom
+    fake.SimulationError = RuntimeError
+    monkeypatch.setitem(sys.modules, "dem.simulation", fake)
+    out = tmp_path / "int"
+    assert main(["run", str(TINY), "-o", str(out), "-q"]) == 130
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "interrupted"
+    assert res["sizes"]["n"] == 60
+    assert (out / "packings" / "loose.npz").is_file()
+
+
+# ------------------------------------------------------------------------------------------- images
+def _layered(n=16):
+    """[z, y, x] solid block with a pore channel: percolating along z, σ_eff/σ_bulk = solid fraction."""
+    im = np.ones((n, n, n), np.uint8)
+    im[:, :, : n // 4] = 0
+    return im
+
+
+def test_conductivity_npy(tmp_path, capsys):
+    _need("fva.io", "fva.conduction")
+    p = tmp_path / "block.npy"
+    np.save(p, _layered())
+    out = tmp_path / "c"
+    assert main(["conductivity", str(p), "--voxel-size", "1e-6", "-o", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    a = res["analysed"][0]
+    assert a["pressure_Pa"] is None
+    for k in ("sigma_eff_S_per_m", "sigma_eff_over_bulk", "tau", "eps_total", "eps_percolating"):
+        assert k in a
+    assert a["sigma_eff_over_bulk"] == pytest.approx(0.75, rel=2e-3)
+    assert a["tau"] == pytest.approx(1.0, rel=2e-3)
+    assert (out / a["vti"]).is_file()
+
+
+def test_conductivity_tif_all_axes(tmp_path):
+    _need("fva.io", "fva.conduction")
+    tifffile = pytest.importorskip("tifffile")
+    p = tmp_path / "block.tif"
+    tifffile.imwrite(p, _layered())
+    out = tmp_path / "t"
+    assert main(["conductivity", str(p), "--voxel-size", "1e-6", "--axis", "all", "-o", str(out), "--no-vti"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    by = {a["axis"]: a for a in res["analysed"]}
+    assert set(by) == {"x", "y", "z"}
+    assert by["z"]["sigma_eff_over_bulk"] == pytest.approx(0.75, rel=2e-3)
+    assert by["x"]["sigma_eff_over_bulk"] < by["z"]["sigma_eff_over_bulk"]   # series layers along x
+
+
+def test_conductivity_missing_image_exit_2(tmp_path, capsys):
+    assert main(["conductivity", str(tmp_path / "nope.npy"), "--voxel-size", "1e-6"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_analyze_image(tmp_path):
+    _need("fva.io", "fva.microstructure")
+    p = tmp_path / "block.npy"
+    rng = np.random.default_rng(0)
+    np.save(p, (rng.random((16, 16, 16)) > 0.25).astype(np.uint8))
+    out = tmp_path / "a"
+    assert main(["analyze", str(p), "--voxel-size", "1e-6", "--rve-grid", "2", "-o", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    m = res["microstructure"]
+    assert 0.15 < m["porosity"] < 0.35
+    assert len(m["porosity_profile_z"]) == 16
+    assert list(out.glob("*.png"))
+
+
+def test_plot_not_a_run_exit_2(tmp_path):
+    assert main(["plot", str(tmp_path)]) == 2
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def test_normalise_exact_and_interpolated():
+    from dem.pipeline import normalise
+    an = [{"pressure_Pa": 0.3e9, "sigma_eff_S_per_m": 0.1}, {"pressure_Pa": 0.7e9, "sigma_eff_S_per_m": 0.4}]
+    assert normalise(an, 0.7e9, "pressure_Pa") == pytest.approx(0.4)
+    assert normalise(an, 0.5e9, "pressure_Pa") == pytest.approx(0.2)      # log-linear midpoint
+    assert normalise(an, 0.9e9, "pressure_Pa") is None
+
+
+def test_json_safe_drops_non_finite():
+    from dem.pipeline import json_safe
+    out = json_safe({"a": float("inf"), "b": np.float32(2), "c": (1, np.nan), "d": np.arange(3)})
+    assert out == {"a": None, "b": 2.0, "c": [1, None], "d": [0, 1, 2]}
+    json.dumps(out, allow_nan=False)

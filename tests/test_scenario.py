@@ -1,0 +1,295 @@
+"""Scenario files: every bad-input path gives a ScenarioError naming the key; shipped scenarios validate."""
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from dem.scenario import (ScenarioError, apply_override, expand_protocol, load_scenario, parse_scenario,
+                          resolved_dict, to_engine, to_toml)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "scenarios").glob("*.toml")) + [ROOT / "tests" / "data" / "tiny.toml"]
+TINY = ROOT / "tests" / "data" / "tiny.toml"
+
+
+def base() -> dict:
+    """The tiny scenario with a plain two-stage protocol (load with captures, unload)."""
+    d = tomllib.loads(TINY.read_text())
+    d["protocol"] = [
+        {"kind": "load", "target_pressure_GPa": 0.3, "punch_speed_m_per_s": 0.2, "capture_pressures_GPa": [0.1, 0.3]},
+        {"kind": "unload", "target_pressure_GPa": 0.0, "punch_speed_m_per_s": 0.2},
+    ]
+    return d
+
+
+def check(data: dict, *fragments: str):
+    with pytest.raises(ScenarioError) as ei:
+        parse_scenario(data, source_dir=TINY.parent)
+    msg = str(ei.value)
+    for f in fragments:
+        assert f in msg, f"{f!r} not in {msg!r}"
+    return msg
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_scenarios_validate(path):
+    scen = load_scenario(path)
+    sizes, material, die, stages, params = to_engine(scen)
+    assert sizes.n == scen.particles.count
+    assert die.base_x_m > 0 and die.fill_height_m > 0
+    assert stages and all(s.kind in ("load", "hold", "unload") for s in stages)
+    assert material.youngs_modulus_Pa > 1e9
+    # resolved TOML round-trips to the same scenario
+    again = parse_scenario(tomllib.loads(to_toml(resolved_dict(scen))), source_dir=path.parent)
+    assert resolved_dict(again) == resolved_dict(scen)
+
+
+def test_schneider_scenarios_match_the_study():
+    ref = tomllib.loads((ROOT.parent / "shared" / "reference" / "schneider2023.toml").read_text()) \
+        if (ROOT.parent / "shared" / "reference" / "schneider2023.toml").is_file() else None
+    v = load_scenario(ROOT / "scenarios" / "schneider2023_variable_pressure.toml")
+    s = load_scenario(ROOT / "scenarios" / "schneider2023_stack_pressure.toml")
+    for scen in (v, s):
+        assert scen.particles.count == 9591
+        assert scen.die.base_x_um == scen.die.base_y_um == 210.0
+        assert math.isclose(scen.particles.shape, 1.94431) and math.isclose(scen.particles.scale_um, 7.04802)
+        assert scen.conductivity.normalise_at_GPa == 0.5
+        assert max(st.target_Pa() for st in scen.protocol) == pytest.approx(1.7e9)
+        if ref:
+            assert scen.particles.count == ref["dem_domain"]["n_particles"]
+    assert v.conductivity.protocol == "variable_pressure"
+    assert s.conductivity.protocol == "stack_pressure"
+    caps = [c for e in expand_protocol(s) for c in e.captures]
+    assert all(c.pressure_Pa == pytest.approx(0.1e9) for c in caps)
+    assert 0.5e9 in [pytest.approx(c.pelletizing_Pa) for c in caps]
+
+
+def test_units_are_converted_to_SI():
+    sizes, material, die, stages, params = to_engine(parse_scenario(base()))
+    assert sizes.d_min_m == pytest.approx(14e-6) and sizes.scale_m == pytest.approx(2e-6)
+    assert material.youngs_modulus_Pa == pytest.approx(20e9)
+    assert material.yield_stress_Pa == pytest.approx(base()["material"]["yield_stress_MPa"] * 1e6)
+    assert die.base_x_m == pytest.approx(60e-6)
+    assert stages[0].target_pressure_Pa == pytest.approx(0.3e9)
+    assert stages[0].capture_pressures_Pa == pytest.approx((0.1e9, 0.3e9))
+    assert stages[0].punch_speed_m_per_s == pytest.approx(0.2)
+
+
+def test_mm_per_s_and_MPa_variants():
+    d = base()
+    d["protocol"][0].pop("target_pressure_GPa")
+    d["protocol"][0]["target_pressure_MPa"] = 300.0
+    d["protocol"][0].pop("punch_speed_m_per_s")
+    d["protocol"][0]["punch_speed_mm_per_s"] = 50.0
+    st = to_engine(parse_scenario(d))[3][0]
+    assert st.target_pressure_Pa == pytest.approx(3e8) and st.punch_speed_m_per_s == pytest.approx(0.05)
+
+
+def test_unknown_key_is_named_with_suggestion():
+    d = base()
+    d["particles"]["cuont"] = 3
+    check(d, "particles.cuont", "unknown key", "count")
+
+
+def test_unknown_section():
+    d = base()
+    d["partcles"] = {}
+    check(d, "partcles", "unknown key")
+
+
+def test_unknown_key_in_stage():
+    d = base()
+    d["protocol"][1]["target_pressure_Pa"] = 0
+    check(d, "protocol[1].target_pressure_Pa", "unknown key")
+
+
+def test_missing_key():
+    d = base()
+    del d["particles"]["count"]
+    check(d, "particles.count", "missing")
+
+
+def test_missing_section():
+    d = base()
+    del d["material"]
+    check(d, "material", "missing")
+
+
+@pytest.mark.parametrize("key", ["d_min_um", "d_max_um", "scale_um", "shape"])
+def test_negative_size(key):
+    d = base()
+    d["particles"][key] = -1.0
+    check(d, f"particles.{key}", "greater than 0")
+
+
+def test_d_min_not_below_d_max():
+    d = base()
+    d["particles"]["d_min_um"] = 60.0
+    d["particles"]["d_max_um"] = 50.0
+    d["die"]["base_x_um"] = d["die"]["base_y_um"] = 200.0
+    check(d, "particles.d_min_um", "must be < d_max_um", "60", "50")
+
+
+def test_die_too_narrow():
+    d = base()
+    d["die"]["base_y_um"] = 40.0
+    check(d, "die.base_y_um", "2·d_max", "52")
+
+
+def test_gamma_needs_shape():
+    d = base()
+    del d["particles"]["shape"]
+    check(d, "particles.shape", "gamma")
+
+
+def test_histogram_file_missing():
+    d = base()
+    d["particles"]["distribution"] = "histogram"
+    d["particles"]["histogram_csv"] = "no_such.csv"
+    check(d, "particles.histogram_csv", "not found")
+
+
+def test_bad_enum():
+    d = base()
+    d["run"]["backend"] = "opencl"
+    check(d, "run.backend")
+
+
+def test_thornton_ning_needs_yield_stress():
+    d = base()
+    del d["material"]["yield_stress_MPa"]
+    check(d, "material.yield_stress_MPa", "thornton_ning")
+
+
+def test_both_unit_variants_given():
+    d = base()
+    d["protocol"][0]["target_pressure_MPa"] = 300.0
+    check(d, "protocol[0].target_pressure_MPa", "not both")
+
+
+def test_unload_above_previous_load():
+    d = base()
+    d["protocol"][1]["target_pressure_GPa"] = 0.4
+    check(d, "protocol[1].target_pressure_GPa", "below the previous target")
+
+
+def test_protocol_starting_with_unload():
+    d = base()
+    d["protocol"] = [d["protocol"][1]]
+    d["conductivity"]["enabled"] = False
+    d["microstructure"]["enabled"] = False
+    check(d, "protocol[0].target_pressure_GPa", "unload")
+
+
+def test_load_below_current_pressure():
+    d = base()
+    d["protocol"].append({"kind": "load", "target_pressure_GPa": 0.0, "punch_speed_m_per_s": 0.1})
+    check(d, "protocol[2].target_pressure_GPa", "above the current pressure")
+
+
+def test_capture_outside_stage_range():
+    d = base()
+    d["protocol"][0]["capture_pressures_GPa"] = [0.1, 0.5]
+    check(d, "protocol[0].capture_pressures_GPa", "0.5")
+
+
+def test_hold_needs_time():
+    d = base()
+    d["protocol"].insert(1, {"kind": "hold", "target_pressure_GPa": 0.3, "hold_time_s": 0.0})
+    check(d, "protocol[1].hold_time_s")
+
+
+def test_load_needs_speed():
+    d = base()
+    del d["protocol"][0]["punch_speed_m_per_s"]
+    check(d, "protocol[0].punch_speed_mm_per_s", "missing")
+
+
+def test_empty_protocol():
+    d = base()
+    d["protocol"] = []
+    check(d, "protocol")
+
+
+def test_stack_protocol_needs_released_captures():
+    d = base()
+    d["conductivity"]["protocol"] = "stack_pressure"
+    check(d, "conductivity.protocol", "stack_pressure")
+
+
+def test_conductivity_pressure_not_captured():
+    d = base()
+    d["conductivity"]["pressures_GPa"] = [0.2]
+    check(d, "conductivity.pressures_GPa", "0.2")
+
+
+def test_protocol_cycles_expand():
+    d = base()
+    d["run"]["protocol_cycles"] = 2
+    scen = parse_scenario(d)
+    ex = expand_protocol(scen)
+    assert [e.kind for e in ex] == ["load", "unload", "load", "unload"]
+    assert sum(len(e.captures) for e in ex) == 4
+
+
+# ------------------------------------------------------------------------------------------ overrides
+def test_set_override_applies_and_validates():
+    scen = load_scenario(TINY, ["particles.count=80", "run.name=\"x\"", "protocol.1.target_pressure_GPa=0.4",
+                                "protocol.1.capture_pressures_GPa=[0.2, 0.4]", "conductivity.normalise_at_GPa=0.4"])
+    assert scen.particles.count == 80 and scen.run.name == "x"
+    assert scen.protocol[1].target_Pa() == pytest.approx(0.4e9)
+
+
+def test_set_bare_word_is_a_string():
+    scen = load_scenario(TINY, ["run.backend=auto"])
+    assert scen.run.backend == "auto"
+
+
+@pytest.mark.parametrize("ov, frag", [
+    ("particles.count=-5", "particles.count"),
+    ("particles.count=abc", "particles.count"),
+    ("particles.count=[1", "particles.count"),
+    ("particles.nope=1", "particles.nope"),
+    ("noequals", "key.path=value"),
+    ("protocol.9.kind=\"load\"", "protocol.9"),
+    ("particles.count.x=1", "particles.count"),
+    ("particles.d_min_um=30", "particles.d_min_um"),
+])
+def test_bad_set_override(ov, frag):
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(TINY, [ov])
+    assert frag in str(ei.value)
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(ScenarioError, match="not found"):
+        load_scenario(tmp_path / "nope.toml")
+    p = tmp_path / "bad.toml"
+    p.write_text("[run\nname = 1")
+    with pytest.raises(ScenarioError, match="not valid TOML"):
+        load_scenario(p)
+
+
+def test_apply_override_creates_section():
+    d = {"run": {}}
+    apply_override(d, "microstructure.enabled=true")
+    assert d["microstructure"]["enabled"] is True
+
+
+def test_histogram_csv_relative_to_scenario(tmp_path):
+    (tmp_path / "psd").mkdir()
+    (tmp_path / "psd" / "sizes.csv").write_text("d_low_um,d_high_um,count\n14,18,10\n18,22,30\n22,26,5\n")
+    d = base()
+    d["particles"] = {"count": 50, "distribution": "histogram", "histogram_csv": "psd/sizes.csv",
+                      "d_min_um": 14.0, "d_max_um": 26.0}
+    text = to_toml(d)
+    (tmp_path / "s.toml").write_text(text)
+    scen = load_scenario(tmp_path / "s.toml")
+    sizes = to_engine(scen)[0]
+    assert Path(sizes.histogram_csv) == tmp_path / "psd" / "sizes.csv"
+    from dem.sizes import sample_diameters
+    dd = sample_diameters(sizes.n, **sizes.kwargs(), seed=1)
+    assert dd.size == 50 and dd.min() >= 14e-6 and dd.max() <= 26e-6
