@@ -345,7 +345,36 @@ def find_cycles(p_Pa, rho_rel, *, drop_fraction=0.3, min_peak_fraction=0.02):
     return out
 
 
-def in_die_and_out_of_die(history, **fit_kwargs) -> dict:
+def cycles_from_stages(p_Pa, rho_rel, stage_index, stage_kinds) -> list:
+    """Load/release cycles read off the protocol itself: one cycle per ``unload`` stage.
+
+    The peak is the highest pressure since the previous unload stage ended, the trough the last row
+    of the unload stage. Unlike :func:`find_cycles` this cannot mistake a relaxation between two
+    loading stages (e.g. after a fast approach) for a release.
+    """
+    p = np.asarray(p_Pa, dtype=np.float64).ravel()
+    r = np.asarray(rho_rel, dtype=np.float64).ravel()
+    st = np.asarray(stage_index).astype(int).ravel()
+    out, start = [], 0
+    for s, kind in enumerate(stage_kinds):
+        if kind != "unload":
+            continue
+        rows = np.flatnonzero(st == s)
+        if rows.size == 0:
+            continue
+        end = int(rows[-1])
+        seg = slice(start, end + 1)
+        if end + 1 - start < 2:
+            continue
+        ipk = start + int(np.nanargmax(p[seg]))
+        out.append(dict(p_max_Pa=float(p[ipk]), rho_at_max=float(r[ipk]), p_release_Pa=float(p[end]),
+                        rho_after_release=float(r[end]),
+                        elastic_recovery=elastic_recovery(r[ipk], r[end])))
+        start = end + 1
+    return out
+
+
+def in_die_and_out_of_die(history, *, stage_kinds=None, **fit_kwargs) -> dict:
     """In-die and out-of-die Heckel analyses of a compaction history.
 
     ``history`` is either
@@ -354,6 +383,9 @@ def in_die_and_out_of_die(history, **fit_kwargs) -> dict:
         and the load/release cycles are extracted automatically (``loading_branch``, ``find_cycles``); or
       * explicit points: ``{"load": (p_Pa, rho_rel), "release": (p_max_Pa, rho_after_release)}`` where
         release holds, per cycle, the maximum pressure reached and the density after release.
+
+    With ``stage_kinds`` (the protocol's stage kinds, indexed by the history's ``stage`` column) the
+    cycles come from the unload stages (:func:`cycles_from_stages`) instead of peak detection.
 
     Returns a dict: ``in_die`` (HeckelResult), ``out_of_die`` (HeckelResult or None when fewer than 4
     release points), ``cycles`` (list of dicts, time-series input only), ``elastic_recovery`` (of the
@@ -376,7 +408,10 @@ def in_die_and_out_of_die(history, **fit_kwargs) -> dict:
         P = np.asarray(history[pk], dtype=np.float64)
         R = np.asarray(history[rk], dtype=np.float64)
         lp, lr = loading_branch(P, R)
-        cycles = find_cycles(P, R)
+        if stage_kinds is not None and "stage" in history:
+            cycles = cycles_from_stages(P, R, history["stage"], stage_kinds)
+        else:
+            cycles = find_cycles(P, R)
         rp = np.array([c["p_max_Pa"] for c in cycles])
         rr = np.array([c["rho_after_release"] for c in cycles])
     in_die = heckel_fit(lp, lr, **fit_kwargs)

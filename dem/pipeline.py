@@ -572,8 +572,12 @@ def _heckel(history: dict, stages, scen: Scenario) -> tuple[dict, dict]:
     rho = np.asarray(history["relative_density"], float)
     ok = np.isfinite(p) & np.isfinite(rho) & (rho > 0) & (rho < 1)
     h = {"p_top_Pa": p[ok], "relative_density": rho[ok]}
+    kinds = None
+    if "stage" in history:
+        h["stage"] = np.asarray(history["stage"])[ok]
+        kinds = [st.kind for st in stages]
     try:
-        both = hk.in_die_and_out_of_die(h)
+        both = hk.in_die_and_out_of_die(h, stage_kinds=kinds)
         out = json_safe(both["in_die"])
         extra["heckel_out_of_die"] = json_safe(both["out_of_die"])
         extra["elastic_recovery"] = {"fraction": json_safe(both["elastic_recovery"]),

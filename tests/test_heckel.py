@@ -184,3 +184,17 @@ def test_in_die_and_out_of_die_explicit_points():
 
 def test_heckel_y():
     assert heckel_y(0.5) == pytest.approx(np.log(2))
+
+
+def test_cycles_from_stages_ignore_relaxation_between_loading_stages():
+    from dem.heckel import cycles_from_stages, find_cycles
+
+    # approach to 20 MPa, relaxation to 5 MPa, load to 500 MPa, unload to 0: one real cycle
+    p = np.array([0, 10, 20, 5, 6, 100, 300, 500, 200, 50, 0], float) * 1e6
+    rho = np.array([.40, .45, .50, .50, .50, .60, .70, .80, .79, .78, .77])
+    stage = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2])
+    cyc = cycles_from_stages(p, rho, stage, ["load", "load", "unload"])
+    assert len(cyc) == 1
+    assert cyc[0]["p_max_Pa"] == 500e6 and cyc[0]["rho_after_release"] == 0.77
+    assert cyc[0]["elastic_recovery"] == pytest.approx((0.80 - 0.77) / 0.80)
+    assert len(find_cycles(p, rho)) == 2  # peak detection alone is fooled by the relaxation
