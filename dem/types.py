@@ -95,6 +95,8 @@ class SimParams:
     skin_fraction: Verlet skin as a fraction of the mean diameter.
     volume_correction: grow radii so that the solid volume is conserved as overlaps grow (MDR-like).
     max_overlap_fraction: a contact overlap beyond this fraction of the smaller radius stops the run.
+    servo_gain / servo_integral: hold-stage PI gains, v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ with e = p_target − p_top,
+        k a punch stiffness estimate from the end of the preceding load and τ = 10 wave transit times.
     """
 
     dt_safety: float = 0.2
@@ -111,6 +113,12 @@ class SimParams:
     max_steps: int = 50_000_000
     backend: str = "cpu"
     default_fp: str = "f64"
+    # optional engine controls (added by the DEM engine; defaults keep earlier behaviour)
+    gravity_m_s2: float = 0.0          # gravity magnitude along −z (0: off, the die default)
+    check_every: int = 10              # steps between host checks (pressure, captures, blow-up, Verlet test)
+    volume_correction_every: int = 50  # steps between volume-correction updates (2 fixed-point passes each)
+    solid_fraction_points: int = 20000 # Monte-Carlo points for the union-of-spheres solid fraction (0: skip)
+    servo_max_speed_m_per_s: float | None = None  # hold-stage punch speed cap (default: fastest stage speed)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,223 @@
+"""Taichi kernels of the Verlet neighbour list (orchestrated by :mod:`dem.neighbours`).
+
+Arrays are Taichi ndarrays (kernels compile once per dtype, not per shape or per simulation).
+Positions ``x`` are (N, 3); x, y periodic with box (Lx, Ly); z bounded.
+
+Pair ownership (each pair stored once, in the row of its owner): the particle with the larger original
+radius r0 owns the pair (ties: the lower index). An owner therefore only searches for partners no larger
+than itself, within ``r_i + r_bound_i + skin``,
+so a small particle scans a small neighbourhood even when d_max/d_min ≈ 25, and a large particle scans a
+large one: the work per particle scales with its own size, not with d_max. With volume correction the
+current radii grow: ``r_bound[i]`` = the largest current radius among the particles i may own (prefix max
+over the ownership order, computed on the host at each build) keeps the search exact.
+"""
+from fva.backend import ti
+
+
+@ti.func
+def min_image(d, Lx, Ly):
+    """Minimum-image separation vector in x and y (z not periodic)."""
+    d[0] -= Lx * ti.round(d[0] / Lx)
+    d[1] -= Ly * ti.round(d[1] / Ly)
+    return d
+
+
+@ti.func
+def vec3(a: ti.template(), i):
+    return ti.Vector([a[i, 0], a[i, 1], a[i, 2]])
+
+
+@ti.func
+def cell_coord(x, Lx, Ly, zmin, cx, cy, cz, nx, ny, nz):
+    ix = ti.cast(ti.floor(x[0] / cx), ti.i32) % nx
+    iy = ti.cast(ti.floor(x[1] / cy), ti.i32) % ny
+    iz = ti.min(ti.max(ti.cast(ti.floor((x[2] - zmin) / cz), ti.i32), 0), nz - 1)
+    return ix, iy, iz
+
+
+@ti.kernel
+def bin_particles(n: ti.i32, x: ti.types.ndarray(), Lx: float, Ly: float, zmin: float, cx: float, cy: float,
+                  cz: float, nx: ti.i32, ny: ti.i32, nz: ti.i32, particle_cell: ti.types.ndarray(),
+                  cell_count: ti.types.ndarray()):
+    for c in range(nx * ny * nz):
+        cell_count[c] = 0
+    for i in range(n):
+        ix, iy, iz = cell_coord(vec3(x, i), Lx, Ly, zmin, cx, cy, cz, nx, ny, nz)
+        c = (iz * ny + iy) * nx + ix
+        particle_cell[i] = c
+        ti.atomic_add(cell_count[c], 1)
+
+
+@ti.kernel
+def exclusive_scan(n: ti.i32, count: ti.types.ndarray(), start: ti.types.ndarray()):
+    """start[k] = Σ_{m<k} count[m], start[n] = total (serial; cheap at rebuild cadence)."""
+    ti.loop_config(serialize=True)
+    for _ in range(1):
+        acc = 0
+        for k in range(n):
+            start[k] = acc
+            acc += count[k]
+        start[n] = acc
+
+
+@ti.kernel
+def fill_cells(n: ti.i32, ncell: ti.i32, particle_cell: ti.types.ndarray(), cell_start: ti.types.ndarray(),
+               cell_fill: ti.types.ndarray(), cell_particles: ti.types.ndarray()):
+    for c in range(ncell):
+        cell_fill[c] = 0
+    for i in range(n):
+        c = particle_cell[i]
+        k = ti.atomic_add(cell_fill[c], 1)
+        cell_particles[cell_start[c] + k] = i
+
+
+@ti.func
+def _owns(i, j, r0: ti.template()):
+    return (r0[j] < r0[i]) or (r0[j] == r0[i] and j > i)
+
+
+@ti.kernel
+def search_pairs(fill: ti.template(), n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(),
+                 r0: ti.types.ndarray(), r_bound: ti.types.ndarray(), skin: float, Lx: float, Ly: float, zmin: float,
+                 cx: float, cy: float, cz: float, nx: ti.i32, ny: ti.i32, nz: ti.i32,
+                 cell_start: ti.types.ndarray(), cell_particles: ti.types.ndarray(),
+                 row_count: ti.types.ndarray(), row_start: ti.types.ndarray(),
+                 partner: ti.types.ndarray(), pair_owner: ti.types.ndarray()):
+    """Count (fill=False) or write (fill=True) the owned pairs of every particle: dist < r_i + r_j + skin."""
+    for i in range(n):
+        xi = vec3(x, i)
+        ri = r[i]
+        reach = ri + r_bound[i] + skin      # r_bound[i] ≥ current radius of every particle i may own
+        lox = ti.cast(ti.floor((xi[0] - reach) / cx), ti.i32)
+        hix = ti.cast(ti.floor((xi[0] + reach) / cx), ti.i32)
+        loy = ti.cast(ti.floor((xi[1] - reach) / cy), ti.i32)
+        hiy = ti.cast(ti.floor((xi[1] + reach) / cy), ti.i32)
+        if hix - lox + 1 > nx:
+            lox = 0
+            hix = nx - 1
+        if hiy - loy + 1 > ny:
+            loy = 0
+            hiy = ny - 1
+        loz = ti.max(ti.cast(ti.floor((xi[2] - reach - zmin) / cz), ti.i32), 0)
+        hiz = ti.min(ti.cast(ti.floor((xi[2] + reach - zmin) / cz), ti.i32), nz - 1)
+        loz = ti.min(loz, nz - 1)
+        hiz = ti.max(hiz, 0)
+        cnt = 0
+        base = 0
+        if ti.static(fill):
+            base = row_start[i]
+        for iz in range(loz, hiz + 1):
+            for iy0 in range(loy, hiy + 1):
+                iy = iy0 % ny
+                for ix0 in range(lox, hix + 1):
+                    ix = ix0 % nx
+                    c = (iz * ny + iy) * nx + ix
+                    for k in range(cell_start[c], cell_start[c + 1]):
+                        j = cell_particles[k]
+                        if _owns(i, j, r0):
+                            d = min_image(vec3(x, j) - xi, Lx, Ly)
+                            cut = ri + r[j] + skin
+                            if d.norm_sqr() < cut * cut:
+                                if ti.static(fill):
+                                    partner[base + cnt] = j
+                                    pair_owner[base + cnt] = i
+                                cnt += 1
+        if ti.static(not fill):
+            row_count[i] = cnt
+
+
+@ti.kernel
+def sort_rows(n: ti.i32, row_start: ti.types.ndarray(), key: ti.types.ndarray()):
+    """Insertion-sort every row of ``key`` (makes row order, hence force sums, deterministic)."""
+    for i in range(n):
+        a = row_start[i]
+        b = row_start[i + 1]
+        for k in range(a + 1, b):
+            v = key[k]
+            m = k - 1
+            moving = 1
+            while moving != 0:
+                moving = 0
+                if m >= a:
+                    if key[m] > v:
+                        key[m + 1] = key[m]
+                        m -= 1
+                        moving = 1
+            key[m + 1] = v
+
+
+@ti.kernel
+def remap_history(n: ti.i32, nh: ti.i32, row_start: ti.types.ndarray(), partner: ti.types.ndarray(),
+                  hist: ti.types.ndarray(), old_row_start: ti.types.ndarray(), old_partner: ti.types.ndarray(),
+                  old_hist: ti.types.ndarray(), has_old: ti.i32):
+    """Copy each pair's contact history (tangential spring, plastic state) from the previous list:
+    binary search of the partner in the owner's previous (sorted) row; new pairs start from zero."""
+    for i in range(n):
+        a = old_row_start[i]
+        b = old_row_start[i + 1]
+        for p in range(row_start[i], row_start[i + 1]):
+            j = partner[p]
+            found = -1
+            if has_old != 0:
+                lo = a
+                hi = b - 1
+                while lo <= hi:
+                    mid = (lo + hi) // 2
+                    pj = old_partner[mid]
+                    if pj == j:
+                        found = mid
+                        lo = hi + 1
+                    elif pj < j:
+                        lo = mid + 1
+                    else:
+                        hi = mid - 1
+            for c in range(nh):
+                hist[p, c] = 0.0
+            if found >= 0:
+                for c in range(nh):
+                    hist[p, c] = old_hist[found, c]
+
+
+@ti.kernel
+def set_owner(n: ti.i32, row_start: ti.types.ndarray(), pair_owner: ti.types.ndarray()):
+    for i in range(n):
+        for p in range(row_start[i], row_start[i + 1]):
+            pair_owner[p] = i
+
+
+@ti.kernel
+def count_reverse(n: ti.i32, npairs: ti.i32, partner: ti.types.ndarray(), rev_count: ti.types.ndarray()):
+    for i in range(n):
+        rev_count[i] = 0
+    for p in range(npairs):
+        ti.atomic_add(rev_count[partner[p]], 1)
+
+
+@ti.kernel
+def fill_reverse(n: ti.i32, npairs: ti.i32, partner: ti.types.ndarray(), rev_start: ti.types.ndarray(),
+                 rev_fill: ti.types.ndarray(), rev_pairs: ti.types.ndarray()):
+    for i in range(n):
+        rev_fill[i] = 0
+    for p in range(npairs):
+        j = partner[p]
+        k = ti.atomic_add(rev_fill[j], 1)
+        rev_pairs[rev_start[j] + k] = p
+
+
+@ti.kernel
+def snapshot_positions(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), x_build: ti.types.ndarray(),
+                       r_build: ti.types.ndarray()):
+    for i in range(n):
+        for c in ti.static(range(3)):
+            x_build[i, c] = x[i, c]
+        r_build[i] = r[i]
+
+
+@ti.kernel
+def max_motion(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), x_build: ti.types.ndarray(),
+               r_build: ti.types.ndarray(), Lx: float, Ly: float, out: ti.types.ndarray()):
+    """out[0] = max_i (|x_i − x_i(build)| + (r_i − r_i(build))⁺): the Verlet criterion (order-free max)."""
+    out[0] = 0.0
+    for i in range(n):
+        d = min_image(vec3(x, i) - vec3(x_build, i), Lx, Ly)
+        ti.atomic_max(out[0], d.norm() + ti.max(r[i] - r_build[i], 0.0))

@@ -1,0 +1,644 @@
+"""Die-compaction DEM engine: :func:`run_compaction` (protocol of load / hold / unload stages) and the
+lower-level :class:`Simulation` (any packing, any number of steps; used by tests for collisions).
+
+Geometry: box periodic in x, y (die base Lx × Ly), rigid bottom wall z = 0, rigid punch at z = punch_z.
+Integration: velocity Verlet with rotation (I = 2/5 m r²), local (Cundall) damping ``params.damping``
+plus viscous contact damping from the restitution coefficient. Time step dt = dt_safety · t_R(r_min),
+t_R = π r √(ρ_s/G)/(0.1631ν + 0.8766) with the mass-scaled density ρ_s = mass_scaling · ρ.
+
+Per step three kernel launches (see :mod:`dem.simulation_kernels`); every ``check_every`` steps (≤ 10, fewer
+when particles move fast) the host reads a handful of numbers: NaN / escape / overlap checks, Verlet
+rebuild test, punch force, and applies the punch control. Volume correction (MDR-like) runs at the same
+cadence (two fixed-point updates of the radii every ``params.volume_correction_every`` steps, default 50).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from fva.backend import ensure_init, ti
+from fva.types import Packing
+from dem import simulation_kernels as SK
+from dem.contact import contact_params, rayleigh_time
+from dem.neighbours import NeighbourList
+from dem.types import HISTORY_COLUMNS, CompactionResult, Die, Material, ParticleFrame, SimParams, Stage
+
+__all__ = ["Simulation", "SimulationError", "run_compaction", "time_step", "DT_BOUND_FRACTION"]
+
+DT_BOUND_FRACTION = 0.5   # stability bound: dt ≤ 0.5 t_R(r_min) (Rayleigh time, mass-scaled density)
+_CHUNK = 256
+
+
+class SimulationError(RuntimeError):
+    """A run that went wrong (blow-up, stalled stage); the message names the likely cause and the step."""
+
+
+def time_step(material: Material, r_min: float, params: SimParams) -> tuple[float, float]:
+    """Return (dt, t_R) for the smallest radius. Raises ValueError when dt exceeds the stability bound."""
+    G = material.youngs_modulus_Pa / (2 * (1 + material.poisson_ratio))
+    tR = rayleigh_time(r_min, material.density_kg_m3 * params.mass_scaling, G, material.poisson_ratio)
+    bound = DT_BOUND_FRACTION * tR
+    if params.dt_s is not None:
+        dt = float(params.dt_s)
+        if not (dt > 0) or dt > bound:
+            raise ValueError(f"params.dt_s = {dt:.4g} s is above the stability bound {bound:.4g} s "
+                             f"(= {DT_BOUND_FRACTION} × Rayleigh time {tR:.4g} s of the smallest particle, "
+                             f"r = {r_min:.4g} m, mass_scaling = {params.mass_scaling:g}); lower dt_s or leave "
+                             f"it unset and use dt_safety ≤ {DT_BOUND_FRACTION}")
+        return dt, tR
+    if not (0 < params.dt_safety <= DT_BOUND_FRACTION):
+        raise ValueError(f"params.dt_safety = {params.dt_safety} gives dt = {params.dt_safety * tR:.4g} s, above "
+                         f"the stability bound {bound:.4g} s ({DT_BOUND_FRACTION} × Rayleigh time); "
+                         f"use 0 < dt_safety ≤ {DT_BOUND_FRACTION} (0.1–0.2 recommended)")
+    return params.dt_safety * tR, tR
+
+
+def _validate(packing: Packing, material: Material, die: Die, params: SimParams, top_wall: bool):
+    if not isinstance(packing, Packing):
+        raise TypeError(f"packing must be a fva.types.Packing, got {type(packing).__name__}")
+    if packing.n < 1:
+        raise ValueError("packing has no particles")
+    if not (packing.periodic[0] and packing.periodic[1]):
+        raise ValueError(f"the die is periodic in x and y; packing.periodic must start (True, True), "
+                         f"got {packing.periodic}")
+    if not (die.base_x_m > 0 and die.base_y_m > 0):
+        raise ValueError(f"die.base_x_m and die.base_y_m must be > 0, got {die.base_x_m}, {die.base_y_m}")
+    d_max = 2 * float(packing.radii_m.max())
+    for name, L in (("die.base_x_m", die.base_x_m), ("die.base_y_m", die.base_y_m)):
+        if L < 2 * d_max:
+            raise ValueError(f"{name} = {L:.4g} m is narrower than 2·d_max = {2 * d_max:.4g} m: a periodic die "
+                             f"must be at least twice the largest particle diameter; widen the die or cap d_max")
+    bx, by, H = packing.box_m
+    for name, a, b in (("x", bx, die.base_x_m), ("y", by, die.base_y_m)):
+        if abs(a - b) > 1e-9 * max(a, b):
+            raise ValueError(f"packing.box_m {name}-length {a:.6g} m differs from the die base {b:.6g} m")
+    c, r = packing.centers_m, packing.radii_m
+    if not (np.all(np.isfinite(c)) and np.all(np.isfinite(r))):
+        raise ValueError("packing has non-finite centres or radii")
+    tol = 1e-9 * max(bx, by)
+    bad = np.nonzero((c[:, 0] < -tol) | (c[:, 0] > bx + tol) | (c[:, 1] < -tol) | (c[:, 1] > by + tol))[0]
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"particle {k} at {c[k].tolist()} lies outside the periodic box x∈[0,{bx:.4g}), "
+                         f"y∈[0,{by:.4g}) ({bad.size} such particles); wrap the centres into the box")
+    ztol = params.max_overlap_fraction * r     # a compressed packing may overlap the walls a little
+    bad = np.nonzero((c[:, 2] - r < -ztol) | ((c[:, 2] + r > H + ztol) if top_wall else False))[0]
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"particle {k} (z = {c[k, 2]:.4g} m, r = {r[k]:.4g} m) lies outside the box "
+                         f"0 ≤ z − r, z + r ≤ H = {H:.4g} m beyond the allowed wall overlap "
+                         f"max_overlap_fraction·r ({bad.size} such particles)")
+    if not (0 <= params.damping < 1):
+        raise ValueError(f"params.damping must be in [0, 1), got {params.damping}")
+    if params.mass_scaling <= 0:
+        raise ValueError(f"params.mass_scaling must be > 0, got {params.mass_scaling}")
+    if params.skin_fraction <= 0:
+        raise ValueError(f"params.skin_fraction must be > 0, got {params.skin_fraction}")
+
+
+def _validate_protocol(protocol):
+    if not protocol:
+        raise ValueError("protocol is empty: give at least one Stage")
+    for k, s in enumerate(protocol):
+        if s.kind not in ("load", "hold", "unload"):
+            raise ValueError(f"protocol[{k}].kind must be 'load', 'hold' or 'unload', got {s.kind!r}")
+        if s.kind in ("load", "unload") and not (s.punch_speed_m_per_s > 0):
+            raise ValueError(f"protocol[{k}] ({s.kind}): punch_speed_m_per_s must be > 0")
+        if s.kind == "hold" and not (s.hold_time_s > 0):
+            raise ValueError(f"protocol[{k}] (hold): hold_time_s must be > 0")
+        if s.target_pressure_Pa < 0 or (s.kind != "unload" and s.target_pressure_Pa <= 0):
+            raise ValueError(f"protocol[{k}] ({s.kind}): target_pressure_Pa must be > 0 (≥ 0 for unload)")
+
+
+@dataclass
+class _Stats:
+    p_top: float = 0.0
+    p_bottom: float = 0.0
+
+
+class Simulation:
+    """A DEM state on the Taichi runtime, advanced by :meth:`advance`.
+
+    Parameters: ``packing`` (centres, radii, box), ``material``, ``die`` (defaults to the packing's box),
+    ``params``; ``top_wall=False`` removes the punch (free surface); ``punch_z`` overrides the initial
+    punch position (default: min(box height, highest particle top + skin/2)); ``velocities`` (N, 3)
+    initial velocities; keyword overrides of ``params.gravity_m_s2`` (default 0: off in the die),
+    ``params.check_every``, ``params.volume_correction_every``, ``params.solid_fraction_points``.
+    """
+
+    def __init__(self, packing: Packing, material: Material, die: Die | None = None,
+                 params: SimParams = SimParams(), *, top_wall: bool = True, punch_z: float | None = None,
+                 velocities=None, angular_velocities=None, gravity_m_s2: float | None = None, seed: int = 0,
+                 check_every: int | None = None, volume_every: int | None = None,
+                 solid_fraction_points: int | None = None):
+        if die is None:
+            die = Die(float(packing.box_m[0]), float(packing.box_m[1]), float(packing.box_m[2]))
+        _validate(packing, material, die, params, top_wall)
+        self.backend = ensure_init(params.backend, params.default_fp)
+        self.packing0, self.material, self.die, self.params = packing, material, die, params
+        self.n = n = packing.n
+        self.Lx, self.Ly = float(die.base_x_m), float(die.base_y_m)
+        self.area = self.Lx * self.Ly
+        self.top_wall = bool(top_wall)
+        g = params.gravity_m_s2 if gravity_m_s2 is None else gravity_m_s2
+        self.gz = -abs(float(g))
+        self.seed = int(seed)
+        self.check_every = max(1, int(check_every or params.check_every))
+        self.volume_every = max(1, int(volume_every or params.volume_correction_every))
+        if solid_fraction_points is None:
+            solid_fraction_points = params.solid_fraction_points
+        self.cp = contact_params(material)
+        self.mu_r = float(material.rolling_friction)   # rolling resistance (constant directional torque)
+        self.model = self.cp.model_id
+        r0 = packing.radii_m.copy()
+        self.r0_np = r0
+        self.rho_s = material.density_kg_m3 * params.mass_scaling
+        m = 4.0 / 3.0 * math.pi * r0 ** 3 * self.rho_s
+        self.m_np = m
+        self.I_np = 0.4 * m * r0 ** 2
+        self.dt, self.t_rayleigh = time_step(material, float(r0.min()), params)
+        self.skin = params.skin_fraction * 2.0 * float(r0.mean())
+        top = float((packing.centers_m[:, 2] + r0).max())
+        H = float(packing.box_m[2])
+        self.punch_z0 = float(punch_z) if punch_z is not None else min(H, top + 0.5 * self.skin)
+        f64 = ti.f64
+        self.x = ti.ndarray(f64, (n, 3)); self.x.from_numpy(np.ascontiguousarray(packing.centers_m))
+        self.v = ti.ndarray(f64, (n, 3))
+        self.v.from_numpy(np.zeros((n, 3)) if velocities is None else np.ascontiguousarray(velocities, float))
+        self.w = ti.ndarray(f64, (n, 3))
+        self.w.from_numpy(np.zeros((n, 3)) if angular_velocities is None
+                          else np.ascontiguousarray(angular_velocities, float))
+        self.f = ti.ndarray(f64, (n, 3)); self.f.fill(0.0)
+        self.fc = ti.ndarray(f64, (n, 3)); self.fc.fill(0.0)
+        self.tq = ti.ndarray(f64, (n, 3)); self.tq.fill(0.0)
+        self.r = ti.ndarray(f64, n); self.r.from_numpy(r0)
+        self.r0 = ti.ndarray(f64, n); self.r0.from_numpy(r0)
+        self.m = ti.ndarray(f64, n); self.m.from_numpy(m)
+        self.inv_m = ti.ndarray(f64, n); self.inv_m.from_numpy(1.0 / m)
+        self.inv_I = ti.ndarray(f64, n); self.inv_I.from_numpy(1.0 / self.I_np)
+        self.wall_hist = ti.ndarray(f64, (n, 16)); self.wall_hist.fill(0.0)
+        self.fwall = ti.ndarray(f64, (n, 2)); self.fwall.fill(0.0)
+        self.ewall = ti.ndarray(f64, n); self.ewall.fill(0.0)
+        self.ncont = ti.ndarray(ti.i32, n); self.ncont.fill(0)
+        self.ctrl = ti.ndarray(f64, 8)
+        self.ctrl.from_numpy(np.array([self.punch_z0, 0.0, 0.0, 0, 0, 0, 0, 0], dtype=np.float64))
+        self._diag = ti.ndarray(f64, 8)
+        self._chunks2 = ti.ndarray(f64, ((n + _CHUNK - 1) // _CHUNK, 2))
+        self._virial = ti.ndarray(f64, (n, 1))
+        self._pstress = ti.ndarray(f64, n)
+        self._nch = (n + _CHUNK - 1) // _CHUNK
+        self._chunks = ti.ndarray(f64, self._nch)
+        zmax = max(self.punch_z0, top) + self.skin
+        self.nlist = NeighbourList(n, (self.Lx, self.Ly), (-self.skin, zmax), r0, self.skin,
+                                   capacity=max(64, 12 * n))
+        self._alloc_pair_work(self.nlist.capacity)
+        self.step_count = 0
+        self.growth = 1.0
+        self.k_cap = None      # optional upper bound on the check interval (set by the protocol driver)
+        self._rebuild()
+        mc = max(0, int(solid_fraction_points))
+        self._mc_unit = np.random.default_rng(np.random.SeedSequence([self.seed, 7])).random((mc, 3))
+        self._force_eval()
+
+    # ------------------------------------------------------------------ internals
+    def _alloc_pair_work(self, cap):
+        f64 = ti.f64
+        self.pw = ti.ndarray(f64, (cap, 12))   # per-pair record: force, torques, energy, overlap fraction
+        self.cap_i = ti.ndarray(f64, cap)
+        self.cap_j = ti.ndarray(f64, cap)
+        self._pair_cap = cap
+
+    def _rebuild(self):
+        self.nlist.build(self.x, self.r, self.r0, self.growth)
+        if self.nlist.capacity != self._pair_cap:
+            self._alloc_pair_work(self.nlist.capacity)
+
+    @property
+    def punch_z(self) -> float:
+        return float(self.ctrl[0])
+
+    @property
+    def time_s(self) -> float:
+        return float(self.ctrl[2])
+
+    def set_punch_velocity(self, v: float):
+        self.ctrl[1] = float(v)
+
+    def _pair_forces(self, dt):
+        nl, cp = self.nlist, self.cp
+        SK.pair_forces(self.model, nl.npairs, dt, self.x, self.v, self.w, self.r, self.m, nl.pair_owner,
+                       nl.partner, nl.hist, self.pw, self.Lx,
+                       self.Ly, cp.E_pp, cp.G_pp, cp.p_y, cp.beta, cp.mu_pp, self.mu_r)
+
+    def _gather(self, dt):
+        nl, cp = self.nlist, self.cp
+        SK.gather_kick(self.model, self.n, dt, self.x, self.v, self.w, self.r, self.m, self.inv_m, self.inv_I,
+                       nl.row_start, nl.rev_start, nl.rev_pairs, self.pw,
+                       self.wall_hist, self.fwall, self.ewall, self.ncont, self.f, self.tq, self.fc, self.ctrl,
+                       cp.E_pw, cp.G_pw, cp.p_y, cp.beta, cp.mu_pw, self.mu_r, float(self.params.damping), self.gz,
+                       int(self.top_wall))
+
+    def _force_eval(self):
+        """Forces at the current state without moving (dt = 0: no history increment, no kick)."""
+        self._pair_forces(0.0)
+        self._gather(0.0)
+
+    def _one_step(self):
+        dt = self.dt
+        SK.kick_drift(self.n, dt, self.x, self.v, self.w, self.f, self.tq, self.inv_m, self.inv_I, self.Lx,
+                      self.Ly, self.ctrl)
+        self._pair_forces(dt)
+        self._gather(dt)
+
+    def _check(self, context: str = ""):
+        nl = self.nlist
+        SK.diagnostics(self.n, nl.npairs, self.x, self.v, self.r, self.pw, self.ctrl, int(self.top_wall),
+                       nl.x_build, nl.r_build, self.Lx, self.Ly, self._diag)
+        d = self._diag.to_numpy()
+        step = self.step_count
+        where = f" at step {step} (t = {self.time_s:.4g} s{', ' + context if context else ''})"
+        if d[0] > 0:
+            raise SimulationError(f"NaN in particle state{where} (particle {int(d[5])}): the time step is too "
+                                  f"large for these contacts → lower params.dt_safety (now dt = {self.dt:.3g} s)")
+        if d[2] > 0:
+            raise SimulationError(f"{int(d[2])} particle(s) escaped the die{where} (e.g. particle {int(d[5])}): "
+                                  f"punch too fast or time step too large → lower punch_speed_m_per_s or "
+                                  f"params.dt_safety")
+        lim = self.params.max_overlap_fraction
+        if d[1] > lim or d[4] > lim:
+            where += self._worst_contact(d[1] > lim)
+            raise SimulationError(f"contact overlap {max(d[1], d[4]):.3g} × the smaller radius exceeds "
+                                  f"params.max_overlap_fraction = {lim}{where}: punch too fast for the "
+                                  f"contact stiffness (lower punch_speed_m_per_s) or time step too large "
+                                  f"(lower params.dt_safety); at very high density enable volume_correction")
+        return d
+
+    def _worst_contact(self, pair: bool) -> str:
+        try:
+            r = self.r.to_numpy()
+            if pair:
+                t = self.pair_table(history=False)
+                k = int(np.argmax(t["overlap_fraction"]))
+                i, j = int(t["owner"][k]), int(t["partner"][k])
+                msg = (f"; worst pair {i}–{j} (r = {r[i]:.3g} m, {r[j]:.3g} m, "
+                       f"original {self.r0_np[i]:.3g} m, {self.r0_np[j]:.3g} m)")
+                ratio = max(r[i], r[j]) / min(r[i], r[j])
+                if ratio > 3.0:
+                    msg += (f"; a small particle is pressed into one {ratio:.1f}× larger — expected at high "
+                            f"pressure with a wide size distribution: raise params.max_overlap_fraction "
+                            f"(e.g. 1.5) or d_min if the punch speed is already quasi-static")
+                return msg
+            x = self.x.to_numpy()
+            ow = np.maximum(r - x[:, 2], x[:, 2] + r - self.punch_z) / r
+            i = int(np.argmax(ow))
+            return f"; worst wall contact: particle {i} (r = {r[i]:.3g} m)"
+        except Exception:  # diagnostics must never mask the real error
+            return ""
+
+    def _maintenance(self, context=""):
+        d = self._check(context)
+        vmax = float(d[3])
+        margin = self.check_every * vmax * self.dt
+        if float(d[6]) + margin > 0.5 * self.nlist.skin:
+            self._rebuild()
+            # refresh the per-pair arrays (forces, energies, overlaps) in the new layout for diagnostics;
+            # dt = 0: no history increment (the plastic state update at an unchanged overlap is idempotent)
+            self._pair_forces(0.0)
+        # adapt the check interval so that no particle moves more than 0.1 skin between checks
+        self._k = int(max(1, min(self.check_every, (0.1 * self.skin) / max(vmax * self.dt, 1e-300))))
+        if self.k_cap is not None:
+            self._k = max(1, min(self._k, int(self.k_cap)))
+
+    def volume_correction(self, iterations: int = 2):
+        """Fixed-point radius update conserving each particle's solid volume (see SK.volume_correct)."""
+        nl = self.nlist
+        for _ in range(iterations):
+            SK.pair_caps(nl.npairs, self.x, self.r, nl.pair_owner, nl.partner, self.cap_i, self.cap_j,
+                         self.Lx, self.Ly)
+            SK.volume_correct(self.n, self.x, self.r, self.r0, nl.row_start, nl.rev_start, nl.rev_pairs,
+                              self.cap_i, self.cap_j, self.ctrl, int(self.top_wall))
+        r = self.r.to_numpy()
+        self.growth = max(self.growth, float(np.max(r / self.r0_np)))
+
+    def advance(self, nsteps: int, context: str = "", on_check=None):
+        """Advance ``nsteps`` steps; checks every ≤ check_every steps. ``on_check(sim)`` may return True to
+        stop early (returns the number of steps done)."""
+        done = 0
+        self._k = getattr(self, "_k", self.check_every)
+        vc = self.params.volume_correction
+        while done < nsteps:
+            k = min(self._k, nsteps - done)
+            if self.k_cap is not None:
+                k = max(1, min(k, int(self.k_cap)))
+            for _ in range(k):
+                self._one_step()
+            done += k
+            prev = self.step_count
+            self.step_count += k
+            if vc and (self.step_count // self.volume_every) != (prev // self.volume_every):
+                self.volume_correction()
+            self._maintenance(context)
+            if on_check is not None and on_check(self):
+                break
+        return done
+
+    # ------------------------------------------------------------------ measurements
+    def _sum_col(self, arr, col) -> float:
+        SK.chunk_sums(self.n, _CHUNK, arr, col, self._chunks)
+        return float(np.sum(self._chunks.to_numpy()))
+
+    def punch_force(self) -> float:
+        return self._sum_col(self.fwall, 1)
+
+    def pressures(self) -> tuple[float, float]:
+        """(p_top, p_bottom) in Pa: wall forces over the die area (deterministic chunked sums)."""
+        SK.chunk_sums2(self.n, _CHUNK, self.fwall, self._chunks2)
+        s = self._chunks2.to_numpy().sum(axis=0)
+        return float(s[1]) / self.area, float(s[0]) / self.area
+
+    def state(self) -> dict:
+        return dict(x=self.x.to_numpy(), v=self.v.to_numpy(), w=self.w.to_numpy(), r=self.r.to_numpy(),
+                    f=self.fc.to_numpy(), ncont=self.ncont.to_numpy(), punch_z=self.punch_z, time=self.time_s,
+                    step=self.step_count)
+
+    def pair_table(self, history: bool = True) -> dict:
+        """Host copy of the pair list: owner, partner, force on owner, overlap fraction, energy, history
+        (columns ξx, ξy, ξz, δ_max, δ_p, R_p*)."""
+        m = self.nlist.npairs
+        pw = self.pw.to_numpy()[:m]
+        t = dict(owner=self.nlist.pair_owner.to_numpy()[:m], partner=self.nlist.partner.to_numpy()[:m],
+                 force=pw[:, 0:3].copy(), overlap_fraction=pw[:, 10].copy(), energy=pw[:, 9].copy())
+        if history:
+            t["hist"] = self.nlist.hist.to_numpy()[:m]
+        return t
+
+    def energies(self) -> dict:
+        """Kinetic (translational, rotational) and recoverable elastic energy (pairs + walls), J."""
+        v, w = self.v.to_numpy(), self.w.to_numpy()
+        ke_t = 0.5 * float(np.sum(self.m_np * np.sum(v * v, 1)))
+        ke_r = 0.5 * float(np.sum(self.I_np * np.sum(w * w, 1)))
+        el = float(np.sum(self.pw.to_numpy()[: self.nlist.npairs, 9])) + float(np.sum(self.ewall.to_numpy()))
+        return dict(kinetic=ke_t + ke_r, translational=ke_t, rotational=ke_r, elastic=el,
+                    total=ke_t + ke_r + el)
+
+    def momentum(self) -> np.ndarray:
+        return (self.m_np[:, None] * self.v.to_numpy()).sum(0)
+
+    def stress_zz(self) -> float:
+        """σ_zz = (1/V) [Σ_pairs f_z l_z + Σ_walls f_z (x_c − x)_z], V = A × punch_z (compression < 0)."""
+        nl = self.nlist
+        SK.zz_virial(self.n, self.x, self.r, nl.row_start, nl.partner, self.pw, self.fwall, self.ctrl,
+                     int(self.top_wall), self._virial)
+        return self._sum_col(self._virial, 0) / (self.area * self.punch_z)
+
+    def relative_density(self) -> float:
+        """Mass-based: Σ (4/3)π r0³ / (A · punch_z)."""
+        return float(np.sum(4.0 / 3.0 * math.pi * self.r0_np ** 3)) / (self.area * self.punch_z)
+
+    def solid_fraction(self) -> float:
+        """Geometric union-of-spheres solid fraction of the box A × punch_z (Monte-Carlo, fixed points)."""
+        if self._mc_unit.shape[0] == 0:
+            return float("nan")
+        from scipy.spatial import cKDTree
+
+        x = self.x.to_numpy()
+        r = self.r.to_numpy()
+        H = self.punch_z
+        pts = self._mc_unit * np.array([self.Lx, self.Ly, H])
+        zbox = 4.0 * (H + 4.0 * float(r.max())) + 1e-12
+        pts[:, 0] = np.minimum(pts[:, 0], np.nextafter(self.Lx, 0))
+        pts[:, 1] = np.minimum(pts[:, 1], np.nextafter(self.Ly, 0))
+        pts[:, 2] += zbox / 4
+        c = x.copy()
+        c[:, 0] %= self.Lx
+        c[:, 1] %= self.Ly
+        c[:, 0] = np.minimum(c[:, 0], np.nextafter(self.Lx, 0))
+        c[:, 1] = np.minimum(c[:, 1], np.nextafter(self.Ly, 0))
+        c[:, 2] = np.clip(c[:, 2] + zbox / 4, 0.0, np.nextafter(zbox, 0))
+        tree = cKDTree(pts, boxsize=np.array([self.Lx, self.Ly, zbox]))
+        hits = tree.query_ball_point(c, r, return_sorted=False)
+        inside = np.zeros(pts.shape[0], bool)
+        if len(hits):
+            flat = np.concatenate([np.asarray(h, dtype=np.int64) for h in hits])
+            inside[flat] = True
+        return float(np.mean(inside))
+
+    def packing(self, pressure_Pa: float = float("nan"), label: str = "") -> Packing:
+        x = self.x.to_numpy()
+        x[:, 0] %= self.Lx
+        x[:, 1] %= self.Ly
+        return Packing(centers_m=x, radii_m=self.r.to_numpy(), box_m=np.array([self.Lx, self.Ly, self.punch_z]),
+                       periodic=(True, True, False), pressure_Pa=float(pressure_Pa), label=label)
+
+    def particle_stress(self) -> np.ndarray:
+        """(N,) mean stress of each particle −tr(σ_i)/3 in Pa (compression positive), from its contacts."""
+        nl = self.nlist
+        SK.particle_mean_stress(self.n, self.x, self.r, self.r0, nl.row_start, nl.partner, nl.rev_start,
+                                nl.rev_pairs, nl.pair_owner, self.pw, self.fwall, self.ctrl, self.Lx, self.Ly,
+                                int(self.top_wall), self._pstress)
+        return self._pstress.to_numpy()
+
+    def frame(self) -> ParticleFrame:
+        return ParticleFrame(time_s=self.time_s, step=self.step_count, centers_m=self.x.to_numpy(),
+                             radii_m=self.r.to_numpy(), velocities_m_per_s=self.v.to_numpy(),
+                             forces_N=self.fc.to_numpy(), contact_count=self.ncont.to_numpy(),
+                             stress_Pa=self.particle_stress(), box_m=np.array([self.Lx, self.Ly, self.punch_z]))
+
+    def history_row(self, stage_index: int = -1) -> dict:
+        p_top, p_bot = self.pressures()
+        e = self.energies()
+        ov = self.pw.to_numpy()[: self.nlist.npairs, 10]
+        coord = 2.0 * float(np.count_nonzero(ov > 0)) / self.n
+        H = self.punch_z
+        ke_ratio = e["kinetic"] / e["elastic"] if e["elastic"] > 0 else float("nan")
+        vp = abs(float(self.ctrl[1]))
+        d_mean = 2.0 * float(self.r0_np.mean())
+        inertial = (vp / H) * d_mean * math.sqrt(self.rho_s / p_top) if p_top > 0 else float("nan")
+        return dict(step=self.step_count, time_s=self.time_s, punch_z_m=H, thickness_m=H, p_top_Pa=p_top,
+                    p_bottom_Pa=p_bot, p_stress_tensor_Pa=-self.stress_zz(),
+                    relative_density=self.relative_density(), solid_fraction=self.solid_fraction(),
+                    coordination=coord, ke_ratio=ke_ratio, inertial_number=inertial, stage=stage_index)
+
+
+# ====================================================================== protocol driver
+def _fmt_p(p):
+    return f"{p / 1e9:.2f} GPa" if p >= 1e8 else f"{p / 1e6:.1f} MPa"
+
+
+def run_compaction(packing: Packing, material: Material, die: Die, protocol: list[Stage],
+                   params: SimParams = SimParams(), *, progress=None, seed: int = 0,
+                   **sim_kwargs) -> CompactionResult:
+    """Compact ``packing`` in ``die`` following ``protocol`` (load / hold / unload stages).
+
+    Returns a :class:`CompactionResult`: history (HISTORY_COLUMNS, every ``params.history_every`` steps and at
+    captures), packings captured when p_top crosses each ``stage.capture_pressures_Pa`` (rising on load,
+    falling on unload, at the end of a hold), particle frames, ``final`` packing and ``info`` (dt_s,
+    rayleigh_time_s, mass_scaling, n_steps, wall_s, backend, neighbour rebuilds, ...).
+    Raises ValueError for bad input, :class:`SimulationError` for a blow-up or a stage exceeding max_steps.
+    """
+    _validate_protocol(protocol)
+    t0 = time.perf_counter()
+    sim = Simulation(packing, material, die, params, seed=seed, **sim_kwargs)
+    hist = {c: [] for c in HISTORY_COLUMNS}
+    packings, frames, warnings = [], [], []
+    state = dict(last_hist=-1, last_frame=-1, last_progress=time.perf_counter(), last_step=0)
+    he, fe = max(1, int(params.history_every)), int(params.frames_every)
+    v_cap = params.servo_max_speed_m_per_s or max([s.punch_speed_m_per_s for s in protocol] + [0.0]) or 0.1
+    load_track = []   # (punch_z, p_top) at checks of the latest ramp: stiffness estimate for the servo
+    params_tau_waves = 10.0   # servo time scale in units of the wave transit time through the packing
+
+    def record(si):
+        if sim.step_count == state["last_hist"]:
+            return
+        row = sim.history_row(si)
+        for c in HISTORY_COLUMNS:
+            hist[c].append(row[c])
+        state["last_hist"] = sim.step_count
+
+    def add_frame():
+        if sim.step_count != state["last_frame"]:
+            frames.append(sim.frame())
+            state["last_frame"] = sim.step_count
+
+    def capture(si, p, label):
+        packings.append(sim.packing(p, label))
+        record(si)
+        add_frame()
+
+    def periodic(si, stage_name, p):
+        if sim.step_count // he != state.get("hb", -1):
+            state["hb"] = sim.step_count // he
+            record(si)
+        if fe > 0 and sim.step_count // fe != state.get("fb", -1):
+            state["fb"] = sim.step_count // fe
+            add_frame()
+        if progress is not None:
+            now = time.perf_counter()
+            if now - state["last_progress"] >= 0.5:
+                sps = (sim.step_count - state["last_step"]) / (now - state["last_progress"])
+                progress(dict(stage_index=si, stage=stage_name, step=sim.step_count, p_top_Pa=p,
+                              punch_z_m=sim.punch_z, steps_per_s=sps,
+                              particle_steps_per_s=sps * sim.n))
+                state["last_progress"], state["last_step"] = now, sim.step_count
+
+    record(-1)
+    for si, st in enumerate(protocol):
+        name = st.name or f"{st.kind} {_fmt_p(st.target_pressure_Pa)}"
+        caps = sorted(float(c) for c in st.capture_pressures_Pa)
+        start_step = sim.step_count
+        p_prev = sim.pressures()[0]
+        if st.kind == "load":
+            sim.set_punch_velocity(-st.punch_speed_m_per_s)
+            pending = [c for c in caps]
+        elif st.kind == "unload":
+            sim.set_punch_velocity(+st.punch_speed_m_per_s)
+            pending = sorted(caps, reverse=True)
+        else:
+            pending = []
+        ctx = f"stage {si} '{name}'"
+        if st.kind == "hold":
+            n_hold = max(1, int(math.ceil(st.hold_time_s / sim.dt)))
+            k_est = 0.0
+            if len(load_track) >= 4:
+                zz, pp = np.array(load_track[-max(4, len(load_track) // 10):]).T
+                if np.ptp(zz) > 0:
+                    k_est = abs(float(np.polyfit(zz - zz.mean(), pp, 1)[0])) * sim.area
+            k_est = max(k_est * 2.0, 1e-3 * material.youngs_modulus_Pa * sim.area / sim.punch_z)
+            c_wave = math.sqrt(material.youngs_modulus_Pa / sim.rho_s)
+            tau = max(params_tau_waves * sim.punch_z / c_wave, 50 * sim.dt)
+            integ = [0.0]
+
+            def ctl(s, st=st, si=si, name=name, k_est=k_est, tau=tau, integ=integ):
+                # PI on the punch stress: v = −(A/k_est)(Kp·e + Ki·∫e dt/τ)/τ; the integral only runs
+                # within 5 % of the target (conditional integration: no wind-up during large transients)
+                p, _ = s.pressures()
+                err = st.target_pressure_Pa - p
+                T = s._k * s.dt
+                if abs(err) < 0.05 * st.target_pressure_Pa:
+                    integ[0] += err * T
+                vel = -(params.servo_gain * err + params.servo_integral * integ[0] / tau) * s.area / (k_est * tau)
+                s.set_punch_velocity(float(np.clip(vel, -v_cap, v_cap)))
+                periodic(si, name, p)
+                return False
+
+            steps_left = n_hold
+            while steps_left > 0:
+                if sim.step_count - start_step > params.max_steps:
+                    raise SimulationError(f"{ctx}: exceeded params.max_steps = {params.max_steps}")
+                done = sim.advance(min(steps_left, 1000), ctx, on_check=ctl)
+                steps_left -= done
+            sim.set_punch_velocity(0.0)
+            p_end = sim.pressures()[0]
+            if caps:
+                capture(si, p_end, f"hold {_fmt_p(st.target_pressure_Pa)}")
+            rel = abs(p_end - st.target_pressure_Pa) / st.target_pressure_Pa
+            if rel > 0.05:
+                warnings.append(f"{ctx}: pressure at the end of the hold {p_end:.4g} Pa is {rel:.1%} off target")
+            continue
+
+        target = st.target_pressure_Pa
+        flag = dict(done=False, p_prev=p_prev)
+        load_track.clear()     # stiffness for a following hold: from this ramp (loading or elastic unloading)
+        z_start = sim.punch_z
+
+        def ctl(s, st=st, si=si, name=name, flag=flag, pending=pending, target=target, z_start=z_start):
+            p, _ = s.pressures()
+            rate = p - flag["p_prev"]           # pressure change over the last check interval
+            load_track.append((s.punch_z, p))
+            if st.kind == "load":
+                while pending and p >= pending[0]:
+                    c = pending.pop(0)
+                    capture(si, p, f"load {_fmt_p(c)}")
+                if p >= target:
+                    flag["done"] = True
+                nxt = min(pending[:1] + [target])
+                near = p + 2.0 * max(rate, 0.0) >= nxt
+            else:
+                while pending and p <= pending[0]:
+                    c = pending.pop(0)
+                    capture(si, p, f"unload {_fmt_p(c)}")
+                if p <= target:
+                    flag["done"] = True
+                elif s.punch_z > max(z_start, sim.punch_z0) + 2 * s.skin and p <= 0:
+                    flag["done"] = True
+                nxt = max(pending[:1] + [target])
+                near = p + 2.0 * min(rate, 0.0) <= nxt
+            # approach a capture / target pressure one step at a time (captures within one step's change)
+            s.k_cap = 1 if near else None
+            flag["p_prev"] = p
+            periodic(si, name, p)
+            return flag["done"]
+
+        while not flag["done"]:
+            if sim.step_count - start_step > params.max_steps:
+                raise SimulationError(f"{ctx}: did not reach {_fmt_p(target)} within params.max_steps = "
+                                      f"{params.max_steps} steps (p_top = {flag['p_prev']:.4g} Pa, punch at "
+                                      f"{sim.punch_z:.4g} m); raise max_steps or punch_speed_m_per_s")
+            if st.kind == "load" and sim.punch_z <= 0.0:
+                raise SimulationError(f"{ctx}: punch reached the bottom wall without reaching "
+                                      f"{_fmt_p(target)}")
+            sim.advance(1000, ctx, on_check=ctl)
+        sim.set_punch_velocity(0.0)
+        sim.k_cap = None
+        record(si)
+        for c in pending:
+            if st.kind == "unload" and c <= 0 and flag["p_prev"] <= 0:
+                capture(si, flag["p_prev"], f"unload {_fmt_p(c)}")
+
+    record(len(protocol) - 1) if sim.step_count != state["last_hist"] else None
+    final = sim.packing(sim.pressures()[0], "final")
+    add_frame()
+    history = {c: np.asarray(hist[c], dtype=np.int64 if c in ("step", "stage") else np.float64)
+               for c in HISTORY_COLUMNS}
+    wall = time.perf_counter() - t0
+    info = dict(dt_s=sim.dt, rayleigh_time_s=sim.t_rayleigh, mass_scaling=params.mass_scaling,
+                n_steps=sim.step_count, wall_s=wall, backend=sim.backend.backend,
+                device=sim.backend.device_name, default_fp=params.default_fp, n_particles=sim.n,
+                skin_m=sim.skin, neighbour_builds=sim.nlist.builds, pair_capacity_grows=sim.nlist.grow_events,
+                particle_steps_per_s=sim.n * sim.step_count / max(wall, 1e-9), max_radius_growth=sim.growth,
+                contact_model=material.contact_model, seed=seed, punch_start_m=sim.punch_z0,
+                warnings=warnings)
+    return CompactionResult(history=history, packings=packings, frames=frames, info=info, final=final)

@@ -1,0 +1,375 @@
+"""Taichi kernels of one DEM step (orchestrated by :mod:`dem.simulation`). Ndarray arguments only.
+
+A step is three launches:
+  1. :func:`kick_drift`   v += ½dt F/m, ω += ½dt T/I, x += dt v (x, y wrapped), punch z += dt v_punch;
+  2. :func:`pair_forces`  one pass over the owned Verlet pairs: contact law, damping, tangential history;
+                          the force on the owner is stored per pair (no atomics);
+  3. :func:`gather_kick`  each particle sums its owned rows (+f) and reverse rows (−f) in a fixed order,
+                          adds the bottom-wall and punch contacts, local (Cundall) damping, v += ½dt F/m.
+Sums are therefore bitwise reproducible on the CPU for a given thread count and input.
+
+ctrl (f64 ndarray): [0] punch z (m), [1] punch velocity (m/s, negative = down), [2] time (s).
+Particle–wall contacts: the walls are rigid planes (R* = r, m* = m, E*, G* of particle vs rigid body).
+"""
+from fva.backend import ti
+from dem.contact_kernels import damping_coefficient, normal_law, tangential_force
+from dem.neighbours_kernels import min_image, vec3
+
+PI = 3.141592653589793
+
+
+@ti.func
+def _set3(a: ti.template(), i, v):
+    for c in ti.static(range(3)):
+        a[i, c] = v[c]
+
+
+@ti.kernel
+def kick_drift(n: ti.i32, dt: float, x: ti.types.ndarray(), v: ti.types.ndarray(), w: ti.types.ndarray(),
+               f: ti.types.ndarray(), tq: ti.types.ndarray(), inv_m: ti.types.ndarray(),
+               inv_I: ti.types.ndarray(), Lx: float, Ly: float, ctrl: ti.types.ndarray()):
+    ctrl[0] += dt * ctrl[1]
+    ctrl[2] += dt
+    for i in range(n):
+        vi = vec3(v, i) + 0.5 * dt * inv_m[i] * vec3(f, i)
+        wi = vec3(w, i) + 0.5 * dt * inv_I[i] * vec3(tq, i)
+        xi = vec3(x, i) + dt * vi
+        xi[0] -= Lx * ti.floor(xi[0] / Lx)
+        xi[1] -= Ly * ti.floor(xi[1] / Ly)
+        _set3(v, i, vi)
+        _set3(w, i, wi)
+        _set3(x, i, xi)
+
+
+@ti.kernel
+def pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.types.ndarray(), v: ti.types.ndarray(),
+                w: ti.types.ndarray(), r: ti.types.ndarray(), m: ti.types.ndarray(),
+                pair_owner: ti.types.ndarray(), partner: ti.types.ndarray(), hist: ti.types.ndarray(),
+                pw: ti.types.ndarray(), Lx: float, Ly: float, E: float, G: float,
+                py: float, beta: float, mu: float, mu_r: float):
+    """Particle–particle contacts, one 12-double record per pair (one cache-friendly write):
+    pw[p, 0:3] force on the owner i; pw[p, 3:6] / pw[p, 6:9] torques on i / j; pw[p, 9] recoverable elastic
+    energy (normal + tangential spring); pw[p, 10] = δ / min(r_i, r_j) (≤ 0 when apart)."""
+    for p in range(npairs):
+        i = pair_owner[p]
+        j = partner[p]
+        d = min_image(vec3(x, j) - vec3(x, i), Lx, Ly)
+        dist = d.norm()
+        ri = r[i]
+        rj = r[j]
+        delta = ri + rj - dist
+        fi = ti.Vector([0.0, 0.0, 0.0])
+        ti_ = ti.Vector([0.0, 0.0, 0.0])
+        tj_ = ti.Vector([0.0, 0.0, 0.0])
+        en = 0.0
+        if delta > 0.0 and dist > 0.0:
+            nrm = d / dist
+            R = ri * rj / (ri + rj)
+            meff = m[i] * m[j] / (m[i] + m[j])
+            res = normal_law(model, delta, R, E, py, hist[p, 3], hist[p, 4], hist[p, 5])
+            hist[p, 3] = res[2]
+            hist[p, 4] = res[3]
+            hist[p, 5] = res[4]
+            ai = (ri - 0.5 * delta) * nrm
+            aj = -(rj - 0.5 * delta) * nrm
+            vc = vec3(v, i) + vec3(w, i).cross(ai) - vec3(v, j) - vec3(w, j).cross(aj)
+            vn = vc.dot(nrm)
+            Fn = res[0] + damping_coefficient(beta, res[1], meff) * vn
+            kt = 8.0 * G * res[6]
+            gt = damping_coefficient(beta, kt, meff)
+            vt = vc - vn * nrm
+            xi = ti.Vector([hist[p, 0], hist[p, 1], hist[p, 2]])
+            Ft, xi_n = tangential_force(xi, nrm, vt, dt, kt, gt, mu, Fn)
+            for c in ti.static(range(3)):
+                hist[p, c] = xi_n[c]
+            fi = -Fn * nrm + Ft
+            ti_ = ai.cross(Ft)
+            tj_ = aj.cross(-Ft)
+            if mu_r > 0.0:
+                # constant directional rolling resistance (Ai et al. 2011, model A): M = −μ_r R* F_n ω̂_rel
+                wr = vec3(w, i) - vec3(w, j)
+                wn = wr.norm()
+                if wn > 0.0:
+                    Mr = -mu_r * R * ti.max(Fn, 0.0) * wr / wn
+                    ti_ += Mr
+                    tj_ -= Mr
+            en = res[5] + 0.5 * kt * xi_n.norm_sqr()
+        else:
+            for c in ti.static(range(6)):
+                hist[p, c] = 0.0
+        for c in ti.static(range(3)):
+            pw[p, c] = fi[c]
+            pw[p, 3 + c] = ti_[c]
+            pw[p, 6 + c] = tj_[c]
+        pw[p, 9] = en
+        pw[p, 10] = delta / ti.min(ri, rj)
+
+
+@ti.func
+def wall_contact(model: ti.template(), delta, nrm, r, mi, vi, wi, vwall, wh: ti.template(), i, off, dt, E, G, py,
+                 beta, mu, mu_r):
+    """Sphere against a rigid plane; ``nrm`` points from the particle centre to the wall. Returns
+    (force on particle, torque, elastic energy); updates the history row wh[i, off:off+6]."""
+    F = ti.Vector([0.0, 0.0, 0.0])
+    T = ti.Vector([0.0, 0.0, 0.0])
+    en = 0.0
+    if delta > 0.0:
+        res = normal_law(model, delta, r, E, py, wh[i, off + 3], wh[i, off + 4], wh[i, off + 5])
+        wh[i, off + 3] = res[2]
+        wh[i, off + 4] = res[3]
+        wh[i, off + 5] = res[4]
+        a = (r - delta) * nrm          # contact point on the (rigid) wall plane
+        vc = vi + wi.cross(a) - vwall
+        vn = vc.dot(nrm)
+        Fn = res[0] + damping_coefficient(beta, res[1], mi) * vn
+        kt = 8.0 * G * res[6]
+        gt = damping_coefficient(beta, kt, mi)
+        vt = vc - vn * nrm
+        xi = ti.Vector([wh[i, off], wh[i, off + 1], wh[i, off + 2]])
+        Ft, xi_n = tangential_force(xi, nrm, vt, dt, kt, gt, mu, Fn)
+        for c in ti.static(range(3)):
+            wh[i, off + c] = xi_n[c]
+        F = -Fn * nrm + Ft
+        T = a.cross(Ft)
+        if mu_r > 0.0:
+            wn = wi.norm()
+            if wn > 0.0:
+                T += -mu_r * r * ti.max(Fn, 0.0) * wi / wn
+        en = res[5] + 0.5 * kt * xi_n.norm_sqr()
+    else:
+        for c in ti.static(range(6)):
+            wh[i, off + c] = 0.0
+    return F, T, en
+
+
+@ti.kernel
+def gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.types.ndarray(), v: ti.types.ndarray(),
+                w: ti.types.ndarray(), r: ti.types.ndarray(), m: ti.types.ndarray(), inv_m: ti.types.ndarray(),
+                inv_I: ti.types.ndarray(), row_start: ti.types.ndarray(), rev_start: ti.types.ndarray(),
+                rev_pairs: ti.types.ndarray(), pw: ti.types.ndarray(), wall_hist: ti.types.ndarray(),
+                fwall: ti.types.ndarray(), ewall: ti.types.ndarray(), ncont: ti.types.ndarray(),
+                f: ti.types.ndarray(), tq: ti.types.ndarray(), fc: ti.types.ndarray(), ctrl: ti.types.ndarray(),
+                Ew: float, Gw: float, py: float, beta: float, mu_w: float, mu_r: float, damping: float,
+                gz: float, top_wall: ti.i32):
+    """Sum contact forces per particle, add walls, gravity and local damping, second half kick.
+    fwall[i, 0] = z-force of the bottom wall on i; fwall[i, 1] = z-force of i on the punch (+ = pushes up)."""
+    pz = ctrl[0]
+    vp = ctrl[1]
+    for i in range(n):
+        F = ti.Vector([0.0, 0.0, 0.0])
+        T = ti.Vector([0.0, 0.0, 0.0])
+        nc = 0
+        for p in range(row_start[i], row_start[i + 1]):
+            F += ti.Vector([pw[p, 0], pw[p, 1], pw[p, 2]])
+            T += ti.Vector([pw[p, 3], pw[p, 4], pw[p, 5]])
+            if pw[p, 10] > 0.0:
+                nc += 1
+        for k in range(rev_start[i], rev_start[i + 1]):
+            p = rev_pairs[k]
+            F -= ti.Vector([pw[p, 0], pw[p, 1], pw[p, 2]])
+            T += ti.Vector([pw[p, 6], pw[p, 7], pw[p, 8]])
+            if pw[p, 10] > 0.0:
+                nc += 1
+        xi = vec3(x, i)
+        vi = vec3(v, i)
+        wi = vec3(w, i)
+        ri = r[i]
+        mi = m[i]
+        # bottom wall z = 0 (normal from the particle to the wall: −z)
+        Fb, Tb, eb = wall_contact(model, ri - xi[2], ti.Vector([0.0, 0.0, -1.0]), ri, mi, vi, wi,
+                                  ti.Vector([0.0, 0.0, 0.0]), wall_hist, i, 0, dt, Ew, Gw, py, beta, mu_w, mu_r)
+        Ft = ti.Vector([0.0, 0.0, 0.0])
+        Tt = ti.Vector([0.0, 0.0, 0.0])
+        et = 0.0
+        if top_wall != 0:
+            Ft, Tt, et = wall_contact(model, xi[2] + ri - pz, ti.Vector([0.0, 0.0, 1.0]), ri, mi, vi, wi,
+                                      ti.Vector([0.0, 0.0, vp]), wall_hist, i, 8, dt, Ew, Gw, py, beta, mu_w, mu_r)
+        F += Fb + Ft
+        T += Tb + Tt
+        fwall[i, 0] = Fb[2]
+        fwall[i, 1] = -Ft[2]
+        ewall[i] = eb + et
+        ncont[i] = nc
+        _set3(fc, i, F)
+        F[2] += mi * gz
+        # local (Cundall) damping: F_k − α |F_k| sign(v_k)
+        for c in ti.static(range(3)):
+            F[c] -= damping * ti.abs(F[c]) * ti.math.sign(vi[c])
+            T[c] -= damping * ti.abs(T[c]) * ti.math.sign(wi[c])
+        _set3(f, i, F)
+        _set3(tq, i, T)
+        _set3(v, i, vi + 0.5 * dt * inv_m[i] * F)
+        _set3(w, i, wi + 0.5 * dt * inv_I[i] * T)
+
+
+@ti.kernel
+def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.types.ndarray(),
+                pw: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, x_build: ti.types.ndarray(),
+                r_build: ti.types.ndarray(), Lx: float, Ly: float, out: ti.types.ndarray()):
+    """out = [nan count, max pair overlap fraction, escaped count, max speed, max wall overlap fraction,
+    largest escaped/NaN index, max motion since the last neighbour build (|Δx| + radius growth)].
+    Only max/add of integers-as-floats: order-independent."""
+    for k in range(7):
+        out[k] = 0.0
+    out[5] = -1.0
+    pz = ctrl[0]
+    for i in range(n):
+        xi = vec3(x, i)
+        vi = vec3(v, i)
+        bad = 0
+        for c in ti.static(range(3)):
+            if xi[c] != xi[c] or vi[c] != vi[c]:
+                bad = 1
+        if bad:
+            ti.atomic_add(out[0], 1.0)
+            ti.atomic_max(out[5], ti.cast(i, ti.f64))
+        esc = 0
+        if xi[2] < -r[i]:
+            esc = 1
+        if top_wall != 0 and xi[2] > pz + r[i]:
+            esc = 1
+        if esc:
+            ti.atomic_add(out[2], 1.0)
+            ti.atomic_max(out[5], ti.cast(i, ti.f64))
+        ti.atomic_max(out[3], vi.norm())
+        ow = (r[i] - xi[2]) / r[i]
+        if top_wall != 0:
+            ow = ti.max(ow, (xi[2] + r[i] - pz) / r[i])
+        ti.atomic_max(out[4], ow)
+        dm = min_image(xi - vec3(x_build, i), Lx, Ly)
+        ti.atomic_max(out[6], dm.norm() + ti.max(r[i] - r_build[i], 0.0))
+    for p in range(npairs):
+        ti.atomic_max(out[1], pw[p, 10])
+
+
+@ti.kernel
+def chunk_sums2(n: ti.i32, chunk: ti.i32, a: ti.types.ndarray(), out: ti.types.ndarray()):
+    """Deterministic partial sums of both columns of a (n, 2) array over fixed chunks: out[c, 0:2]."""
+    nch = (n + chunk - 1) // chunk
+    for c in range(nch):
+        s0 = 0.0
+        s1 = 0.0
+        for k in range(c * chunk, ti.min(n, (c + 1) * chunk)):
+            s0 += a[k, 0]
+            s1 += a[k, 1]
+        out[c, 0] = s0
+        out[c, 1] = s1
+
+
+@ti.kernel
+def chunk_sums(n: ti.i32, chunk: ti.i32, a: ti.types.ndarray(), col: ti.i32, out: ti.types.ndarray()):
+    """Deterministic partial sums of column ``col`` of a (n, k) array over fixed chunks (host adds them)."""
+    nch = (n + chunk - 1) // chunk
+    for c in range(nch):
+        s = 0.0
+        for k in range(c * chunk, ti.min(n, (c + 1) * chunk)):
+            s += a[k, col]
+        out[c] = s
+
+
+@ti.kernel
+def pair_caps(npairs: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), pair_owner: ti.types.ndarray(),
+              partner: ti.types.ndarray(), cap_i: ti.types.ndarray(), cap_j: ti.types.ndarray(), Lx: float,
+              Ly: float):
+    """Volumes of the spherical caps each sphere of an overlapping pair loses beyond the plane of the
+    intersection circle: V = π h² (3r − h)/3 with h_i = r_i − (d² + r_i² − r_j²)/(2d)."""
+    for p in range(npairs):
+        i = pair_owner[p]
+        j = partner[p]
+        d = min_image(vec3(x, j) - vec3(x, i), Lx, Ly).norm()
+        ri = r[i]
+        rj = r[j]
+        ci = 0.0
+        cj = 0.0
+        if d < ri + rj and d > 0.0:
+            xp = (d * d + ri * ri - rj * rj) / (2.0 * d)
+            hi = ti.min(ti.max(ri - xp, 0.0), 2.0 * ri)
+            hj = ti.min(ti.max(rj - (d - xp), 0.0), 2.0 * rj)
+            ci = PI * hi * hi * (3.0 * ri - hi) / 3.0
+            cj = PI * hj * hj * (3.0 * rj - hj) / 3.0
+        cap_i[p] = ci
+        cap_j[p] = cj
+
+
+@ti.kernel
+def volume_correct(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: ti.types.ndarray(),
+                   row_start: ti.types.ndarray(), rev_start: ti.types.ndarray(), rev_pairs: ti.types.ndarray(),
+                   cap_i: ti.types.ndarray(), cap_j: ti.types.ndarray(), ctrl: ti.types.ndarray(),
+                   top_wall: ti.i32):
+    """MDR-like volume conservation (cf. Zunker & Kamrin 2024): one fixed-point update
+    r ← (r0³ + 3/(4π) Σ caps(r))^{1/3}, caps from particle and wall contacts, so that the particle's solid
+    volume (sphere minus the caps cut off by its contacts) stays (4/3)π r0³. Radii never drop below r0."""
+    pz = ctrl[0]
+    for i in range(n):
+        s = 0.0
+        for p in range(row_start[i], row_start[i + 1]):
+            s += cap_i[p]
+        for k in range(rev_start[i], rev_start[i + 1]):
+            s += cap_j[rev_pairs[k]]
+        ri = r[i]
+        hb = ti.min(ti.max(ri - x[i, 2], 0.0), 2.0 * ri)
+        s += PI * hb * hb * (3.0 * ri - hb) / 3.0
+        if top_wall != 0:
+            ht = ti.min(ti.max(x[i, 2] + ri - pz, 0.0), 2.0 * ri)
+            s += PI * ht * ht * (3.0 * ri - ht) / 3.0
+        r[i] = ti.max(r0[i], (r0[i] ** 3 + 0.75 / PI * s) ** (1.0 / 3.0))
+
+
+@ti.kernel
+def zz_virial(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), row_start: ti.types.ndarray(),
+              partner: ti.types.ndarray(), pw: ti.types.ndarray(), fwall: ti.types.ndarray(),
+              ctrl: ti.types.ndarray(), top_wall: ti.i32, out: ti.types.ndarray()):
+    """out[i, 0] = Σ_owned pairs f_z l_z (l = x_j − x_i) + wall terms f_z (x_c − x_i)_z (x_c on the wall
+    plane): the particle's share of
+    V·σ_zz (compression negative). Summed deterministically on the host side via chunk_sums."""
+    pz = ctrl[0]
+    for i in range(n):
+        s = 0.0
+        for p in range(row_start[i], row_start[i + 1]):
+            s += pw[p, 2] * (x[partner[p], 2] - x[i, 2])
+        ri = r[i]
+        # wall contact points lie on the rigid wall planes z = 0 and z = punch_z
+        if ri - x[i, 2] > 0.0:
+            s += fwall[i, 0] * (0.0 - x[i, 2])
+        if top_wall != 0:
+            if x[i, 2] + ri - pz > 0.0:
+                s += -fwall[i, 1] * (pz - x[i, 2])
+        out[i, 0] = s
+
+
+@ti.kernel
+def particle_mean_stress(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: ti.types.ndarray(),
+                         row_start: ti.types.ndarray(), partner: ti.types.ndarray(),
+                         rev_start: ti.types.ndarray(), rev_pairs: ti.types.ndarray(),
+                         pair_owner: ti.types.ndarray(), pw: ti.types.ndarray(), fwall: ti.types.ndarray(),
+                         ctrl: ti.types.ndarray(), Lx: float, Ly: float, top_wall: ti.i32,
+                         out: ti.types.ndarray()):
+    """Mean stress of each particle, p_i = −tr(σ_i)/3 with σ_i = (1/V_i) Σ_c f_c ⊗ (x_c − x_i) (Pa, compression
+    positive), V_i the original solid volume; contact points at the pair's mid-overlap / on the wall planes."""
+    pz = ctrl[0]
+    for i in range(n):
+        s = 0.0
+        xi = vec3(x, i)
+        for p in range(row_start[i], row_start[i + 1]):
+            if pw[p, 10] > 0.0:
+                j = partner[p]
+                d = min_image(vec3(x, j) - xi, Lx, Ly)
+                dist = d.norm()
+                delta = r[i] + r[j] - dist
+                f = ti.Vector([pw[p, 0], pw[p, 1], pw[p, 2]])
+                s += (r[i] - 0.5 * delta) * f.dot(d / dist)
+        for k in range(rev_start[i], rev_start[i + 1]):
+            p = rev_pairs[k]
+            if pw[p, 10] > 0.0:
+                o = pair_owner[p]
+                d = min_image(xi - vec3(x, o), Lx, Ly)
+                dist = d.norm()
+                delta = r[i] + r[o] - dist
+                f = ti.Vector([pw[p, 0], pw[p, 1], pw[p, 2]])   # force on the owner; on i it is −f
+                s += (r[i] - 0.5 * delta) * f.dot(d / dist)
+        if r[i] - xi[2] > 0.0:
+            s += fwall[i, 0] * (0.0 - xi[2])
+        if top_wall != 0:
+            if xi[2] + r[i] - pz > 0.0:
+                s += -fwall[i, 1] * (pz - xi[2])
+        out[i] = -s / (3.0 * (4.0 / 3.0 * PI * r0[i] ** 3))

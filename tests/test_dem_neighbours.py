@@ -1,0 +1,141 @@
+"""Verlet list: equals brute force (wide size ratio, periodic faces), grows, carries contact history."""
+import numpy as np
+import pytest
+
+from fva.types import Packing
+from dem.neighbours import N_HIST, NeighbourList, brute_force_pairs
+from dem.types import Material, SimParams
+
+
+def _random_config(rng, n=600, L=(120e-6, 90e-6), H=150e-6, rmin=0.5e-6, rmax=10e-6):
+    # wide size ratio (d_max/d_min = 20), log-uniform radii, overlaps allowed: a pure geometry test
+    r = np.exp(rng.uniform(np.log(rmin), np.log(rmax), n))
+    c = np.column_stack([rng.uniform(0, L[0], n), rng.uniform(0, L[1], n), rng.uniform(0, H, n)])
+    return c, r, np.array(L), H
+
+
+def _build(c, r, L, H, skin, capacity=None):
+    from fva.backend import ti
+
+    n = len(r)
+    x = ti.ndarray(ti.f64, (n, 3)); x.from_numpy(c)
+    rr = ti.ndarray(ti.f64, n); rr.from_numpy(r)
+    nl = NeighbourList(n, L, (0.0, H), r, skin, capacity=capacity)
+    nl.build(x, rr, rr)
+    return nl, x, rr
+
+
+def _pairset(nl):
+    P = nl.pairs_numpy()
+    s = set((int(min(a, b)), int(max(a, b))) for a, b in P)
+    assert len(s) == len(P), "a pair is listed twice"
+    return s
+
+
+def test_neighbour_list_equals_brute_force(taichi_runtime, rng):
+    c, r, L, H = _random_config(rng)
+    skin = 0.4e-6
+    nl, x, rr = _build(c, r, L, H, skin)
+    ref = brute_force_pairs(c, r, L, skin)
+    got = _pairset(nl)
+    assert got == ref
+    # the configuration really has pairs across the periodic faces, in x and in y
+    ii, jj = np.array(sorted(ref)).T
+    dx = np.abs(c[ii, :2] - c[jj, :2])
+    assert np.sum(dx[:, 0] > L[0] / 2) >= 3 and np.sum(dx[:, 1] > L[1] / 2) >= 3
+    # owner = larger particle; rows sorted by partner; reverse rows consistent
+    P = nl.pairs_numpy()
+    assert np.all(r[P[:, 0]] >= r[P[:, 1]])
+    rs = nl.row_start.to_numpy()
+    part = nl.partner.to_numpy()
+    for i in range(len(r)):
+        row = part[rs[i]:rs[i + 1]]
+        assert np.all(np.diff(row) > 0)
+    rev_s, rev_p = nl.rev_start.to_numpy(), nl.rev_pairs.to_numpy()
+    for j in range(0, len(r), 37):
+        assert set(rev_p[rev_s[j]:rev_s[j + 1]].tolist()) == set(np.nonzero(P[:, 1] == j)[0].tolist())
+
+
+def test_capacity_grows(taichi_runtime, rng):
+    c, r, L, H = _random_config(rng, n=300)
+    nl, x, rr = _build(c, r, L, H, 0.5e-6, capacity=16)
+    assert nl.grow_events >= 1 and nl.capacity >= nl.npairs
+    assert _pairset(nl) == brute_force_pairs(c, r, L, 0.5e-6)
+    nl.build(x, rr, rr)        # second build with the swapped (small) buffer replaced
+    assert _pairset(nl) == brute_force_pairs(c, r, L, 0.5e-6)
+
+
+def test_rebuild_criterion(taichi_runtime, rng):
+    c, r, L, H = _random_config(rng, n=100)
+    skin = 1e-6
+    nl, x, rr = _build(c, r, L, H, skin)
+    assert not nl.needs_rebuild(x, rr)
+    c2 = c.copy()
+    c2[7, 0] += 0.6 * skin     # one particle beyond half the skin
+    x.from_numpy(c2)
+    assert nl.max_motion(x, rr) == pytest.approx(0.6 * skin)
+    assert nl.needs_rebuild(x, rr)
+
+
+def _compressed_sim(seed=3):
+    """A small stack of spheres squeezed by the punch so that contacts carry tangential history."""
+    from dem.simulation import Simulation
+
+    rng = np.random.default_rng(seed)
+    a = 10e-6
+    g = np.arange(4) * a + a / 2
+    X, Y, Z = np.meshgrid(g, g, np.arange(4) * a + a / 2, indexing="ij")
+    c = np.column_stack([X.ravel(), Y.ravel(), Z.ravel()]) + rng.uniform(-0.03 * a, 0.03 * a, (64, 3))
+    r = rng.uniform(0.5 * a, 0.52 * a, 64)
+    c[:, 2] = np.clip(c[:, 2], r, None)
+    H = float((c[:, 2] + r).max())
+    pk = Packing(c, r, np.array([4 * a, 4 * a, H]))
+    mat = Material(2000.0, 5e9, 0.3, yield_stress_Pa=200e6, friction=0.5, wall_friction=0.3, restitution=1.0)
+    v = rng.normal(0, 0.2, (64, 3))
+    return Simulation(pk, mat, None, SimParams(volume_correction=False, damping=0.1), velocities=v)
+
+
+def test_history_survives_rebuild(taichi_runtime):
+    sim = _compressed_sim()
+    sim.set_punch_velocity(-0.05)
+    sim.advance(300)
+    t0 = sim.pair_table()
+    key0 = {(int(i), int(j)): h for i, j, h in zip(t0["owner"], t0["partner"], t0["hist"])}
+    nonzero = [k for k, h in key0.items() if np.linalg.norm(h[:3]) > 0 and h[3] > 0]
+    assert len(nonzero) > 20, "test set-up must have contacts with tangential and plastic history"
+    builds = sim.nlist.builds
+    # a rebuild with a larger skin changes the list layout; each history must follow its pair
+    sim.nlist.skin *= 4.5
+    sim._rebuild()
+    assert sim.nlist.builds == builds + 1
+    t1 = sim.pair_table()
+    key1 = {(int(i), int(j)): h for i, j, h in zip(t1["owner"], t1["partner"], t1["hist"])}
+    assert set(key0) <= set(key1) and len(key1) > len(key0)
+    for k in key0:
+        np.testing.assert_array_equal(key1[k], key0[k])
+    for k in set(key1) - set(key0):
+        assert not np.any(key1[k])
+    # and the forces computed from the transferred state are unchanged
+    f0 = {(int(i), int(j)): f for i, j, f in zip(t0["owner"], t0["partner"], t0["force"])}
+    sim._force_eval()
+    t2 = sim.pair_table()
+    for i, j, f in zip(t2["owner"], t2["partner"], t2["force"]):
+        if (int(i), int(j)) in f0:
+            np.testing.assert_allclose(f, f0[(int(i), int(j))], rtol=1e-9, atol=1e-15)
+    assert t2["hist"].shape[1] == N_HIST
+
+
+def test_grown_radii_still_exact(taichi_runtime, rng):
+    """Volume correction grows radii unevenly (small particles most): ownership stays on the original
+    radii and the search bound on the current ones, so the list is still exact."""
+    from fva.backend import ti
+
+    c, r0, L, H = _random_config(rng, n=400)
+    r = r0 * rng.uniform(1.0, 1.6, r0.size) * np.where(r0 < 2e-6, 2.0, 1.0)   # some small ones doubled
+    n = r0.size
+    x = ti.ndarray(ti.f64, (n, 3)); x.from_numpy(c)
+    rr = ti.ndarray(ti.f64, n); rr.from_numpy(r)
+    rr0 = ti.ndarray(ti.f64, n); rr0.from_numpy(r0)
+    nl = NeighbourList(n, L, (0.0, H), r0, 0.3e-6)
+    nl.build(x, rr, rr0)
+    assert _pairset(nl) == brute_force_pairs(c, r, L, 0.3e-6)
