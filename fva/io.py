@@ -1,0 +1,176 @@
+"""Read and write voxel images: .npy / .npz / .tif(f) stacks / .vti, and .vti / .npz results.
+
+Arrays are indexed ``[z, y, x]`` (slice, row, column, as tifffile reads a stack); the value
+``phase`` (default 1) is the conducting phase. ParaView's ImageData is x-fastest: a [z, y, x]
+array is written with ``arr.ravel(order="C")`` (= ``arr.transpose(2, 1, 0).ravel(order="F")``)
+and dimensions (nx+1, ny+1, nz+1) points for nx*ny*nz cells.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fva.atomic import atomic_path
+from fva.types import VoxelImage
+
+IMAGE_EXTENSIONS = (".npy", ".npz", ".tif", ".tiff", ".vti")
+
+
+def _voxel_tuple(voxel_m):
+    if voxel_m is None:
+        return None
+    v = (float(voxel_m),) * 3 if np.isscalar(voxel_m) else tuple(float(x) for x in voxel_m)
+    if len(v) != 3:
+        raise ValueError(f"voxel_m must be a scalar or (dz, dy, dx), got {voxel_m}")
+    if not all(np.isfinite(x) and x > 0 for x in v):
+        raise ValueError(f"voxel size must be positive and finite (metres), got {voxel_m}")
+    return v
+
+
+def load_image(path, *, key: str | None = None, voxel_m=None, phase: int | None = None,
+               periodic=(False, False, False)) -> VoxelImage:
+    """Load a binary or labelled voxel image as a :class:`VoxelImage` ([z, y, x]).
+
+    Parameters
+    ----------
+    path : .npy, .npz (the only array or ``key``), .tif/.tiff stack, or .vti (cell or point data).
+    key : array name inside an .npz, or the data-array name inside a .vti.
+    voxel_m : voxel size in metres, scalar or (dz, dy, dx). Required unless the file carries it
+        (.vti spacing, or a ``voxel_m`` array in the .npz).
+    phase : value of the conducting phase (default 1).
+    periodic : (px, py, pz) flags stored on the image.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"image file not found: {p}")
+    ext = p.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(f"unknown image extension {ext!r} for {p}; expected one of {IMAGE_EXTENSIONS}")
+    file_voxel = None
+    if ext == ".npy":
+        arr = np.load(p, allow_pickle=False)
+    elif ext == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            names = [n for n in z.files if n != "voxel_m"]
+            if key is not None:
+                if key not in z.files:
+                    raise ValueError(f"{p} has no array {key!r}; it holds {z.files}")
+                arr = z[key]
+            elif len(names) == 1:
+                arr = z[names[0]]
+            else:
+                raise ValueError(f"{p} holds several arrays {names}; pass key= to choose one")
+            if "voxel_m" in z.files:
+                file_voxel = tuple(np.atleast_1d(z["voxel_m"]).astype(float))
+                if len(file_voxel) == 1:
+                    file_voxel = file_voxel * 3
+    elif ext in (".tif", ".tiff"):
+        import tifffile
+
+        arr = tifffile.imread(str(p))
+        if arr.ndim == 2:
+            arr = arr[None]
+    else:  # .vti
+        import pyvista as pv
+
+        grid = pv.read(str(p))
+        dims = np.array(grid.dimensions)
+        names = list(grid.cell_data.keys())
+        if key is not None and key in grid.cell_data:
+            data, cdims = grid.cell_data[key], dims - 1
+        elif key is not None and key in grid.point_data:
+            data, cdims = grid.point_data[key], dims
+        elif key is not None:
+            raise ValueError(f"{p} has no data array {key!r}; cell data {names}, "
+                             f"point data {list(grid.point_data.keys())}")
+        elif "phase" in grid.cell_data:
+            data, cdims = grid.cell_data["phase"], dims - 1
+        elif len(names) == 1:
+            data, cdims = grid.cell_data[names[0]], dims - 1
+        elif len(names) == 0 and len(grid.point_data.keys()) == 1:
+            data, cdims = grid.point_data[list(grid.point_data.keys())[0]], dims
+        else:
+            raise ValueError(f"{p} holds several data arrays {names}; pass key= to choose one")
+        cdims = np.maximum(cdims, 1)
+        arr = np.asarray(data).reshape(cdims[2], cdims[1], cdims[0])  # x fastest -> [z, y, x]
+        sx, sy, sz = grid.spacing
+        file_voxel = (float(sz), float(sy), float(sx))
+    arr = np.asarray(arr)
+    if arr.ndim != 3 or arr.size == 0:
+        raise ValueError(f"{p}: expected a non-empty 3-D image [z, y, x], got shape {arr.shape}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int32)
+        else:
+            raise ValueError(f"{p}: image of dtype {arr.dtype} is grey-scale (non-integer values); "
+                             "segment / threshold it into integer phases first")
+    vox = _voxel_tuple(voxel_m)
+    if vox is None:
+        vox = _voxel_tuple(file_voxel) if file_voxel is not None else None
+    if vox is None:
+        raise ValueError(f"{p}: the voxel size is not stored in the file; pass voxel_m= (metres)")
+    return VoxelImage(phase=arr, voxel_m=vox, periodic=tuple(periodic),
+                      conducting_phase=1 if phase is None else int(phase))
+
+
+def _cell_array(a: np.ndarray) -> np.ndarray:
+    """[z, y, x, ...] array -> VTK cell order (x fastest)."""
+    a = np.asarray(a)
+    if a.ndim == 3:
+        return np.ascontiguousarray(a).ravel(order="C")
+    return np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+
+
+def save_vti(path, image: VoxelImage, *, potential=None, current=None, extra: dict | None = None,
+             origin_m=(0.0, 0.0, 0.0)) -> Path:
+    """Write ``image`` (phase as cell data) and optional fields to a ParaView .vti (atomically).
+
+    potential : [z, y, x] (V); current : [z, y, x, 3] current density (A/m²) with components
+    (jz, jy, jx) as in ConductivityResult, written as the vector (jx, jy, jz) named
+    ``current_density``; extra : {name: [z, y, x] or [z, y, x, c] array}.
+    """
+    import pyvista as pv
+
+    nz, ny, nx = image.shape
+    dz, dy, dx = image.voxel_m
+    grid = pv.ImageData(dimensions=(nx + 1, ny + 1, nz + 1), spacing=(dx, dy, dz), origin=origin_m)
+    grid.cell_data["phase"] = _cell_array(image.phase)
+    if image.labels is not None:
+        grid.cell_data["label"] = _cell_array(image.labels)
+    if potential is not None:
+        pot = np.asarray(potential, dtype=np.float64)
+        if pot.shape != image.shape:
+            raise ValueError(f"potential must have shape {image.shape}, got {pot.shape}")
+        grid.cell_data["potential"] = _cell_array(pot)
+    if current is not None:
+        cur = np.asarray(current, dtype=np.float64)
+        if cur.shape != image.shape + (3,):
+            raise ValueError(f"current must have shape {image.shape + (3,)}, got {cur.shape}")
+        grid.cell_data["current_density"] = _cell_array(cur[..., ::-1])  # (jx, jy, jz) for ParaView
+    for name, a in (extra or {}).items():
+        a = np.asarray(a)
+        if a.shape[:3] != image.shape:
+            raise ValueError(f"extra field {name!r} must start with shape {image.shape}, got {a.shape}")
+        grid.cell_data[name] = _cell_array(a)
+    p = Path(path)
+    with atomic_path(p, suffix=".vti") as tmp:
+        grid.save(str(tmp))
+    return p
+
+
+def save_npz(path, image: VoxelImage, **fields) -> Path:
+    """Write phase (+ labels, voxel_m, and any named [z, y, x] fields) to a compressed .npz."""
+    arrays = dict(phase=image.phase, voxel_m=np.asarray(image.voxel_m, dtype=np.float64),
+                  periodic=np.asarray(image.periodic, dtype=bool))
+    if image.labels is not None:
+        arrays["labels"] = image.labels
+    for k, v in fields.items():
+        if v is not None:
+            arrays[k] = np.asarray(v)
+    p = Path(path)
+    with atomic_path(p, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return p
