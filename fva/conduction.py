@@ -22,6 +22,11 @@ Conventions (see ``shared/DESIGN.md``, "Conduction solve conventions"):
 * Matrix-free preconditioned CG (Jacobi or geometric multigrid V-cycle) in Taichi; reductions in
   float64; stops when the spread (max − min)/mean of the current through every plane normal to the
   axis (the two electrode faces included) is ≤ ``flux_tol``; the true residual is recomputed at the end.
+  A solve that stops short (``max_iter``, stagnation, breakdown) returns ``converged=False`` and warns.
+* Storage: a u8 phase id per voxel (conductivities and harmonic means come from a small table),
+  five CG vectors in ``dtype``; multigrid levels add ~4 B/voxel in f32: about 25 B/voxel (f32) or
+  49 B/voxel (f64). In f32 the residual is replaced by b − A x every 50 iterations.
+* Kernels take ``ti.types.ndarray`` arguments: a new image shape never recompiles them.
 """
 from __future__ import annotations
 

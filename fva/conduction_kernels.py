@@ -4,10 +4,11 @@ Layout convention (the caller transposes the image so that this always holds):
 array axis 0 is the solve axis (Dirichlet faces at plane 0 and plane n0), axes 1 and 2 are the
 sides (periodic when ``p1`` / ``p2`` is 1, zero-flux otherwise).
 
-* Fine level: one conductivity array ``sig`` (S/m, 0 = removed / insulating voxel); face
-  conductances are harmonic means computed on the fly, scaled by ``c0 = d1*d2/d0`` etc.; the
-  boundary conductance of an end slab is ``2*sigma*c0`` (half a voxel), the high face only where
-  the electrode mask ``em`` is 1. The low face is at 1 V, the high face at 0 V.
+* Fine level: a u8 phase-id array ``sig`` (id 0 = removed / insulating voxel) and a float64 table
+  ``T``: T[id] is the conductivity (S/m) and T[NTAB + a*NTAB + b] the harmonic mean 2σaσb/(σa+σb)
+  (0 when either is 0), so no division per face; face conductance = table value x ``c0 = d1*d2/d0``
+  (etc.); the boundary conductance of an end slab is ``2*sigma*c0`` (half a voxel), on the high
+  face only where the electrode mask ``em`` is 1. The low face is at 1 V, the high face at 0 V.
 * Coarse levels: explicit face conductances ``gA`` (n0+1, n1, n2: plane p is the face between
   cells p-1 and p, planes 0 and n0 are the electrode faces), ``gB`` / ``gC`` (face between j and
   j+1 / k and k+1, the last one being the periodic wrap face or 0), and the inverse diagonal.
@@ -46,13 +47,6 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
     f64 = ti.f64
 
     # ------------------------------------------------------------------ fine level (from sigma)
-    @ti.func
-    def hm(a, b):
-        r = ti.cast(0.0, f64)
-        if a > 0 and b > 0:
-            r = 2.0 * a * b / (a + b)
-        return r
-
     @ti.func
     def sg(sig: ti.template(), T: ti.template(), i, j, k):
         """Conductivity (S/m) of fine cell (i, j, k): table lookup of its phase id."""
