@@ -9,7 +9,22 @@ t_R = π r √(ρ_s/G)/(0.1631ν + 0.8766) with the mass-scaled density ρ_s = m
 Per step three kernel launches (see :mod:`dem.simulation_kernels`); every ``check_every`` steps (≤ 10, fewer
 when particles move fast) the host reads a handful of numbers: NaN / escape / overlap checks, Verlet
 rebuild test, punch force, and applies the punch control. Volume correction (MDR-like) runs at the same
-cadence (two fixed-point updates of the radii every ``params.volume_correction_every`` steps, default 50).
+cadence (two fixed-point updates of the radii every ``params.volume_correction_every`` steps, default 10).
+
+Volume correction (``params.volume_correction``, see :func:`dem.simulation_kernels.volume_correct`):
+r_i(t) = max_{t'≤t} min(r_vc,i(t'), 1.25 r0_i), r_vc = (r0³ + 3/(4π) Σ V_cap)^{1/3} — irreversible growth
+driven by the largest (plastic) overlaps; beyond the cap the unconserved volume acts as a bulk pressure
+K_eff ε_v on the contact areas (K_eff = BULK_RESPONSE · E/(3(1−2ν))), which makes the packing resist
+compression past ρ_rel ≈ 0.95 instead of interpenetrating (ρ_rel > 1 with plain Thornton–Ning at p ≳ p_y).
+
+Blow-up checks (every check): NaN; a particle escaping the die; a particle moving more than
+MAX_STEP_MOTION of its radius in one step; an overlap beyond ``params.max_overlap_fraction`` of the smaller
+diameter (1.0: a sphere entirely inside its partner). Each message names the likely cause.
+
+Release: an unload stage to 0 ends — the punch stops — when p_top ≤ RELEASE_FRACTION × the peak pressure
+of the run ("contact loss"; without gravity the top layer would otherwise follow the punch at a vanishing
+force). Thickness t = min(punch_z, max_i(z_i + r_i)) (:meth:`Simulation.thickness`) is used for ρ_rel, the
+solid fraction and the captured packings' box.
 """
 from __future__ import annotations
 
@@ -29,6 +44,19 @@ from dem.types import HISTORY_COLUMNS, CompactionResult, Die, Material, Particle
 __all__ = ["Simulation", "SimulationError", "run_compaction", "time_step", "DT_BOUND_FRACTION"]
 
 DT_BOUND_FRACTION = 0.5   # stability bound: dt ≤ 0.5 t_R(r_min) (Rayleigh time, mass-scaled density)
+# blow-up test on the dynamics: no particle may move more than this fraction of its radius in one step (a
+# resolved contact lasts tens of steps; quasi-static compaction moves particles ~1e-4 r per step; a small
+# particle squeezed out of a closing gap may briefly reach ~0.1 r per step)
+MAX_STEP_MOTION = 0.25
+# volume correction: a particle's radius grows at most to this multiple of its original radius (see
+# Simulation.volume_correction: a small particle flattened between large ones would otherwise diverge)
+MAX_RADIUS_GROWTH = 1.25
+MAX_GROWTH_PER_UPDATE = 0.01
+# K_eff / K of the bulk response (< 1: a penalty softened so that dt from the Rayleigh time stays stable;
+# the bulk term then limits ρ_rel to ≈ 0.95–0.98 at 1–2 GPa instead of ~1.0)
+BULK_RESPONSE = 0.3
+# an unload stage to 0 ends (the punch stops) when p_top falls below this fraction of the peak pressure
+RELEASE_FRACTION = 2e-3
 _CHUNK = 256
 
 
@@ -84,13 +112,13 @@ def _validate(packing: Packing, material: Material, die: Die, params: SimParams,
         k = int(bad[0])
         raise ValueError(f"particle {k} at {c[k].tolist()} lies outside the periodic box x∈[0,{bx:.4g}), "
                          f"y∈[0,{by:.4g}) ({bad.size} such particles); wrap the centres into the box")
-    ztol = params.max_overlap_fraction * r     # a compressed packing may overlap the walls a little
+    ztol = 0.5 * r     # a compressed packing may overlap the walls a little (at most half a radius on input)
     bad = np.nonzero((c[:, 2] - r < -ztol) | ((c[:, 2] + r > H + ztol) if top_wall else False))[0]
     if bad.size:
         k = int(bad[0])
         raise ValueError(f"particle {k} (z = {c[k, 2]:.4g} m, r = {r[k]:.4g} m) lies outside the box "
                          f"0 ≤ z − r, z + r ≤ H = {H:.4g} m beyond the allowed wall overlap "
-                         f"max_overlap_fraction·r ({bad.size} such particles)")
+                         f"r/2 ({bad.size} such particles)")
     if not (0 <= params.damping < 1):
         raise ValueError(f"params.damping must be in [0, 1), got {params.damping}")
     if params.mass_scaling <= 0:
@@ -176,6 +204,7 @@ class Simulation:
         self.tq = ti.ndarray(f64, (n, 3)); self.tq.fill(0.0)
         self.r = ti.ndarray(f64, n); self.r.from_numpy(r0)
         self.r0 = ti.ndarray(f64, n); self.r0.from_numpy(r0)
+        self.eps_v = ti.ndarray(f64, n); self.eps_v.fill(0.0)   # volumetric strain of capped particles
         self.m = ti.ndarray(f64, n); self.m.from_numpy(m)
         self.inv_m = ti.ndarray(f64, n); self.inv_m.from_numpy(1.0 / m)
         self.inv_I = ti.ndarray(f64, n); self.inv_I.from_numpy(1.0 / self.I_np)
@@ -197,6 +226,11 @@ class Simulation:
         self._alloc_pair_work(self.nlist.capacity)
         self.step_count = 0
         self.growth = 1.0
+        self.growth_cap = MAX_RADIUS_GROWTH
+        self.growth_step = MAX_GROWTH_PER_UPDATE
+        # bulk modulus of the solid for the confinement response of capped particles (volume correction only)
+        self.K_bulk = (BULK_RESPONSE * material.youngs_modulus_Pa / (3.0 * (1.0 - 2.0 * material.poisson_ratio))
+                       if params.volume_correction else 0.0)
         self.k_cap = None      # optional upper bound on the check interval (set by the protocol driver)
         self._rebuild()
         mc = max(0, int(solid_fraction_points))
@@ -231,7 +265,7 @@ class Simulation:
         nl, cp = self.nlist, self.cp
         SK.pair_forces(self.model, nl.npairs, dt, self.x, self.v, self.w, self.r, self.m, nl.pair_owner,
                        nl.partner, nl.hist, self.pw, self.Lx,
-                       self.Ly, cp.E_pp, cp.G_pp, cp.p_y, cp.beta, cp.mu_pp, self.mu_r)
+                       self.Ly, cp.E_pp, cp.G_pp, cp.p_y, cp.beta, cp.mu_pp, self.mu_r, self.eps_v, self.K_bulk)
 
     def _gather(self, dt):
         nl, cp = self.nlist, self.cp
@@ -239,7 +273,7 @@ class Simulation:
                        nl.row_start, nl.rev_start, nl.rev_pairs, self.pw,
                        self.wall_hist, self.fwall, self.ewall, self.ncont, self.f, self.tq, self.fc, self.ctrl,
                        cp.E_pw, cp.G_pw, cp.p_y, cp.beta, cp.mu_pw, self.mu_r, float(self.params.damping), self.gz,
-                       int(self.top_wall))
+                       int(self.top_wall), self.eps_v, self.K_bulk)
 
     def _force_eval(self):
         """Forces at the current state without moving (dt = 0: no history increment, no kick)."""
@@ -267,13 +301,23 @@ class Simulation:
             raise SimulationError(f"{int(d[2])} particle(s) escaped the die{where} (e.g. particle {int(d[5])}): "
                                   f"punch too fast or time step too large → lower punch_speed_m_per_s or "
                                   f"params.dt_safety")
+        step_motion = float(d[7]) * self.dt
+        if step_motion > MAX_STEP_MOTION:
+            raise SimulationError(f"a particle moved {step_motion:.3g} × its radius in one step{where} "
+                                  f"(limit {MAX_STEP_MOTION}): contacts are not resolved in time — the punch "
+                                  f"is too fast (lower punch_speed_m_per_s; the punch moves "
+                                  f"{abs(float(self.ctrl[1])) * self.dt / float(self.r0_np.min()):.3g} × r_min "
+                                  f"per step) or the time step too large (lower params.dt_safety, now "
+                                  f"dt = {self.dt:.3g} s)")
         lim = self.params.max_overlap_fraction
-        if d[1] > lim or d[4] > lim:
-            where += self._worst_contact(d[1] > lim)
-            raise SimulationError(f"contact overlap {max(d[1], d[4]):.3g} × the smaller radius exceeds "
-                                  f"params.max_overlap_fraction = {lim}{where}: punch too fast for the "
+        ov = 0.5 * max(float(d[1]), float(d[4]))      # δ / smaller current diameter (pairs) or diameter (walls)
+        if ov > lim:
+            where += self._worst_contact(0.5 * d[1] > lim)
+            raise SimulationError(f"contact overlap {ov:.3g} × the smaller (current) diameter exceeds "
+                                  f"params.max_overlap_fraction = {lim}{where}: at 1.0 the smaller sphere lies "
+                                  f"entirely inside its partner (or behind a wall) — punch too fast for the "
                                   f"contact stiffness (lower punch_speed_m_per_s) or time step too large "
-                                  f"(lower params.dt_safety); at very high density enable volume_correction")
+                                  f"(lower params.dt_safety); at high density enable volume_correction")
         return d
 
     def _worst_contact(self, pair: bool) -> str:
@@ -287,9 +331,9 @@ class Simulation:
                        f"original {self.r0_np[i]:.3g} m, {self.r0_np[j]:.3g} m)")
                 ratio = max(r[i], r[j]) / min(r[i], r[j])
                 if ratio > 3.0:
-                    msg += (f"; a small particle is pressed into one {ratio:.1f}× larger — expected at high "
-                            f"pressure with a wide size distribution: raise params.max_overlap_fraction "
-                            f"(e.g. 1.5) or d_min if the punch speed is already quasi-static")
+                    msg += (f"; a small particle was pushed through one {ratio:.1f}× larger (wide size "
+                            f"distribution, low p_y): keep volume_correction on, check that the run is "
+                            f"quasi-static (inertial_number ≤ 1e-3) and lower dt_safety, else raise d_min")
                 return msg
             x = self.x.to_numpy()
             ow = np.maximum(r - x[:, 2], x[:, 2] + r - self.punch_z) / r
@@ -319,7 +363,8 @@ class Simulation:
             SK.pair_caps(nl.npairs, self.x, self.r, nl.pair_owner, nl.partner, self.cap_i, self.cap_j,
                          self.Lx, self.Ly)
             SK.volume_correct(self.n, self.x, self.r, self.r0, nl.row_start, nl.rev_start, nl.rev_pairs,
-                              self.cap_i, self.cap_j, self.ctrl, int(self.top_wall))
+                              self.cap_i, self.cap_j, self.ctrl, int(self.top_wall), float(self.growth_cap),
+                              float(self.growth_step), self.eps_v)
         r = self.r.to_numpy()
         self.growth = max(self.growth, float(np.max(r / self.r0_np)))
 
@@ -394,19 +439,35 @@ class Simulation:
                      int(self.top_wall), self._virial)
         return self._sum_col(self._virial, 0) / (self.area * self.punch_z)
 
-    def relative_density(self) -> float:
-        """Mass-based: Σ (4/3)π r0³ / (A · punch_z)."""
-        return float(np.sum(4.0 / 3.0 * math.pi * self.r0_np ** 3)) / (self.area * self.punch_z)
+    def thickness(self) -> float:
+        """Pellet thickness t = min(punch_z, max_i(z_i + r_i)) in m (current, volume-corrected radii).
 
-    def solid_fraction(self) -> float:
-        """Geometric union-of-spheres solid fraction of the box A × punch_z (Monte-Carlo, fixed points)."""
+        Under load the punch rests on the pellet (its contacts overlap the punch plane), so t = punch_z. After
+        release the punch may stand above the pellet (it keeps moving until the check that sees the contact
+        lost, and the pellet may relax further); the pellet's own top, the highest particle surface — what a
+        micrometer would measure — is then the thickness. Relative density, solid fraction and the captured
+        packings' box all use t, so a released pellet is never diluted by the gap under the punch."""
+        H = self.punch_z
+        if not self.top_wall:
+            return float((self.x.to_numpy()[:, 2] + self.r.to_numpy()).max())
+        top = float((self.x.to_numpy()[:, 2] + self.r.to_numpy()).max())
+        return min(H, top) if top > 0 else H
+
+    def relative_density(self, thickness: float | None = None) -> float:
+        """Mass-based: Σ (4/3)π r0³ / (A · t), t = :meth:`thickness`."""
+        t = self.thickness() if thickness is None else thickness
+        return float(np.sum(4.0 / 3.0 * math.pi * self.r0_np ** 3)) / (self.area * t)
+
+    def solid_fraction(self, thickness: float | None = None) -> float:
+        """Geometric union-of-spheres solid fraction of the box A × t, t = :meth:`thickness` (Monte-Carlo,
+        fixed points)."""
         if self._mc_unit.shape[0] == 0:
             return float("nan")
         from scipy.spatial import cKDTree
 
         x = self.x.to_numpy()
         r = self.r.to_numpy()
-        H = self.punch_z
+        H = self.thickness() if thickness is None else thickness
         pts = self._mc_unit * np.array([self.Lx, self.Ly, H])
         zbox = 4.0 * (H + 4.0 * float(r.max())) + 1e-12
         pts[:, 0] = np.minimum(pts[:, 0], np.nextafter(self.Lx, 0))
@@ -430,7 +491,7 @@ class Simulation:
         x = self.x.to_numpy()
         x[:, 0] %= self.Lx
         x[:, 1] %= self.Ly
-        return Packing(centers_m=x, radii_m=self.r.to_numpy(), box_m=np.array([self.Lx, self.Ly, self.punch_z]),
+        return Packing(centers_m=x, radii_m=self.r.to_numpy(), box_m=np.array([self.Lx, self.Ly, self.thickness()]),
                        periodic=(True, True, False), pressure_Pa=float(pressure_Pa), label=label)
 
     def particle_stress(self) -> np.ndarray:
@@ -453,13 +514,14 @@ class Simulation:
         ov = self.pw.to_numpy()[: self.nlist.npairs, 10]
         coord = 2.0 * float(np.count_nonzero(ov > 0)) / self.n
         H = self.punch_z
+        t = self.thickness()
         ke_ratio = e["kinetic"] / e["elastic"] if e["elastic"] > 0 else float("nan")
         vp = abs(float(self.ctrl[1]))
         d_mean = 2.0 * float(self.r0_np.mean())
         inertial = (vp / H) * d_mean * math.sqrt(self.rho_s / p_top) if p_top > 0 else float("nan")
-        return dict(step=self.step_count, time_s=self.time_s, punch_z_m=H, thickness_m=H, p_top_Pa=p_top,
+        return dict(step=self.step_count, time_s=self.time_s, punch_z_m=H, thickness_m=t, p_top_Pa=p_top,
                     p_bottom_Pa=p_bot, p_stress_tensor_Pa=-self.stress_zz(),
-                    relative_density=self.relative_density(), solid_fraction=self.solid_fraction(),
+                    relative_density=self.relative_density(t), solid_fraction=self.solid_fraction(t),
                     coordination=coord, ke_ratio=ke_ratio, inertial_number=inertial, stage=stage_index)
 
 
@@ -484,7 +546,7 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     sim = Simulation(packing, material, die, params, seed=seed, **sim_kwargs)
     hist = {c: [] for c in HISTORY_COLUMNS}
     packings, frames, warnings = [], [], []
-    state = dict(last_hist=-1, last_frame=-1, last_progress=time.perf_counter(), last_step=0)
+    state = dict(last_hist=-1, last_frame=-1, last_progress=time.perf_counter(), last_step=0, p_peak=0.0)
     he, fe = max(1, int(params.history_every)), int(params.frames_every)
     v_cap = params.servo_max_speed_m_per_s or max([s.punch_speed_m_per_s for s in protocol] + [0.0]) or 0.1
     load_track = []   # (punch_z, p_top) at checks of the latest ramp: stiffness estimate for the servo
@@ -555,6 +617,7 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
                 # PI on the punch stress: v = −(A/k_est)(Kp·e + Ki·∫e dt/τ)/τ; the integral only runs
                 # within 5 % of the target (conditional integration: no wind-up during large transients)
                 p, _ = s.pressures()
+                state["p_peak"] = max(state["p_peak"], p)
                 err = st.target_pressure_Pa - p
                 T = s._k * s.dt
                 if abs(err) < 0.05 * st.target_pressure_Pa:
@@ -580,12 +643,17 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
             continue
 
         target = st.target_pressure_Pa
+        # release to 0 ends at contact loss, p_top ≤ RELEASE_FRACTION × the peak pressure so far: without
+        # gravity, the top layer would otherwise drift after the punch at a vanishing contact force
+        release_p = RELEASE_FRACTION * state["p_peak"] if st.kind == "unload" and target <= 0 else 0.0
         flag = dict(done=False, p_prev=p_prev)
         load_track.clear()     # stiffness for a following hold: from this ramp (loading or elastic unloading)
         z_start = sim.punch_z
 
-        def ctl(s, st=st, si=si, name=name, flag=flag, pending=pending, target=target, z_start=z_start):
+        def ctl(s, st=st, si=si, name=name, flag=flag, pending=pending, target=target, z_start=z_start,
+                release_p=release_p):
             p, _ = s.pressures()
+            state["p_peak"] = max(state["p_peak"], p)
             rate = p - flag["p_prev"]           # pressure change over the last check interval
             load_track.append((s.punch_z, p))
             if st.kind == "load":
@@ -600,8 +668,8 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
                 while pending and p <= pending[0]:
                     c = pending.pop(0)
                     capture(si, p, f"unload {_fmt_p(c)}")
-                if p <= target:
-                    flag["done"] = True
+                if p <= max(target, release_p):
+                    flag["done"] = True        # contact lost (release) or target reached: the punch stops
                 elif s.punch_z > max(z_start, sim.punch_z0) + 2 * s.skin and p <= 0:
                     flag["done"] = True
                 nxt = max(pending[:1] + [target])
@@ -625,7 +693,7 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
         sim.k_cap = None
         record(si)
         for c in pending:
-            if st.kind == "unload" and c <= 0 and flag["p_prev"] <= 0:
+            if st.kind == "unload" and c <= 0 and flag["p_prev"] <= release_p:
                 capture(si, flag["p_prev"], f"unload {_fmt_p(c)}")
 
     record(len(protocol) - 1) if sim.step_count != state["last_hist"] else None

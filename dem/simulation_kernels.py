@@ -46,10 +46,18 @@ def pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.types.nda
                 w: ti.types.ndarray(), r: ti.types.ndarray(), m: ti.types.ndarray(),
                 pair_owner: ti.types.ndarray(), partner: ti.types.ndarray(), hist: ti.types.ndarray(),
                 pw: ti.types.ndarray(), Lx: float, Ly: float, E: float, G: float,
-                py: float, beta: float, mu: float, mu_r: float):
+                py: float, beta: float, mu: float, mu_r: float, eps_v: ti.types.ndarray(), Kb: float):
     """Particle–particle contacts, one 12-double record per pair (one cache-friendly write):
     pw[p, 0:3] force on the owner i; pw[p, 3:6] / pw[p, 6:9] torques on i / j; pw[p, 9] recoverable elastic
-    energy (normal + tangential spring); pw[p, 10] = δ / min(r_i, r_j) (≤ 0 when apart)."""
+    energy (normal + tangential spring); pw[p, 10] = δ / min(r_i, r_j) (≤ 0 when apart).
+
+    Bulk (confinement) response of the volume correction, MDR-like (Zunker & Kamrin 2024): a particle whose
+    radius growth is capped cannot conserve its solid volume any more; its volumetric strain
+    ε_v,i = max(0, 1 − V_i/V0_i) (V_i = sphere minus caps, from :func:`volume_correct`) is carried by its
+    contacts as a pressure K ε_v on the contact area, F_b = K · ½(ε_v,i + ε_v,j) · π min(2R*δ, r_min²)
+    (2R*δ ≈ the intersection circle's radius² at small δ; saturating at the smaller particle's cross-section so
+    that a small sphere pressed into a large one meets a growing, not a vanishing, resistance),
+    K = BULK_RESPONSE · E/(3(1 − 2ν))."""
     for p in range(npairs):
         i = pair_owner[p]
         j = partner[p]
@@ -75,6 +83,10 @@ def pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.types.nda
             vc = vec3(v, i) + vec3(w, i).cross(ai) - vec3(v, j) - vec3(w, j).cross(aj)
             vn = vc.dot(nrm)
             Fn = res[0] + damping_coefficient(beta, res[1], meff) * vn
+            eb = 0.5 * (eps_v[i] + eps_v[j])
+            if eb > 0.0:
+                rm = ti.min(ri, rj)
+                Fn += Kb * eb * PI * ti.min(2.0 * R * delta, rm * rm)
             kt = 8.0 * G * res[6]
             gt = damping_coefficient(beta, kt, meff)
             vt = vc - vn * nrm
@@ -107,7 +119,7 @@ def pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.types.nda
 
 @ti.func
 def wall_contact(model: ti.template(), delta, nrm, r, mi, vi, wi, vwall, wh: ti.template(), i, off, dt, E, G, py,
-                 beta, mu, mu_r):
+                 beta, mu, mu_r, pb):
     """Sphere against a rigid plane; ``nrm`` points from the particle centre to the wall. Returns
     (force on particle, torque, elastic energy); updates the history row wh[i, off:off+6]."""
     F = ti.Vector([0.0, 0.0, 0.0])
@@ -122,6 +134,8 @@ def wall_contact(model: ti.template(), delta, nrm, r, mi, vi, wi, vwall, wh: ti.
         vc = vi + wi.cross(a) - vwall
         vn = vc.dot(nrm)
         Fn = res[0] + damping_coefficient(beta, res[1], mi) * vn
+        if pb > 0.0:   # bulk response on the flat: p_b π min(2rδ, r²)
+            Fn += pb * PI * ti.min(2.0 * r * delta, r * r)
         kt = 8.0 * G * res[6]
         gt = damping_coefficient(beta, kt, mi)
         vt = vc - vn * nrm
@@ -150,7 +164,7 @@ def gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.types.ndarray(
                 fwall: ti.types.ndarray(), ewall: ti.types.ndarray(), ncont: ti.types.ndarray(),
                 f: ti.types.ndarray(), tq: ti.types.ndarray(), fc: ti.types.ndarray(), ctrl: ti.types.ndarray(),
                 Ew: float, Gw: float, py: float, beta: float, mu_w: float, mu_r: float, damping: float,
-                gz: float, top_wall: ti.i32):
+                gz: float, top_wall: ti.i32, eps_v: ti.types.ndarray(), Kb: float):
     """Sum contact forces per particle, add walls, gravity and local damping, second half kick.
     fwall[i, 0] = z-force of the bottom wall on i; fwall[i, 1] = z-force of i on the punch (+ = pushes up)."""
     pz = ctrl[0]
@@ -177,13 +191,15 @@ def gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.types.ndarray(
         mi = m[i]
         # bottom wall z = 0 (normal from the particle to the wall: −z)
         Fb, Tb, eb = wall_contact(model, ri - xi[2], ti.Vector([0.0, 0.0, -1.0]), ri, mi, vi, wi,
-                                  ti.Vector([0.0, 0.0, 0.0]), wall_hist, i, 0, dt, Ew, Gw, py, beta, mu_w, mu_r)
+                                  ti.Vector([0.0, 0.0, 0.0]), wall_hist, i, 0, dt, Ew, Gw, py, beta, mu_w, mu_r,
+                                  Kb * eps_v[i])
         Ft = ti.Vector([0.0, 0.0, 0.0])
         Tt = ti.Vector([0.0, 0.0, 0.0])
         et = 0.0
         if top_wall != 0:
             Ft, Tt, et = wall_contact(model, xi[2] + ri - pz, ti.Vector([0.0, 0.0, 1.0]), ri, mi, vi, wi,
-                                      ti.Vector([0.0, 0.0, vp]), wall_hist, i, 8, dt, Ew, Gw, py, beta, mu_w, mu_r)
+                                      ti.Vector([0.0, 0.0, vp]), wall_hist, i, 8, dt, Ew, Gw, py, beta, mu_w, mu_r,
+                                      Kb * eps_v[i])
         F += Fb + Ft
         T += Tb + Tt
         fwall[i, 0] = Fb[2]
@@ -207,9 +223,10 @@ def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.nd
                 pw: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, x_build: ti.types.ndarray(),
                 r_build: ti.types.ndarray(), Lx: float, Ly: float, out: ti.types.ndarray()):
     """out = [nan count, max pair overlap fraction, escaped count, max speed, max wall overlap fraction,
-    largest escaped/NaN index, max motion since the last neighbour build (|Δx| + radius growth)].
+    largest escaped/NaN index, max motion since the last neighbour build (|Δx| + radius growth),
+    max |v_i|/r_i (1/s; × dt = the largest motion per step in units of the particle's radius)].
     Only max/add of integers-as-floats: order-independent."""
-    for k in range(7):
+    for k in range(8):
         out[k] = 0.0
     out[5] = -1.0
     pz = ctrl[0]
@@ -232,6 +249,7 @@ def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.nd
             ti.atomic_add(out[2], 1.0)
             ti.atomic_max(out[5], ti.cast(i, ti.f64))
         ti.atomic_max(out[3], vi.norm())
+        ti.atomic_max(out[7], vi.norm() / r[i])
         ow = (r[i] - xi[2]) / r[i]
         if top_wall != 0:
             ow = ti.max(ow, (xi[2] + r[i] - pz) / r[i])
@@ -295,10 +313,26 @@ def pair_caps(npairs: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), pair
 def volume_correct(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: ti.types.ndarray(),
                    row_start: ti.types.ndarray(), rev_start: ti.types.ndarray(), rev_pairs: ti.types.ndarray(),
                    cap_i: ti.types.ndarray(), cap_j: ti.types.ndarray(), ctrl: ti.types.ndarray(),
-                   top_wall: ti.i32):
-    """MDR-like volume conservation (cf. Zunker & Kamrin 2024): one fixed-point update
-    r ← (r0³ + 3/(4π) Σ caps(r))^{1/3}, caps from particle and wall contacts, so that the particle's solid
-    volume (sphere minus the caps cut off by its contacts) stays (4/3)π r0³. Radii never drop below r0."""
+                   top_wall: ti.i32, growth_cap: float, growth_step: float, eps_v: ti.types.ndarray()):
+    """MDR-like volume conservation (cf. Zunker & Kamrin 2024), irreversible: one fixed-point update
+
+        r_vc = min( (r0³ + 3/(4π) Σ_c V_cap,c(r))^{1/3},  g_max r0,  r + Δg r0 ),   r ← max(r, r_vc),
+
+    V_cap = π h² (3r − h)/3 the caps cut off by the particle and wall contacts, so that on loading the
+    particle's solid volume (sphere minus caps) stays (4/3)π r0³. The ratchet r ← max(r, r_vc) makes the
+    growth a function of the largest (plastic) overlaps reached, r(t) = max_{t' ≤ t} r_vc(t'): volume that
+    was displaced plastically to the free surface does not flow back when the contacts unload (as in MDR,
+    where the free-surface displacement follows the plastic overlap). On release only the Thornton–Ning
+    elastic part of each overlap recovers; the solid volume then exceeds (4/3)π r0³ by the elastically
+    recovered cap volume (≪ 1 % for p_y/E* ≲ 0.1). Radii never drop below r0 nor below their current value.
+
+    g_max (``growth_cap``, 1.25): a particle whose free surface is used up (a small one flattened between
+    large ones, or any particle at ρ_rel → 1) would need r_vc → ∞ (sphere minus caps → a thin disc);
+    growth stops at g_max r0 — about the circumradius of a Voronoi cell of a dense random packing, so the cap
+    is reached near ρ_rel ≈ 0.9, the onset of Heckel regime III — and the volume it can no longer conserve
+    becomes the volumetric strain ε_v,i = max(0, 1 − (r³ − 3/(4π) Σ caps)/r0³) that
+    :func:`pair_forces` turns into a bulk contact pressure K ε_v (MDR's bulk response). Δg
+    (``growth_step``) limits the growth per update so that radii never jump."""
     pz = ctrl[0]
     for i in range(n):
         s = 0.0
@@ -312,7 +346,12 @@ def volume_correct(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: 
         if top_wall != 0:
             ht = ti.min(ti.max(x[i, 2] + ri - pz, 0.0), 2.0 * ri)
             s += PI * ht * ht * (3.0 * ri - ht) / 3.0
-        r[i] = ti.max(r0[i], (r0[i] ** 3 + 0.75 / PI * s) ** (1.0 / 3.0))
+        rvc = ti.min((r0[i] ** 3 + 0.75 / PI * s) ** (1.0 / 3.0), growth_cap * r0[i], ri + growth_step * r0[i])
+        rn = ti.max(ti.max(r0[i], ri), rvc)
+        r[i] = rn
+        # volumetric strain left when the growth is capped: ε_v = 1 − (r³ − 3/(4π) Σ caps)/r0³ (caps at r_i;
+        # the ≤ growth_step change of r within this pass is neglected)
+        eps_v[i] = ti.max(0.0, 1.0 - (ri ** 3 - 0.75 / PI * s) / r0[i] ** 3)
 
 
 @ti.kernel

@@ -94,7 +94,12 @@ class SimParams:
     damping: local (Cundall) non-viscous damping coefficient in [0, 1).
     skin_fraction: Verlet skin as a fraction of the mean diameter.
     volume_correction: grow radii so that the solid volume is conserved as overlaps grow (MDR-like).
-    max_overlap_fraction: a contact overlap beyond this fraction of the smaller radius stops the run.
+    max_overlap_fraction: a contact overlap δ beyond this fraction of the smaller current (volume-corrected)
+        *diameter* stops the run (walls: of the particle's diameter); at 1.0 (the default) the smaller sphere
+        lies entirely inside its partner (or behind a wall), which no physical packing reaches — a small
+        particle flattened between large ones legitimately reaches δ ≈ its radius (0.5). Blow-ups are caught
+        on the dynamics first: a particle moving > 0.1 of its radius in one step
+        (``dem.simulation.MAX_STEP_MOTION``), a NaN, or an escape from the die.
     servo_gain / servo_integral: hold-stage PI gains, v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ with e = p_target − p_top,
         k a punch stiffness estimate from the end of the preceding load and τ = 10 wave transit times.
     """
@@ -105,7 +110,7 @@ class SimParams:
     damping: float = 0.3
     skin_fraction: float = 0.1
     volume_correction: bool = True
-    max_overlap_fraction: float = 0.5
+    max_overlap_fraction: float = 1.0
     servo_gain: float = 0.5            # proportional gain (dimensionless, relative to the contact stiffness estimate)
     servo_integral: float = 0.05
     history_every: int = 100           # steps between history rows
@@ -116,7 +121,7 @@ class SimParams:
     # optional engine controls (added by the DEM engine; defaults keep earlier behaviour)
     gravity_m_s2: float = 0.0          # gravity magnitude along −z (0: off, the die default)
     check_every: int = 10              # steps between host checks (pressure, captures, blow-up, Verlet test)
-    volume_correction_every: int = 50  # steps between volume-correction updates (2 fixed-point passes each)
+    volume_correction_every: int = 10  # steps between volume-correction updates (2 fixed-point passes each)
     solid_fraction_points: int = 20000 # Monte-Carlo points for the union-of-spheres solid fraction (0: skip)
     servo_max_speed_m_per_s: float | None = None  # hold-stage punch speed cap (default: fastest stage speed)
 

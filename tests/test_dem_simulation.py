@@ -245,6 +245,64 @@ def test_blow_up_names_the_cause(taichi_runtime):
     assert "step" in str(ei.value)
 
 
+def test_overlap_bound_is_relative_to_the_smaller_diameter(taichi_runtime):
+    """A small sphere pressed into a large one by 0.8 of its radius is a legitimate state of a compacted
+    wide-PSD powder (no error); one lying entirely inside its partner is not (clear message)."""
+    from dem.simulation import Simulation, SimulationError
+
+    rb, rs = 10e-6, 1.5e-6
+    L = 50e-6
+
+    def sim_with(delta):
+        zb = rb + 1e-6
+        c = np.array([[25e-6, 25e-6, zb], [25e-6, 25e-6, zb + rb + rs - delta]])
+        pk = Packing(c, np.array([rb, rs]), np.array([L, L, 40e-6]))
+        return Simulation(pk, _tn(), None, SimParams(mass_scaling=1e4, volume_correction=False),
+                          punch_z=40e-6)
+
+    sim_with(0.8 * rs)._check()                      # δ = 0.8 r_small = 0.4 d_small: fine
+    with pytest.raises(SimulationError, match=r"diameter exceeds params.max_overlap_fraction = 1.0.*step"):
+        sim_with(2.2 * rs)._check()                  # the small sphere is inside the large one
+
+
+def test_radius_growth_is_irreversible(taichi_runtime):
+    """Volume correction is a ratchet on the plastic (maximum) overlaps: radii grown on compression keep their
+    size when the packing is pulled apart (displaced volume does not come back)."""
+    from dem.simulation import Simulation
+
+    pk = _lattice(nx=4, nz=4, rlo=0.52, rhi=0.54)
+    c = pk.centers_m.copy()
+    c[:, 2] = np.maximum(c[:, 2], pk.radii_m)
+    pk = Packing(c, pk.radii_m, np.array([4 * A, 4 * A, (c[:, 2] + pk.radii_m).max()]))
+    sim = Simulation(pk, _tn(), None, SimParams(mass_scaling=1e4, volume_correction=True))
+    for _ in range(5):
+        sim.volume_correction(iterations=3)
+    r_loaded = sim.state()["r"]
+    assert r_loaded.max() > pk.radii_m.max() * 1.005
+    # pull the layers apart (the x, y lattice keeps its overlaps smaller): caps shrink, radii must not
+    x = sim.x.to_numpy()
+    x[:, 2] *= 1.05
+    sim.x.from_numpy(x)
+    for _ in range(5):
+        sim.volume_correction(iterations=3)
+    assert np.all(sim.state()["r"] >= r_loaded)
+
+
+def test_released_pellet_thickness_is_its_own_top(taichi_runtime):
+    """With the punch lifted off, thickness (and so ρ_rel) is the top of the pellet, not the punch height."""
+    from dem.simulation import Simulation
+
+    pk = _lattice(nx=3, nz=2)
+    top = float((pk.centers_m[:, 2] + pk.radii_m).max())
+    sim = Simulation(pk, _tn(), None, SimParams(mass_scaling=1e4), punch_z=3 * top)
+    assert sim.thickness() == pytest.approx(top, rel=1e-12)
+    v0 = float(np.sum(4 / 3 * math.pi * pk.radii_m ** 3))
+    assert sim.relative_density() == pytest.approx(v0 / (9 * A * A * top), rel=1e-12)
+    assert sim.packing().box_m[2] == pytest.approx(top, rel=1e-12)
+    row = sim.history_row()
+    assert row["thickness_m"] == pytest.approx(top) and row["punch_z_m"] == pytest.approx(3 * top)
+
+
 def test_max_steps_names_the_stage(taichi_runtime):
     from dem.simulation import SimulationError, run_compaction
 
