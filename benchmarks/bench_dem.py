@@ -133,7 +133,7 @@ def engine():
     try:
         from dem import simulation
     except ImportError as exc:  # pragma: no cover - depends on the tree
-        raise SystemExit(f"bench_dem: the DEM engine (dem.simulation) is not importable: {exc}")
+        raise SystemExit(f"bench_dem: the DEM engine (dem.simulation) is not importable: {exc}") from exc
     return simulation
 
 

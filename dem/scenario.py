@@ -461,7 +461,7 @@ def expand_protocol(scen: Scenario) -> list[ExpandedStage]:
     out: list[ExpandedStage] = []
     p_max = 0.0
     for cyc in range(scen.run.protocol_cycles):
-        for i, st in enumerate(scen.protocol):
+        for st in scen.protocol:
             for r in range(st.repeat):
                 tgt = st.target_Pa()
                 caps = list(st.captures_Pa())

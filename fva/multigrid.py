@@ -15,7 +15,6 @@ valid CG preconditioner.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from fva.backend import ti
 
