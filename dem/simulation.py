@@ -60,6 +60,21 @@ RELEASE_FRACTION = 2e-3
 _CHUNK = 256
 
 
+
+def _nd_from(a, dtype=None):
+    """A Taichi ndarray holding a copy of the numpy array ``a`` (float64 unless ``dtype``)."""
+    a = np.ascontiguousarray(a, dtype=np.float64 if dtype is None else None)
+    nd = ti.ndarray(ti.f64 if dtype is None else dtype, a.shape)
+    nd.from_numpy(a)
+    return nd
+
+
+def _nd_zeros(shape, dtype=None):
+    """A zero-filled Taichi ndarray (float64 unless ``dtype``)."""
+    nd = ti.ndarray(ti.f64 if dtype is None else dtype, shape)
+    nd.fill(0)
+    return nd
+
 class SimulationError(RuntimeError):
     """A run that went wrong (blow-up, stalled stage); the message names the likely cause and the step."""
 
@@ -193,25 +208,22 @@ class Simulation:
         H = float(packing.box_m[2])
         self.punch_z0 = float(punch_z) if punch_z is not None else min(H, top + 0.5 * self.skin)
         f64 = ti.f64
-        self.x = ti.ndarray(f64, (n, 3)); self.x.from_numpy(np.ascontiguousarray(packing.centers_m))
-        self.v = ti.ndarray(f64, (n, 3))
-        self.v.from_numpy(np.zeros((n, 3)) if velocities is None else np.ascontiguousarray(velocities, float))
-        self.w = ti.ndarray(f64, (n, 3))
-        self.w.from_numpy(np.zeros((n, 3)) if angular_velocities is None
-                          else np.ascontiguousarray(angular_velocities, float))
-        self.f = ti.ndarray(f64, (n, 3)); self.f.fill(0.0)
-        self.fc = ti.ndarray(f64, (n, 3)); self.fc.fill(0.0)
-        self.tq = ti.ndarray(f64, (n, 3)); self.tq.fill(0.0)
-        self.r = ti.ndarray(f64, n); self.r.from_numpy(r0)
-        self.r0 = ti.ndarray(f64, n); self.r0.from_numpy(r0)
-        self.eps_v = ti.ndarray(f64, n); self.eps_v.fill(0.0)   # volumetric strain of capped particles
-        self.m = ti.ndarray(f64, n); self.m.from_numpy(m)
-        self.inv_m = ti.ndarray(f64, n); self.inv_m.from_numpy(1.0 / m)
-        self.inv_I = ti.ndarray(f64, n); self.inv_I.from_numpy(1.0 / self.I_np)
-        self.wall_hist = ti.ndarray(f64, (n, 16)); self.wall_hist.fill(0.0)
-        self.fwall = ti.ndarray(f64, (n, 2)); self.fwall.fill(0.0)
-        self.ewall = ti.ndarray(f64, n); self.ewall.fill(0.0)
-        self.ncont = ti.ndarray(ti.i32, n); self.ncont.fill(0)
+        self.x = _nd_from(packing.centers_m)
+        self.v = _nd_from(np.zeros((n, 3)) if velocities is None else velocities)
+        self.w = _nd_from(np.zeros((n, 3)) if angular_velocities is None else angular_velocities)
+        self.f = _nd_zeros((n, 3))
+        self.fc = _nd_zeros((n, 3))
+        self.tq = _nd_zeros((n, 3))
+        self.r = _nd_from(r0)
+        self.r0 = _nd_from(r0)
+        self.eps_v = _nd_zeros(n)   # volumetric strain of capped particles
+        self.m = _nd_from(m)
+        self.inv_m = _nd_from(1.0 / m)
+        self.inv_I = _nd_from(1.0 / self.I_np)
+        self.wall_hist = _nd_zeros((n, 16))
+        self.fwall = _nd_zeros((n, 2))
+        self.ewall = _nd_zeros(n)
+        self.ncont = _nd_zeros(n, ti.i32)
         self.ctrl = ti.ndarray(f64, 8)
         self.ctrl.from_numpy(np.array([self.punch_z0, 0.0, 0.0, 0, 0, 0, 0, 0], dtype=np.float64))
         self._diag = ti.ndarray(f64, 8)

@@ -5,7 +5,7 @@ Every other module does ``from fva.backend import ti`` (never ``import taichi``)
 later touches this file only.
 
 Backends: ``cpu``, ``cuda``, ``vulkan`` or ``auto`` (CUDA, then Vulkan, then CPU, each
-fallback logged). ``ti.init(arch=ti.gpu)`` segfaults on machines without a GPU, so each
+fallback logged). ``ti.init`` with the generic GPU arch segfaults on machines without a GPU, so each
 arch is probed explicitly in a subprocess-free way via Taichi's own availability checks.
 """
 from __future__ import annotations

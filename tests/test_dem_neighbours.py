@@ -18,8 +18,10 @@ def _build(c, r, L, H, skin, capacity=None):
     from fva.backend import ti
 
     n = len(r)
-    x = ti.ndarray(ti.f64, (n, 3)); x.from_numpy(c)
-    rr = ti.ndarray(ti.f64, n); rr.from_numpy(r)
+    x = ti.ndarray(ti.f64, (n, 3))
+    x.from_numpy(c)
+    rr = ti.ndarray(ti.f64, n)
+    rr.from_numpy(r)
     nl = NeighbourList(n, L, (0.0, H), r, skin, capacity=capacity)
     nl.build(x, rr, rr)
     return nl, x, rr
@@ -133,9 +135,12 @@ def test_grown_radii_still_exact(taichi_runtime, rng):
     c, r0, L, H = _random_config(rng, n=400)
     r = r0 * rng.uniform(1.0, 1.6, r0.size) * np.where(r0 < 2e-6, 2.0, 1.0)   # some small ones doubled
     n = r0.size
-    x = ti.ndarray(ti.f64, (n, 3)); x.from_numpy(c)
-    rr = ti.ndarray(ti.f64, n); rr.from_numpy(r)
-    rr0 = ti.ndarray(ti.f64, n); rr0.from_numpy(r0)
+    x = ti.ndarray(ti.f64, (n, 3))
+    x.from_numpy(c)
+    rr = ti.ndarray(ti.f64, n)
+    rr.from_numpy(r)
+    rr0 = ti.ndarray(ti.f64, n)
+    rr0.from_numpy(r0)
     nl = NeighbourList(n, L, (0.0, H), r0, 0.3e-6)
     nl.build(x, rr, rr0)
     assert _pairset(nl) == brute_force_pairs(c, r, L, 0.3e-6)

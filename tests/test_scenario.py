@@ -25,7 +25,7 @@ def base() -> dict:
     return d
 
 
-def check(data: dict, *fragments: str):
+def check_error(data: dict, *fragments: str):
     with pytest.raises(ScenarioError) as ei:
         parse_scenario(data, source_dir=TINY.parent)
     msg = str(ei.value)
@@ -91,38 +91,38 @@ def test_mm_per_s_and_MPa_variants():
 def test_unknown_key_is_named_with_suggestion():
     d = base()
     d["particles"]["cuont"] = 3
-    check(d, "particles.cuont", "unknown key", "count")
+    check_error(d, "particles.cuont", "unknown key", "count")
 
 
 def test_unknown_section():
     d = base()
     d["partcles"] = {}
-    check(d, "partcles", "unknown key")
+    check_error(d, "partcles", "unknown key")
 
 
 def test_unknown_key_in_stage():
     d = base()
     d["protocol"][1]["target_pressure_Pa"] = 0
-    check(d, "protocol[1].target_pressure_Pa", "unknown key")
+    check_error(d, "protocol[1].target_pressure_Pa", "unknown key")
 
 
 def test_missing_key():
     d = base()
     del d["particles"]["count"]
-    check(d, "particles.count", "missing")
+    check_error(d, "particles.count", "missing")
 
 
 def test_missing_section():
     d = base()
     del d["material"]
-    check(d, "material", "missing")
+    check_error(d, "material", "missing")
 
 
 @pytest.mark.parametrize("key", ["d_min_um", "d_max_um", "scale_um", "shape"])
 def test_negative_size(key):
     d = base()
     d["particles"][key] = -1.0
-    check(d, f"particles.{key}", "greater than 0")
+    check_error(d, f"particles.{key}", "greater than 0")
 
 
 def test_d_min_not_below_d_max():
@@ -130,50 +130,50 @@ def test_d_min_not_below_d_max():
     d["particles"]["d_min_um"] = 60.0
     d["particles"]["d_max_um"] = 50.0
     d["die"]["base_x_um"] = d["die"]["base_y_um"] = 200.0
-    check(d, "particles.d_min_um", "must be < d_max_um", "60", "50")
+    check_error(d, "particles.d_min_um", "must be < d_max_um", "60", "50")
 
 
 def test_die_too_narrow():
     d = base()
     d["die"]["base_y_um"] = 40.0
-    check(d, "die.base_y_um", "2·d_max", "52")
+    check_error(d, "die.base_y_um", "2·d_max", "52")
 
 
 def test_gamma_needs_shape():
     d = base()
     del d["particles"]["shape"]
-    check(d, "particles.shape", "gamma")
+    check_error(d, "particles.shape", "gamma")
 
 
 def test_histogram_file_missing():
     d = base()
     d["particles"]["distribution"] = "histogram"
     d["particles"]["histogram_csv"] = "no_such.csv"
-    check(d, "particles.histogram_csv", "not found")
+    check_error(d, "particles.histogram_csv", "not found")
 
 
 def test_bad_enum():
     d = base()
     d["run"]["backend"] = "opencl"
-    check(d, "run.backend")
+    check_error(d, "run.backend")
 
 
 def test_thornton_ning_needs_yield_stress():
     d = base()
     del d["material"]["yield_stress_MPa"]
-    check(d, "material.yield_stress_MPa", "thornton_ning")
+    check_error(d, "material.yield_stress_MPa", "thornton_ning")
 
 
 def test_both_unit_variants_given():
     d = base()
     d["protocol"][0]["target_pressure_MPa"] = 300.0
-    check(d, "protocol[0].target_pressure_MPa", "not both")
+    check_error(d, "protocol[0].target_pressure_MPa", "not both")
 
 
 def test_unload_above_previous_load():
     d = base()
     d["protocol"][1]["target_pressure_GPa"] = 0.4
-    check(d, "protocol[1].target_pressure_GPa", "below the previous target")
+    check_error(d, "protocol[1].target_pressure_GPa", "below the previous target")
 
 
 def test_protocol_starting_with_unload():
@@ -181,49 +181,49 @@ def test_protocol_starting_with_unload():
     d["protocol"] = [d["protocol"][1]]
     d["conductivity"]["enabled"] = False
     d["microstructure"]["enabled"] = False
-    check(d, "protocol[0].target_pressure_GPa", "unload")
+    check_error(d, "protocol[0].target_pressure_GPa", "unload")
 
 
 def test_load_below_current_pressure():
     d = base()
     d["protocol"].append({"kind": "load", "target_pressure_GPa": 0.0, "punch_speed_m_per_s": 0.1})
-    check(d, "protocol[2].target_pressure_GPa", "above the current pressure")
+    check_error(d, "protocol[2].target_pressure_GPa", "above the current pressure")
 
 
 def test_capture_outside_stage_range():
     d = base()
     d["protocol"][0]["capture_pressures_GPa"] = [0.1, 0.5]
-    check(d, "protocol[0].capture_pressures_GPa", "0.5")
+    check_error(d, "protocol[0].capture_pressures_GPa", "0.5")
 
 
 def test_hold_needs_time():
     d = base()
     d["protocol"].insert(1, {"kind": "hold", "target_pressure_GPa": 0.3, "hold_time_s": 0.0})
-    check(d, "protocol[1].hold_time_s")
+    check_error(d, "protocol[1].hold_time_s")
 
 
 def test_load_needs_speed():
     d = base()
     del d["protocol"][0]["punch_speed_m_per_s"]
-    check(d, "protocol[0].punch_speed_mm_per_s", "missing")
+    check_error(d, "protocol[0].punch_speed_mm_per_s", "missing")
 
 
 def test_empty_protocol():
     d = base()
     d["protocol"] = []
-    check(d, "protocol")
+    check_error(d, "protocol")
 
 
 def test_stack_protocol_needs_released_captures():
     d = base()
     d["conductivity"]["protocol"] = "stack_pressure"
-    check(d, "conductivity.protocol", "stack_pressure")
+    check_error(d, "conductivity.protocol", "stack_pressure")
 
 
 def test_conductivity_pressure_not_captured():
     d = base()
     d["conductivity"]["pressures_GPa"] = [0.2]
-    check(d, "conductivity.pressures_GPa", "0.2")
+    check_error(d, "conductivity.pressures_GPa", "0.2")
 
 
 def test_protocol_cycles_expand():
