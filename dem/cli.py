@@ -192,18 +192,24 @@ def _image_outdir(args, what: str) -> Path:
     return Path(args.outdir) if args.outdir else Path("out") / f"{Path(args.image).stem}_{what}"
 
 
-def cmd_conductivity(args) -> int:
-    from dem.pipeline import json_safe
-    from fva.atomic import write_json
+def _start_image_command(args, what: str):
+    """Shared start of the image subcommands: load the image, make OUTDIR, start the clock, init the backend."""
     from fva.backend import ensure_init
-    from fva.conduction import solve_conductivity
 
     image = _load_image(args)
-    outdir = _image_outdir(args, "conductivity")
+    outdir = _image_outdir(args, what)
     outdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     _check_backend(args.backend)
-    info = ensure_init(args.backend, "f64")
+    return image, outdir, t0, ensure_init(args.backend, "f64")
+
+
+def cmd_conductivity(args) -> int:
+    from dem.pipeline import json_safe
+    from fva.atomic import write_json
+    from fva.conduction import solve_conductivity
+
+    image, outdir, t0, info = _start_image_command(args, "conductivity")
     sigma_bulk = args.sigma_bulk_mS_per_cm * 0.1
     axes = ["x", "y", "z"] if args.axis == "all" else [args.axis]
     data = {"status": "running", "command": "conductivity", "image": str(Path(args.image).resolve()),
@@ -232,6 +238,10 @@ def cmd_conductivity(args) -> int:
     except KeyboardInterrupt:
         data["status"] = "interrupted"
         raise
+    except Exception as exc:
+        data["status"] = "failed"
+        data["error"] = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         data["wall_time_s"] = time.perf_counter() - t0
         write_json(outdir / "results.json", json_safe(data))
@@ -242,7 +252,6 @@ def cmd_conductivity(args) -> int:
 def cmd_analyze(args) -> int:
     from dem.pipeline import json_safe
     from fva.atomic import write_json
-    from fva.backend import ensure_init
     from fva.microstructure import analyze_image, plot_microstructure
 
     grid = args.rve_grid
@@ -251,12 +260,7 @@ def cmd_analyze(args) -> int:
     grid = grid[0] if len(grid) == 1 else tuple(grid)
     if not args.contact_fraction <= 1:
         raise UsageError(f"--contact-fraction: must be in (0, 1], got {args.contact_fraction}")
-    image = _load_image(args)
-    outdir = _image_outdir(args, "analyze")
-    outdir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    _check_backend(args.backend)
-    info = ensure_init(args.backend, "f64")
+    image, outdir, t0, info = _start_image_command(args, "analyze")
     summary, arrays = analyze_image(image, rve_grid=grid, contact_fraction=args.contact_fraction,
                                     solver_kw=dict(preconditioner=args.preconditioner), packing=None,
                                     return_arrays=True)

@@ -292,3 +292,20 @@ def test_json_safe_drops_non_finite():
     out = json_safe({"a": float("inf"), "b": np.float32(2), "c": (1, np.nan), "d": np.arange(3)})
     assert out == {"a": None, "b": 2.0, "c": [1, None], "d": [0, 1, 2]}
     json.dumps(out, allow_nan=False)
+
+
+def test_conductivity_failure_is_recorded_as_failed(tmp_path, monkeypatch):
+    import fva.conduction
+
+    img = np.ones((6, 6, 6), np.uint8)
+    np.save(tmp_path / "img.npy", img)
+
+    def broken(*a, **k):
+        raise RuntimeError("solver exploded")
+
+    monkeypatch.setattr(fva.conduction, "solve_conductivity", broken)
+    out = tmp_path / "out"
+    rc = main(["conductivity", str(tmp_path / "img.npy"), "--voxel-size", "1e-6", "-o", str(out)])
+    assert rc != 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["status"] == "failed" and "solver exploded" in data["error"]
