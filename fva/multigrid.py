@@ -2,8 +2,9 @@
 
 Coarsening: 2x2x2 cell aggregation (the last block of an odd axis keeps one cell). The coarse
 operator is the Galerkin product R A P with piecewise-constant P and R = P^T, scaled by
-``COARSE_SCALE`` = 1/2 (the classical over-correction of piecewise-constant cell-centred
-multigrid; 0.5 would match a rediscretisation of a uniform medium, 0.6 needed fewer iterations on sphere packings): a coarse face conductance is 0.6 x the sum of the fine face conductances crossing it.
+``COARSE_SCALE`` = 0.6: a coarse face conductance is 0.6 x the sum of the fine face conductances
+crossing it. (0.5 would match a rediscretisation of a uniform medium; the slight over-correction of
+piecewise-constant cell-centred multigrid, 0.6, needed fewer iterations on sphere packings.)
 It stays a 7-point, symmetric, diagonally dominant operator; removed voxels (sigma = 0) carry
 no conductance at any level, and a coarse cell with no conductance is excluded.
 
