@@ -62,6 +62,8 @@ def run_one(cfg: dict) -> dict:
 
     if cfg.get("bulk_response") is not None:       # K_eff / K of the volume-correction bulk response
         _sim.BULK_RESPONSE = float(cfg["bulk_response"])
+    if cfg.get("growth_cap") is not None:         # radius growth cap g_max of the volume correction
+        _sim.MAX_RADIUS_GROWTH = float(cfg["growth_cap"])
     from dem import heckel as hk
     from dem.loose import insert_loose
     from dem.simulation import SimulationError, run_compaction
@@ -82,7 +84,8 @@ def run_one(cfg: dict) -> dict:
     prot = [Stage("load", 20e6, punch_speed_m_per_s=cfg["approach_speed"], name="approach"),
             Stage("load", cfg["p_max_GPa"] * 1e9, punch_speed_m_per_s=cfg["speed"], name="load"),
             Stage("unload", 0.0, punch_speed_m_per_s=cfg["speed"], name="release")]
-    params = SimParams(mass_scaling=cfg["mass_scaling"], dt_safety=cfg.get("dt_safety", 0.2), damping=0.3, volume_correction=cfg.get("vc", True),
+    params = SimParams(mass_scaling=cfg["mass_scaling"], dt_safety=cfg.get("dt_safety", 0.2), damping=0.3,
+                       volume_correction=cfg.get("vc", True),
                        max_overlap_fraction=cfg["max_overlap_fraction"], history_every=cfg["history_every"],
                        solid_fraction_points=4000, backend="cpu")
     out = dict(p_y_GPa=cfg["p_y_GPa"], n=int(d.size), d_min_sampled_um=float(d.min() / um),
@@ -204,6 +207,8 @@ def main(argv=None):
     ap.add_argument("--dt-safety", type=float, default=0.1, help="dt = dt_safety × Rayleigh time of r_min")
     ap.add_argument("--bulk-response", type=float, default=None,
                     help="K_eff/K of the volume-correction bulk response (default: dem.simulation.BULK_RESPONSE)")
+    ap.add_argument("--growth-cap", type=float, default=None,
+                    help="radius growth cap g_max (r ≤ g_max r0) of the volume correction (default: dem.simulation)")
     ap.add_argument("--speed", type=float, default=0.02, help="load/release punch speed (m/s)")
     ap.add_argument("--approach-speed", type=float, default=0.1, help="approach punch speed to 20 MPa (m/s)")
     ap.add_argument("--p-max-gpa", type=float, default=1.7)
@@ -220,7 +225,8 @@ def main(argv=None):
     base = dict(n=a.n, shape=1.94431, scale_um=7.04802, d_min_um=a.d_min_um, d_max_um=a.d_max_um,
                 die_um=a.die_um or 2.0 * a.d_max_um, loose_fraction=0.35, density_kg_m3=a.density,
                 E_GPa=a.E_gpa, nu=a.nu, friction=a.friction, wall_friction=a.wall_friction,
-                mass_scaling=a.mass_scaling, dt_safety=a.dt_safety, bulk_response=a.bulk_response, speed=a.speed, approach_speed=a.approach_speed,
+                mass_scaling=a.mass_scaling, dt_safety=a.dt_safety, bulk_response=a.bulk_response,
+                growth_cap=a.growth_cap, speed=a.speed, approach_speed=a.approach_speed,
                 p_max_GPa=a.p_max_gpa, max_overlap_fraction=a.max_overlap_fraction,
                 history_every=a.history_every, seed=a.seed, threads=1 if a.jobs > 1 else os.cpu_count() or 1)
     cfgs = [dict(base, p_y_GPa=y) for y in ys]

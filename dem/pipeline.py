@@ -323,6 +323,68 @@ def _finish(scenario, outdir, res, progress, failed):
     res.flush()
 
 
+
+def _write_compaction(scen: Scenario, outdir: Path, res: _Results, result, specs, stages, say):
+    """Write what a compaction produced (complete or partial, ``result.info["completed"]``): history.csv,
+    the captured packings, the Heckel analysis and the ParaView frames. Returns (history, capture metadata)."""
+    data = res.data
+    T = data["timings_s"]
+    data["compaction"] = json_safe(result.info)
+    history = {k: np.asarray(v) for k, v in result.history.items()}
+    cols = write_history_csv(outdir / "history.csv", history)
+    data.setdefault("files", {})["history"] = "history.csv"
+    data["history_columns"] = cols
+
+    # packings
+    paired = match_captures(result.packings, specs)
+    cap_meta = []
+    for i, (pk, sp) in enumerate(zip(result.packings, paired)):
+        label = pk.label or f"{pk.pressure_Pa / 1e9:.3f} GPa"
+        if sp is not None and sp.kind != "load" and "after" not in label:
+            label = f"{label} after {sp.pelletizing_Pa / 1e9:g} GPa"
+        if label != pk.label:
+            pk = dataclasses.replace(pk, label=label)
+            result.packings[i] = pk
+        name = f"{i:02d}_{slug(label)}.npz"
+        meta = {"index": i, "label": pk.label, "pressure_Pa": float(pk.pressure_Pa),
+                "stage_kind": sp.kind if sp else None, "stage_index": sp.stage_index if sp else None,
+                "pelletizing_pressure_Pa": sp.pelletizing_Pa if sp else None, "cycle": sp.cycle if sp else None,
+                "relative_density": _history_value_at(history, sp, float(pk.pressure_Pa), "relative_density"),
+                "solid_fraction": _history_value_at(history, sp, float(pk.pressure_Pa), "solid_fraction"),
+                "thickness_m": float(pk.box_m[2]), "file": f"packings/{name}"}
+        cap_meta.append(meta)
+        if scen.run.write_packings:
+            write_packing_npz(outdir / "packings" / name, pk,
+                              pelletizing_pressure_Pa=np.float64(meta["pelletizing_pressure_Pa"] or np.nan),
+                              stage_kind=np.str_(meta["stage_kind"] or ""))
+    if result.final is not None and scen.run.write_packings:
+        write_packing_npz(outdir / "packings" / "final.npz", result.final)
+    data["captures"] = cap_meta
+    data["relative_density"] = _density_summary(history, cap_meta)
+    data["heckel"], extra = _heckel(history, stages, scen)
+    data.update(extra)
+    rdm = data["relative_density"]
+    done = "done" if result.info.get("completed", True) else "stopped"
+    say(f"[pelletsim] compaction {done} in {T['compaction']:.1f} s ({result.info.get('n_steps', '?')} steps): "
+        f"ρ_rel max {rdm.get('max', float('nan')):.4f}, final {rdm.get('final', float('nan')):.4f}, "
+        f"{len(result.packings)} capture(s)")
+    if data["heckel"].get("Py_Pa"):
+        say(f"[pelletsim] Heckel: Py = {data['heckel']['Py_Pa'] / 1e9:.3f} GPa, A = {data['heckel'].get('A'):.3f}")
+
+    if scen.run.write_frames and result.frames:
+        try:
+            from dem.paraview import write_particle_frames
+            t = time.perf_counter()
+            pvd = write_particle_frames(outdir, result.frames)
+            T["paraview"] = time.perf_counter() - t
+            data["files"]["particles"] = str(Path(pvd).relative_to(outdir)) if Path(pvd).is_absolute() \
+                else str(pvd)
+        except ImportError as exc:
+            data.setdefault("warnings", []).append(f"ParaView frames not written: {exc}")
+    res.flush()
+    return history, cap_meta
+
+
 def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progress: bool) -> None:
     from fva.backend import ensure_init
 
@@ -370,61 +432,23 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
     from dem.simulation import run_compaction
     t = time.perf_counter()
     say(f"[pelletsim] compaction: {len(stages)} stage(s), max {max(s.target_pressure_Pa for s in stages) / 1e9:g} GPa")
-    result = run_compaction(loose, material, die, stages, params,
-                            progress=_Progress(progress, stages), seed=scen.run.seed)
+    try:
+        result = run_compaction(loose, material, die, stages, params,
+                                progress=_Progress(progress, stages), seed=scen.run.seed)
+    except BaseException as exc:
+        # a failure or Ctrl-C during compaction: write the history, captures and frames finished so far
+        partial = getattr(exc, "partial", None)
+        T["compaction"] = time.perf_counter() - t
+        if partial is not None:
+            say(f"[pelletsim] compaction stopped after {partial.info['n_steps']} steps: writing the "
+                f"{len(partial.history['step'])} history row(s) and {len(partial.packings)} capture(s) finished")
+            try:
+                _write_compaction(scen, outdir, res, partial, specs, stages, say)
+            except Exception as wexc:  # never mask the error that stopped the run
+                res.data.setdefault("warnings", []).append(f"partial compaction output incomplete: {wexc}")
+        raise
     T["compaction"] = time.perf_counter() - t
-    data["compaction"] = json_safe(result.info)
-    history = {k: np.asarray(v) for k, v in result.history.items()}
-    cols = write_history_csv(outdir / "history.csv", history)
-    data.setdefault("files", {})["history"] = "history.csv"
-    data["history_columns"] = cols
-
-    # packings
-    paired = match_captures(result.packings, specs)
-    cap_meta = []
-    for i, (pk, sp) in enumerate(zip(result.packings, paired)):
-        label = pk.label or f"{pk.pressure_Pa / 1e9:.3f} GPa"
-        if sp is not None and sp.kind != "load" and "after" not in label:
-            label = f"{label} after {sp.pelletizing_Pa / 1e9:g} GPa"
-        if label != pk.label:
-            pk = dataclasses.replace(pk, label=label)
-            result.packings[i] = pk
-        name = f"{i:02d}_{slug(label)}.npz"
-        meta = {"index": i, "label": pk.label, "pressure_Pa": float(pk.pressure_Pa),
-                "stage_kind": sp.kind if sp else None, "stage_index": sp.stage_index if sp else None,
-                "pelletizing_pressure_Pa": sp.pelletizing_Pa if sp else None, "cycle": sp.cycle if sp else None,
-                "relative_density": _history_value_at(history, sp, float(pk.pressure_Pa), "relative_density"),
-                "solid_fraction": _history_value_at(history, sp, float(pk.pressure_Pa), "solid_fraction"),
-                "thickness_m": float(pk.box_m[2]), "file": f"packings/{name}"}
-        cap_meta.append(meta)
-        if scen.run.write_packings:
-            write_packing_npz(outdir / "packings" / name, pk,
-                              pelletizing_pressure_Pa=np.float64(meta["pelletizing_pressure_Pa"] or np.nan),
-                              stage_kind=np.str_(meta["stage_kind"] or ""))
-    if result.final is not None and scen.run.write_packings:
-        write_packing_npz(outdir / "packings" / "final.npz", result.final)
-    data["captures"] = cap_meta
-    data["relative_density"] = _density_summary(history, cap_meta)
-    data["heckel"], extra = _heckel(history, stages, scen)
-    data.update(extra)
-    rdm = data["relative_density"]
-    say(f"[pelletsim] compaction done in {T['compaction']:.1f} s ({result.info.get('n_steps', '?')} steps): "
-        f"ρ_rel max {rdm.get('max', float('nan')):.4f}, final {rdm.get('final', float('nan')):.4f}, "
-        f"{len(result.packings)} capture(s)")
-    if data["heckel"].get("Py_Pa"):
-        say(f"[pelletsim] Heckel: Py = {data['heckel']['Py_Pa'] / 1e9:.3f} GPa, A = {data['heckel'].get('A'):.3f}")
-
-    if scen.run.write_frames and result.frames:
-        try:
-            from dem.paraview import write_particle_frames
-            t = time.perf_counter()
-            pvd = write_particle_frames(outdir, result.frames)
-            T["paraview"] = time.perf_counter() - t
-            data["files"]["particles"] = str(Path(pvd).relative_to(outdir)) if Path(pvd).is_absolute() \
-                else str(pvd)
-        except ImportError as exc:
-            data.setdefault("warnings", []).append(f"ParaView frames not written: {exc}")
-    res.flush()
+    history, cap_meta = _write_compaction(scen, outdir, res, result, specs, stages, say)
 
     # 4. conductivity --------------------------------------------------------------------------------
     cfg = scen.conductivity

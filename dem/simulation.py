@@ -76,7 +76,13 @@ def _nd_zeros(shape, dtype=None):
     return nd
 
 class SimulationError(RuntimeError):
-    """A run that went wrong (blow-up, stalled stage); the message names the likely cause and the step."""
+    """A run that went wrong (blow-up, stalled stage); the message names the likely cause and the step.
+
+    Raised from :func:`run_compaction`, it carries ``partial``: the :class:`CompactionResult` of what was
+    finished before the failure (history, captures, frames; ``info["completed"] = False``), or None.
+    """
+
+    partial = None
 
 
 def time_step(material: Material, r_min: float, params: SimParams) -> tuple[float, float]:
@@ -598,6 +604,39 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
                               particle_steps_per_s=sps * sim.n))
                 state["last_progress"], state["last_step"] = now, sim.step_count
 
+    def result(completed: bool, stopped: str | None = None) -> CompactionResult:
+        history = {c: np.asarray(hist[c], dtype=np.int64 if c in ("step", "stage") else np.float64)
+                   for c in HISTORY_COLUMNS}
+        wall = time.perf_counter() - t0
+        info = dict(dt_s=sim.dt, rayleigh_time_s=sim.t_rayleigh, mass_scaling=params.mass_scaling,
+                    n_steps=sim.step_count, wall_s=wall, backend=sim.backend.backend,
+                    device=sim.backend.device_name, default_fp=params.default_fp, n_particles=sim.n,
+                    skin_m=sim.skin, neighbour_builds=sim.nlist.builds, pair_capacity_grows=sim.nlist.grow_events,
+                    particle_steps_per_s=sim.n * sim.step_count / max(wall, 1e-9), max_radius_growth=sim.growth,
+                    contact_model=material.contact_model, seed=seed, punch_start_m=sim.punch_z0,
+                    warnings=warnings, completed=completed, stopped=stopped)
+        return CompactionResult(history=history, packings=packings, frames=frames, info=info,
+                                final=sim.packing(sim.pressures()[0], "final") if completed else None)
+
+    try:
+        _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
+                    params_tau_waves, record, capture, periodic)
+    except (SimulationError, KeyboardInterrupt) as exc:
+        # keep what was finished: the history up to the last check, the captures and frames so far
+        # (no new history row: after a blow-up the current state is not a valid point of the curve)
+        try:
+            exc.partial = result(False, f"{type(exc).__name__}: {exc}")
+        except Exception:  # the partial result must never mask the real error
+            exc.partial = None
+        raise
+    record(len(protocol) - 1) if sim.step_count != state["last_hist"] else None
+    add_frame()
+    return result(True)
+
+
+def _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
+                params_tau_waves, record, capture, periodic):
+    """The stage loop of :func:`run_compaction` (see there)."""
     record(-1)
     for si, st in enumerate(protocol):
         name = st.name or f"{st.kind} {_fmt_p(st.target_pressure_Pa)}"
@@ -708,17 +747,3 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
             if st.kind == "unload" and c <= 0 and flag["p_prev"] <= release_p:
                 capture(si, flag["p_prev"], f"unload {_fmt_p(c)}")
 
-    record(len(protocol) - 1) if sim.step_count != state["last_hist"] else None
-    final = sim.packing(sim.pressures()[0], "final")
-    add_frame()
-    history = {c: np.asarray(hist[c], dtype=np.int64 if c in ("step", "stage") else np.float64)
-               for c in HISTORY_COLUMNS}
-    wall = time.perf_counter() - t0
-    info = dict(dt_s=sim.dt, rayleigh_time_s=sim.t_rayleigh, mass_scaling=params.mass_scaling,
-                n_steps=sim.step_count, wall_s=wall, backend=sim.backend.backend,
-                device=sim.backend.device_name, default_fp=params.default_fp, n_particles=sim.n,
-                skin_m=sim.skin, neighbour_builds=sim.nlist.builds, pair_capacity_grows=sim.nlist.grow_events,
-                particle_steps_per_s=sim.n * sim.step_count / max(wall, 1e-9), max_radius_growth=sim.growth,
-                contact_model=material.contact_model, seed=seed, punch_start_m=sim.punch_z0,
-                warnings=warnings)
-    return CompactionResult(history=history, packings=packings, frames=frames, info=info, final=final)

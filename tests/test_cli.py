@@ -309,3 +309,21 @@ def test_conductivity_failure_is_recorded_as_failed(tmp_path, monkeypatch):
     assert rc != 0
     data = json.loads((out / "results.json").read_text())
     assert data["status"] == "failed" and "solver exploded" in data["error"]
+
+
+def test_failure_mid_compaction_keeps_the_partial_history(tmp_path, capsys):
+    """A stage that stalls (max_steps) fails the run, but the history and captures finished so far are written."""
+    out = tmp_path / "partial"
+    assert main(["run", str(TINY), "-o", str(out), "-q", "--set", "numerics.max_steps=1500",
+                 "--set", "run.history_every=50"]) == 1
+    assert "max_steps" in capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "failed" and "max_steps" in res["error"]
+    assert res["compaction"]["completed"] is False and "max_steps" in res["compaction"]["stopped"]
+    with open(out / "history.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) >= 10
+    steps = [int(r["step"]) for r in rows]
+    assert steps == sorted(steps) and steps[-1] > 1000
+    assert all(np.isfinite(float(r["thickness_m"])) for r in rows)
+    assert not any(p.name.startswith("final") for p in (out / "packings").iterdir())

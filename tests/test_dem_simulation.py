@@ -334,3 +334,27 @@ def test_rolling_resistance_decelerates_a_rolling_sphere(taichi_runtime, mu_r):
     vx = sim.state()["v"][0, 0]
     expected = v0 - 5 / 7 * mu_r * g * t
     assert abs(vx - expected) < 0.02 * (v0 - expected) + 2e-3, (vx, expected)
+
+
+def test_interrupt_carries_the_partial_result(taichi_runtime, monkeypatch):
+    """Ctrl-C inside a stage: the KeyboardInterrupt carries the history recorded so far (completed = False)."""
+    from dem import simulation as simmod
+
+    calls = {"n": 0}
+    orig = simmod.Simulation.history_row
+
+    def row(self, si):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return orig(self, si)
+
+    monkeypatch.setattr(simmod.Simulation, "history_row", row)
+    with pytest.raises(KeyboardInterrupt) as ei:
+        simmod.run_compaction(_lattice(), _tn(), Die(5 * A, 5 * A, 6 * A),
+                              [Stage("load", 10e6, punch_speed_m_per_s=0.05)],
+                              SimParams(mass_scaling=1e4, history_every=20, volume_correction=False))
+    part = ei.value.partial
+    assert part is not None and part.info["completed"] is False
+    assert len(part.history["step"]) == 5 and part.final is None
+    assert np.all(np.diff(part.history["step"]) > 0)
