@@ -181,8 +181,8 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         return s
 
     @ti.func
-    def c_fsmooth(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), rhs: ti.template(), i, j, k,
-                  c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
+    def c_fsmooth(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), rhs: ti.template(),
+                  i, j, k, c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
         v = f_row(sig, T, em, x, i, j, k, c0, c1, c2, p1, p2)
         if v[0] > 0:
             x[i, j, k] = ti.cast((ti.cast(rhs[i, j, k], f64) + v[1]) / v[0], dt)

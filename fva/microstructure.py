@@ -683,7 +683,8 @@ def dem_contact_radii(packing: Packing, *, bins=20) -> dict:
     empty = dict(pairs=np.zeros((0, 2), dtype=np.int64), overlap_m=np.zeros(0), R_star_m=np.zeros(0),
                  contact_radius_m=np.zeros(0), contact_area_m2=np.zeros(0), n_contacts=0,
                  coordination=0.0, mean_contact_radius_m=float("nan"), mean_contact_area_m2=float("nan"),
-                 total_contact_area_m2=0.0, area_hist_edges_m2=np.zeros(0), area_hist_counts=np.zeros(0, dtype=np.int64))
+                 total_contact_area_m2=0.0, area_hist_edges_m2=np.zeros(0),
+                 area_hist_counts=np.zeros(0, dtype=np.int64))
     if N < 2:
         return empty
     rmax = float(r.max())
@@ -886,7 +887,8 @@ def _save_current_vti(jmap, voxel_m, nz, path: Path) -> Path:
     g = pv.ImageData(dimensions=(arr.shape[2] + 1, arr.shape[1] + 1, 2), spacing=(dx, dy, dz),
                      origin=(0.0, 0.0, (nz - 1) * dz))
     g.cell_data["interface_current_A_per_m2"] = np.transpose(arr, (2, 1, 0)).ravel(order="F")
-    g.cell_data["contact"] = np.transpose(np.isfinite(np.asarray(jmap))[None], (2, 1, 0)).ravel(order="F").astype(np.uint8)
+    contact = np.isfinite(np.asarray(jmap))[None]
+    g.cell_data["contact"] = np.transpose(contact, (2, 1, 0)).ravel(order="F").astype(np.uint8)
     with atomic_path(path) as tmp:
         g.save(str(tmp))
     return path

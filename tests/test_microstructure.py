@@ -33,7 +33,8 @@ def _ref_solve(image, axis="z", *, sigma_bulk_S_per_m=1.0, electrode_mask=None, 
     keep = np.isin(lab, np.intersect1d(lo, hi)) & s
     eps = float(s.mean())
     face_area = h[1] * h[2]
-    res = types.SimpleNamespace(tau=np.inf, percolating=False, sigma_eff_S_per_m=0.0, sigma_bulk_S_per_m=sigma_bulk_S_per_m,
+    res = types.SimpleNamespace(tau=np.inf, percolating=False, sigma_eff_S_per_m=0.0,
+                                sigma_bulk_S_per_m=sigma_bulk_S_per_m,
                                 electrode_current_A_per_m2=np.zeros(s.shape[1:]))
     if not keep.any():
         return res
