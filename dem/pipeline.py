@@ -600,8 +600,12 @@ def _heckel(history: dict, stages, scen: Scenario) -> tuple[dict, dict]:
     if "stage" in history:
         h["stage"] = np.asarray(history["stage"])[ok]
         kinds = [st.kind for st in stages]
+    hc = scen.heckel
+    fit_kwargs = {}
+    if hc.fit_range_GPa is not None:
+        fit_kwargs = dict(p_min_Pa=hc.fit_range_GPa[0] * 1e9, p_max_Pa=hc.fit_range_GPa[1] * 1e9, auto=False)
     try:
-        both = hk.in_die_and_out_of_die(h, stage_kinds=kinds)
+        both = hk.in_die_and_out_of_die(h, stage_kinds=kinds, **fit_kwargs)
         out = json_safe(both["in_die"])
         extra["heckel_out_of_die"] = json_safe(both["out_of_die"])
         extra["elastic_recovery"] = {"fraction": json_safe(both["elastic_recovery"]),
@@ -609,6 +613,47 @@ def _heckel(history: dict, stages, scen: Scenario) -> tuple[dict, dict]:
     except Exception as exc:
         out = {"error": f"{type(exc).__name__}: {exc}"}
         extra["elastic_recovery"] = {"error": out["error"]}
+    if fit_kwargs:
+        out["fit_window"] = "heckel.fit_range_GPa"
+        try:   # the automatic regime-II fit, for comparison
+            lp_, lr_ = hk.loading_branch(p[ok], rho[ok])
+            extra["heckel_auto"] = json_safe(hk.heckel_fit(lp_, lr_))
+        except Exception as exc:
+            extra["heckel_auto"] = {"error": f"{type(exc).__name__}: {exc}"}
+    if "error" not in extra["elastic_recovery"]:
+        extra["elastic_recovery"]["at_stack_pressures"] = release_densities(history, stages, hc.stack_pressures_GPa)
     lp, _ = hk.loading_branch(p[ok], rho[ok])
     out["in_die_points"] = int(lp.size)
+    out["points_rho_ge_1_excluded"] = int(np.count_nonzero(np.isfinite(rho) & (rho >= 1)))
     return out, extra
+
+
+def release_densities(history: dict, stages, stack_GPa) -> list[dict]:
+    """Relative density on the last release branch at the given stack pressures (linear interpolation in p)
+    and its drop from the density at the preceding peak pressure, (ρ_peak − ρ(p_s))/ρ_peak — the quantity the
+    study reports as the density drop on release (measured down to 0.01 GPa). Empty without an unload stage."""
+    if "stage" not in history:
+        return []
+    st = np.asarray(history["stage"], int)
+    p = np.asarray(history["p_top_Pa"], float)
+    rho = np.asarray(history["relative_density"], float)
+    unload = [i for i, s in enumerate(stages) if s.kind == "unload" and np.any(st == i)]
+    if not unload:
+        return []
+    rows = np.flatnonzero(st == unload[-1])
+    before = np.arange(rows[0])
+    if before.size == 0:
+        return []
+    k_peak = int(before[np.nanargmax(p[before])])
+    pr, rr = p[rows], rho[rows]
+    order = np.argsort(pr)
+    pr, rr = pr[order], rr[order]
+    out = []
+    for s_gpa in stack_GPa:
+        ps = s_gpa * 1e9
+        if not (pr.size >= 2 and pr[0] <= ps <= max(pr[-1], p[k_peak])):
+            continue
+        rs = float(np.interp(ps, np.append(pr, p[k_peak]), np.append(rr, rho[k_peak])))
+        out.append({"p_Pa": ps, "relative_density": rs, "peak_pressure_Pa": float(p[k_peak]),
+                    "relative_density_at_peak": float(rho[k_peak]), "drop_fraction": (rho[k_peak] - rs) / rho[k_peak]})
+    return out

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dem.types import Die, Material, SimParams, Stage
 
@@ -149,6 +149,29 @@ class MicrostructureSection(_Strict):
     contact_fraction: float = Field(0.9306, gt=0, le=1)
 
 
+class HeckelSection(_Strict):
+    """Heckel analysis of the loading branch (dem.heckel)."""
+
+    fit_range_GPa: list[float] | None = Field(None, description="[p_min, p_max] of the in-die fit (GPa); "
+                                                                "default: automatic regime-II detection")
+    stack_pressures_GPa: list[float] = Field([0.01, 0.1], description="pressures on the final release where "
+                                                                      "the density and its drop are reported")
+
+    @field_validator("fit_range_GPa")
+    @classmethod
+    def _range(cls, v):
+        if v is not None and (len(v) != 2 or not (0 <= v[0] < v[1])):
+            raise ValueError("give two pressures [p_min, p_max] with 0 ≤ p_min < p_max (GPa), e.g. [0.5, 1.7]")
+        return v
+
+    @field_validator("stack_pressures_GPa")
+    @classmethod
+    def _stack(cls, v):
+        if any(not (x > 0) for x in v):
+            raise ValueError("stack pressures must be > 0 GPa")
+        return sorted(v)
+
+
 class Scenario(_Strict):
     run: RunSection = RunSection()
     particles: ParticlesSection
@@ -158,6 +181,7 @@ class Scenario(_Strict):
     protocol: list[StageSection] = Field(..., min_length=1)
     conductivity: ConductivitySection = ConductivitySection()
     microstructure: MicrostructureSection = MicrostructureSection()
+    heckel: HeckelSection = HeckelSection()
     # where the file was read from (histogram paths resolve against it); not a TOML key
     source_dir: str | None = Field(None, exclude=True)
 

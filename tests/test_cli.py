@@ -327,3 +327,39 @@ def test_failure_mid_compaction_keeps_the_partial_history(tmp_path, capsys):
     assert steps == sorted(steps) and steps[-1] > 1000
     assert all(np.isfinite(float(r["thickness_m"])) for r in rows)
     assert not any(p.name.startswith("final") for p in (out / "packings").iterdir())
+
+
+def test_release_densities_interpolates_the_last_release():
+    from dem.pipeline import release_densities
+    from dem.types import Stage
+
+    stages = [Stage("load", 1e9, punch_speed_m_per_s=0.01), Stage("unload", 0.0, punch_speed_m_per_s=0.01)]
+    p = np.array([0.0, 0.5, 1.0, 0.8, 0.4, 0.1, 0.0]) * 1e9
+    rho = np.array([0.6, 0.9, 0.98, 0.97, 0.95, 0.92, 0.90])
+    st = np.array([0, 0, 0, 1, 1, 1, 1])
+    out = release_densities({"stage": st, "p_top_Pa": p, "relative_density": rho}, stages, [0.01, 0.1, 0.6])
+    assert [o["p_Pa"] for o in out] == [0.01e9, 0.1e9, 0.6e9]
+    assert out[0]["relative_density"] == pytest.approx(0.90 + 0.02 * 0.1)
+    assert out[1]["drop_fraction"] == pytest.approx((0.98 - 0.92) / 0.98)
+    assert out[2]["relative_density"] == pytest.approx(0.96)
+    assert release_densities({"stage": st[:3], "p_top_Pa": p[:3], "relative_density": rho[:3]}, stages[:1],
+                             [0.1]) == []
+
+
+def test_heckel_window_and_release_densities_in_results(tmp_path):
+    """heckel.fit_range_GPa fits that window (the automatic fit kept as heckel_auto); the density drop at the
+    stack pressures of the final release is reported."""
+    _need_pipeline()
+    out = tmp_path / "hw"
+    assert main(["run", str(TINY), "-o", str(out), "-q", "--set", "heckel.fit_range_GPa=[0.05, 0.3]",
+                 "--set", "conductivity.enabled=false", "--set", "microstructure.enabled=false",
+                 "--set", "run.write_frames=false"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    h = res["heckel"]
+    assert h["fit_window"] == "heckel.fit_range_GPa"
+    assert h["fit_range_Pa"][0] >= 0.05e9 and h["fit_range_Pa"][1] <= 0.3e9 * 1.05
+    assert "Py_Pa" in res["heckel_auto"]
+    rel = res["elastic_recovery"]["at_stack_pressures"]
+    assert [r["p_Pa"] for r in rel] == [0.01e9, 0.1e9]
+    for r in rel:
+        assert 0 < r["drop_fraction"] < 0.5 and r["relative_density"] < r["relative_density_at_peak"]

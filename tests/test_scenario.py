@@ -293,3 +293,18 @@ def test_histogram_csv_relative_to_scenario(tmp_path):
     from dem.sizes import sample_diameters
     dd = sample_diameters(sizes.n, **sizes.kwargs(), seed=1)
     assert dd.size == 50 and dd.min() >= 14e-6 and dd.max() <= 26e-6
+
+
+@pytest.mark.parametrize("rng", [[1.7, 0.5], [0.5], [-0.1, 1.0]])
+def test_heckel_fit_range_is_checked(rng):
+    d = base()
+    d["heckel"] = {"fit_range_GPa": rng}
+    check_error(d, "heckel.fit_range_GPa", "p_min < p_max")
+
+
+def test_heckel_fit_range_accepted():
+    d = base()
+    d["heckel"] = {"fit_range_GPa": [0.5, 1.7], "stack_pressures_GPa": [0.1, 0.01]}
+    s = parse_scenario(d, source_dir=TINY.parent)
+    assert s.heckel.fit_range_GPa == [0.5, 1.7] and s.heckel.stack_pressures_GPa == [0.01, 0.1]
+    assert "heckel" in tomllib.loads(to_toml(resolved_dict(s)))
