@@ -363,3 +363,21 @@ def test_heckel_window_and_release_densities_in_results(tmp_path):
     assert [r["p_Pa"] for r in rel] == [0.01e9, 0.1e9]
     for r in rel:
         assert 0 < r["drop_fraction"] < 0.5 and r["relative_density"] < r["relative_density_at_peak"]
+
+
+def test_progress_eta_log_rate_for_loading():
+    """A load stage's ETA extrapolates ln p (exact for exponential stiffening); unload is linear; hold: none."""
+    from dem.pipeline import _Progress
+    from dem.types import Stage
+
+    load = Stage("load", 1.0e9, punch_speed_m_per_s=0.01)
+    samples = [(t, 1e7 * np.exp(0.1 * t)) for t in (0.0, 10.0, 20.0)]     # p(t) = 10 MPa · e^{0.1 t}
+    assert _Progress._eta(load, samples) == pytest.approx(np.log(1e9 / samples[-1][1]) / 0.1)
+    assert _Progress._eta(load, [(0.0, 2e7), (10.0, 1.5e7)]) is None        # not compacting yet
+    unload = Stage("unload", 0.1e9, punch_speed_m_per_s=0.01)
+    assert _Progress._eta(unload, [(0.0, 0.5e9), (10.0, 0.4e9)]) == pytest.approx(30.0)
+    assert _Progress._eta(Stage("hold", 0.1e9, hold_time_s=1e-3), samples) is None
+    pr = _Progress(True, [load], every_s=0.0)
+    pr({"stage_index": 0, "stage": "load", "p_top_Pa": 1e7, "step": 1})
+    pr({"stage_index": 0, "stage": "load", "p_top_Pa": 2e7, "step": 2})
+    assert len(pr._prev[2]) == 2 and pr._prev[1] == 0
