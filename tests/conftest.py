@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,19 @@ def taichi_runtime():
     from fva.backend import ensure_init
 
     return ensure_init("cpu", "f64")
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """load_benchmark("bench_dem") → the module benchmarks/bench_dem.py (the scripts are not a package)."""
+    def _load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return _load
 
 
 @pytest.fixture

@@ -1,18 +1,10 @@
 """The CPU/GPU agreement checker (benchmarks/backend_agreement.py): its comparison flags what it should.
 The run itself needs two backends (a GPU); its CPU-vs-CPU smoke run is bitwise identical (see the script)."""
-import importlib.util
-from pathlib import Path
+
+import json
 
 import numpy as np
 import pytest
-
-
-def _load():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "backend_agreement.py"
-    spec = importlib.util.spec_from_file_location("backend_agreement", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _run(shift=0.0, sigma=0.5, stop=None):
@@ -23,8 +15,8 @@ def _run(shift=0.0, sigma=0.5, stop=None):
     return dict(dem=dem, fva=dict(sigma_ratio=sigma))
 
 
-def test_compare_passes_identical_and_flags_differences():
-    m = _load()
+def test_compare_passes_identical_and_flags_differences(load_benchmark):
+    m = load_benchmark("backend_agreement")
     ok = m.compare(_run(), _run(), 0.5e9, 0.01, 1e-4)
     assert all(c["ok"] for c in ok.values()) and ok["dem_loading_rho"]["max_abs_diff"] == 0
     bad = m.compare(_run(), _run(shift=0.02, sigma=0.5001), 0.5e9, 0.01, 1e-4)
@@ -35,7 +27,20 @@ def test_compare_passes_identical_and_flags_differences():
     assert stopped["dem"]["ok"] is False and "NaN" in stopped["dem"]["error"]
 
 
-def test_fixed_image_is_reproducible_and_dense():
-    m = _load()
+def test_fixed_image_is_reproducible_and_dense(load_benchmark):
+    m = load_benchmark("backend_agreement")
     a, b = m._fixed_image(20), m._fixed_image(20)
     assert np.array_equal(a, b) and 0.7 <= a.mean() < 0.85
+
+
+@pytest.mark.gpu
+def test_cpu_and_gpu_agree(tmp_path, load_benchmark):
+    """On a machine with a GPU: the quick agreement run passes its stated tolerances (skipped without one)."""
+    from fva.backend import _arch_available
+
+    gpu = "cuda" if _arch_available("cuda") else "vulkan"
+    m = load_benchmark("backend_agreement")
+    out = tmp_path / "agree.json"
+    assert m.main(["--backends", f"cpu,{gpu}", "--quick", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["all_ok"] and doc["runs"][1]["backend"] == gpu

@@ -1,27 +1,17 @@
 """Smoke run of benchmarks/bench_dem.py at a tiny size (JSON keys and positive throughput, never speed),
 and the periodic tiling it relies on (every contact of the base packing survives the tiling)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 
 from fva.types import Packing
 
 
-def _load():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_dem.py"
-    spec = importlib.util.spec_from_file_location("bench_dem", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_tiling_preserves_periodic_contacts(rng):
+def test_tiling_preserves_periodic_contacts(load_benchmark, rng):
     from dem.neighbours import brute_force_pairs
 
-    bench = _load()
+    bench = load_benchmark("bench_dem")
     L = 1.0
     c = rng.random((40, 3)) * np.array([L, L, 0.6])
     r = rng.uniform(0.08, 0.14, 40)
@@ -37,8 +27,8 @@ def test_tiling_preserves_periodic_contacts(rng):
     assert bench.tiles_for(1_000_000, 1000)[0] * bench.tiles_for(1_000_000, 1000)[1] == 1000
 
 
-def test_bench_dem_quick(tmp_path, taichi_runtime):
-    bench = _load()
+def test_bench_dem_quick(load_benchmark, tmp_path, taichi_runtime):
+    bench = load_benchmark("bench_dem")
     out_path = tmp_path / "dem_cpu.json"
     bench.main(["--quick", "--backend", "cpu", "--out", str(out_path), "--cache-dir", str(tmp_path)])
     data = json.loads(out_path.read_text())
@@ -86,13 +76,13 @@ def test_bench_dem_quick(tmp_path, taichi_runtime):
     assert list(tmp_path.glob("dem_base_*.npz")), "the base packing is cached"
 
 
-def test_study_row_from_history(monkeypatch):
+def test_study_row_from_history(load_benchmark, monkeypatch):
     """The study figures (relative density at 0.5 GPa, at the maximum, after release) come from the history;
     the engine is replaced by a fake result so that this runs in milliseconds."""
     from dem import simulation
     from dem.types import CompactionResult
 
-    bench = _load()
+    bench = load_benchmark("bench_dem")
     seen = {}
 
     def fake_run_compaction(packing, material, die, stages, params, *, progress=None, seed=0):
@@ -113,11 +103,11 @@ def test_study_row_from_history(monkeypatch):
     assert any(s.kind == "unload" for s in seen["stages"])
 
 
-def test_study_row_when_the_engine_fails(monkeypatch):
+def test_study_row_when_the_engine_fails(load_benchmark, monkeypatch):
     """A failed study case is a row with the error and the figures reached so far, not a crash."""
     from dem import simulation
 
-    bench = _load()
+    bench = load_benchmark("bench_dem")
 
     def failing_run_compaction(packing, material, die, stages, params, *, progress=None, seed=0):
         for k, p in enumerate((0.1e9, 0.4e9, 0.6e9, 0.9e9)):

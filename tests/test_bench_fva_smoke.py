@@ -1,14 +1,9 @@
 """Smoke run of benchmarks/bench_fva.py at a tiny size: JSON keys only."""
-import importlib.util
 import json
-from pathlib import Path
 
 
-def test_bench_fva_quick(tmp_path, taichi_runtime):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fva.py"
-    spec = importlib.util.spec_from_file_location("bench_fva", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_bench_fva_quick(tmp_path, taichi_runtime, load_benchmark):
+    mod = load_benchmark("bench_fva")
     out_path = tmp_path / "fva_cpu.json"
     mod.main(["--quick", "--backend", "cpu", "--dtype", "f64", "--no-peers", "--out", str(out_path)])
     data = json.loads(out_path.read_text())

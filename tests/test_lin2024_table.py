@@ -1,17 +1,8 @@
 """benchmarks/lin2024_table.py on synthetic results.json files (no simulation, no Taichi)."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-
-def _load_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lin2024_table.py"
-    spec = importlib.util.spec_from_file_location("lin2024_table", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _entry(p_MPa, porosity, tau_z, std_z, jmax):
@@ -43,8 +34,8 @@ def _write_run(folder: Path, name: str, scale: float) -> Path:
     return folder
 
 
-def test_lin2024_table_rows_and_values(tmp_path, capsys):
-    mod = _load_module()
+def test_lin2024_table_rows_and_values(load_benchmark, tmp_path, capsys):
+    mod = load_benchmark("lin2024_table")
     fine = _write_run(tmp_path / "fine", "lin2024_fine", 0.9)
     regular = _write_run(tmp_path / "regular", "lin2024_regular", 1.0)
     out = tmp_path / "table.json"
@@ -78,8 +69,8 @@ def test_lin2024_table_rows_and_values(tmp_path, capsys):
     assert not list(tmp_path.glob(".table*"))                     # atomic write: no temp file left
 
 
-def test_lin2024_table_no_microstructure(tmp_path):
-    mod = _load_module()
+def test_lin2024_table_no_microstructure(load_benchmark, tmp_path):
+    mod = load_benchmark("lin2024_table")
     d = tmp_path / "run"
     d.mkdir()
     (d / "results.json").write_text(json.dumps({"name": "x", "analysed": [{"label": "a"}]}))
