@@ -53,6 +53,14 @@ def _interp_at(p, rho, p_at):
     return float(np.interp(p_at, p, rho))
 
 
+def _pore_collapse_Pa(cfg: dict):
+    """p_c of the pore-collapse bulk model (Pa): a number in GPa, "yield" (= the run's p_y), or None (off)."""
+    v = cfg.get("pore_collapse_GPa")
+    if v is None:
+        return None
+    return cfg["p_y_GPa"] * 1e9 if v == "yield" else float(v) * 1e9
+
+
 def run_one(cfg: dict) -> dict:
     """One compaction run (in its own process). Returns the figures of the run."""
     from fva.backend import ensure_init
@@ -85,7 +93,8 @@ def run_one(cfg: dict) -> dict:
             Stage("load", cfg["p_max_GPa"] * 1e9, punch_speed_m_per_s=cfg["speed"], name="load"),
             Stage("unload", 0.0, punch_speed_m_per_s=cfg["speed"], name="release")]
     params = SimParams(mass_scaling=cfg["mass_scaling"], dt_safety=cfg.get("dt_safety", 0.2), damping=0.3,
-                       volume_correction=cfg.get("vc", True),
+                       volume_correction=cfg.get("vc", True), bulk_stiffness_fraction=cfg.get("bulk_response"),
+                       pore_collapse_pressure_Pa=_pore_collapse_Pa(cfg),
                        max_overlap_fraction=cfg["max_overlap_fraction"], history_every=cfg["history_every"],
                        solid_fraction_points=4000, backend="cpu")
     out = dict(p_y_GPa=cfg["p_y_GPa"], n=int(d.size), d_min_sampled_um=float(d.min() / um),
@@ -207,6 +216,9 @@ def main(argv=None):
     ap.add_argument("--dt-safety", type=float, default=0.1, help="dt = dt_safety × Rayleigh time of r_min")
     ap.add_argument("--bulk-response", type=float, default=None,
                     help="K_eff/K of the volume-correction bulk response (default: dem.simulation.BULK_RESPONSE)")
+    ap.add_argument("--pore-collapse-gpa", default=None,
+                    help="p_c (GPa) of the plastic pore collapse p_f = p_c ln(φ_c/φ), or 'yield' for p_c = p_y of "
+                         "each run (default: elastic bulk response)")
     ap.add_argument("--growth-cap", type=float, default=None,
                     help="radius growth cap g_max (r ≤ g_max r0) of the volume correction (default: dem.simulation)")
     ap.add_argument("--speed", type=float, default=0.02, help="load/release punch speed (m/s)")
@@ -216,6 +228,8 @@ def main(argv=None):
     ap.add_argument("--history-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--jobs", type=int, default=2, help="parallel processes (one Taichi thread each)")
+    ap.add_argument("--threads", type=int, default=None, help="Taichi CPU threads per run (default: 1 when "
+                                                              "--jobs > 1, else every core)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 120 particles, two p_y, 0.5 GPa")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "calibration.json"))
     a = ap.parse_args(argv)
@@ -226,9 +240,11 @@ def main(argv=None):
                 die_um=a.die_um or 2.0 * a.d_max_um, loose_fraction=0.35, density_kg_m3=a.density,
                 E_GPa=a.E_gpa, nu=a.nu, friction=a.friction, wall_friction=a.wall_friction,
                 mass_scaling=a.mass_scaling, dt_safety=a.dt_safety, bulk_response=a.bulk_response,
-                growth_cap=a.growth_cap, speed=a.speed, approach_speed=a.approach_speed,
+                pore_collapse_GPa=a.pore_collapse_gpa, growth_cap=a.growth_cap, speed=a.speed,
+                approach_speed=a.approach_speed,
                 p_max_GPa=a.p_max_gpa, max_overlap_fraction=a.max_overlap_fraction,
-                history_every=a.history_every, seed=a.seed, threads=1 if a.jobs > 1 else os.cpu_count() or 1)
+                history_every=a.history_every, seed=a.seed,
+                threads=a.threads or (1 if a.jobs > 1 else os.cpu_count() or 1))
     cfgs = [dict(base, p_y_GPa=y) for y in ys]
     t0 = time.perf_counter()
     if a.jobs > 1 and len(cfgs) > 1:

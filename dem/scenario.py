@@ -92,6 +92,12 @@ class NumericsSection(_Strict):
     servo_gain: float = Field(0.5, gt=0)
     servo_integral: float = Field(0.05, ge=0)
     max_steps: int = Field(50_000_000, gt=0)
+    bulk_model: Literal["elastic", "pore_collapse"] = Field(
+        "elastic", description="high-density response of volume-capped particles: elastic bulk pressure only, "
+                               "or plastic pore collapse p_f = p_c ln(φ_c/φ) with an elastic remainder")
+    bulk_stiffness_fraction: float = Field(0.3, gt=0, le=2, description="K_eff / K of the bulk response")
+    pore_collapse_MPa: float | None = Field(None, gt=0, description="p_c of the pore collapse (default: the "
+                                                                    "material's yield_stress_MPa)")
 
 
 class StageSection(_Strict):
@@ -363,6 +369,14 @@ def check_scenario(scen: Scenario) -> None:
     m = scen.material
     if m.contact_model == "thornton_ning" and m.yield_stress_MPa is None:
         raise ScenarioError("material.yield_stress_MPa: required for contact_model = \"thornton_ning\"")
+    n = scen.numerics
+    if n.bulk_model == "pore_collapse":
+        if not n.volume_correction:
+            raise ScenarioError("numerics.bulk_model: \"pore_collapse\" acts on volume-corrected particles; set "
+                                "numerics.volume_correction = true or bulk_model = \"elastic\"")
+        if n.pore_collapse_MPa is None and scen.material.yield_stress_MPa is None:
+            raise ScenarioError("numerics.pore_collapse_MPa: required for bulk_model = \"pore_collapse\" when the "
+                                "material has no yield_stress_MPa")
 
     d = scen.die
     if d.fill_height_um is not None and d.column_height_um is not None:
@@ -574,6 +588,9 @@ def to_engine(scen: Scenario, *, backend: str | None = None):
                        servo_integral=n.servo_integral, history_every=scen.run.history_every,
                        frames_every=scen.run.frames_every if scen.run.write_frames else 0,
                        max_steps=n.max_steps, backend=backend or scen.run.backend,
+                       bulk_stiffness_fraction=n.bulk_stiffness_fraction,
+                       pore_collapse_pressure_Pa=(None if n.bulk_model != "pore_collapse" else
+                                                  (n.pore_collapse_MPa or m.yield_stress_MPa) * 1e6),
                        default_fp=scen.run.default_fp)
     return sizes, material, die, stages, params
 

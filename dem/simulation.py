@@ -222,7 +222,9 @@ class Simulation:
         self.tq = _nd_zeros((n, 3))
         self.r = _nd_from(r0)
         self.r0 = _nd_from(r0)
-        self.eps_v = _nd_zeros(n)   # volumetric strain of capped particles
+        self.eps_v = _nd_zeros(n)   # elastic volumetric strain of capped particles (bulk response)
+        self.eps_p = _nd_zeros(n)   # plastic (pore-collapse) volumetric strain, irreversible
+        self.phi_c = _nd_zeros(n)   # porosity of the compact when the particle first reached the growth cap
         self.m = _nd_from(m)
         self.inv_m = _nd_from(1.0 / m)
         self.inv_I = _nd_from(1.0 / self.I_np)
@@ -247,8 +249,11 @@ class Simulation:
         self.growth_cap = MAX_RADIUS_GROWTH
         self.growth_step = MAX_GROWTH_PER_UPDATE
         # bulk modulus of the solid for the confinement response of capped particles (volume correction only)
-        self.K_bulk = (BULK_RESPONSE * material.youngs_modulus_Pa / (3.0 * (1.0 - 2.0 * material.poisson_ratio))
+        frac = BULK_RESPONSE if params.bulk_stiffness_fraction is None else float(params.bulk_stiffness_fraction)
+        self.K_bulk = (frac * material.youngs_modulus_Pa / (3.0 * (1.0 - 2.0 * material.poisson_ratio))
                        if params.volume_correction else 0.0)
+        self.p_collapse = params.pore_collapse_pressure_Pa
+        self.solid_volume = float(np.sum(4.0 / 3.0 * math.pi * self.r0_np ** 3))
         self.k_cap = None      # optional upper bound on the check interval (set by the protocol driver)
         self._rebuild()
         mc = max(0, int(solid_fraction_points))
@@ -377,12 +382,19 @@ class Simulation:
     def volume_correction(self, iterations: int = 2):
         """Fixed-point radius update conserving each particle's solid volume (see SK.volume_correct)."""
         nl = self.nlist
+        pc_over_K = 0.0
+        phi = 1.0
+        if self.p_collapse and self.K_bulk > 0:
+            pc_over_K = float(self.p_collapse) / self.K_bulk
+            # mass-based porosity of the compact under the punch (mean field)
+            phi = 1.0 - self.solid_volume / (self.area * max(self.punch_z, 1e-300)) if self.top_wall else 1.0
         for _ in range(iterations):
             SK.pair_caps(nl.npairs, self.x, self.r, nl.pair_owner, nl.partner, self.cap_i, self.cap_j,
                          self.Lx, self.Ly)
             SK.volume_correct(self.n, self.x, self.r, self.r0, nl.row_start, nl.rev_start, nl.rev_pairs,
                               self.cap_i, self.cap_j, self.ctrl, int(self.top_wall), float(self.growth_cap),
-                              float(self.growth_step), self.eps_v)
+                              float(self.growth_step), self.eps_v, self.eps_p, self.phi_c, float(phi),
+                              float(pc_over_K))
         r = self.r.to_numpy()
         self.growth = max(self.growth, float(np.max(r / self.r0_np)))
 

@@ -313,7 +313,8 @@ def pair_caps(npairs: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), pair
 def volume_correct(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: ti.types.ndarray(),
                    row_start: ti.types.ndarray(), rev_start: ti.types.ndarray(), rev_pairs: ti.types.ndarray(),
                    cap_i: ti.types.ndarray(), cap_j: ti.types.ndarray(), ctrl: ti.types.ndarray(),
-                   top_wall: ti.i32, growth_cap: float, growth_step: float, eps_v: ti.types.ndarray()):
+                   top_wall: ti.i32, growth_cap: float, growth_step: float, eps_v: ti.types.ndarray(),
+                   eps_p: ti.types.ndarray(), phi_c: ti.types.ndarray(), phi: float, pc_over_K: float):
     """MDR-like volume conservation (cf. Zunker & Kamrin 2024), irreversible: one fixed-point update
 
         r_vc = min( (r0³ + 3/(4π) Σ_c V_cap,c(r))^{1/3},  g_max r0,  r + Δg r0 ),   r ← max(r, r_vc),
@@ -332,7 +333,15 @@ def volume_correct(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: 
     is reached near ρ_rel ≈ 0.9, the onset of Heckel regime III — and the volume it can no longer conserve
     becomes the volumetric strain ε_v,i = max(0, 1 − (r³ − 3/(4π) Σ caps)/r0³) that
     :func:`pair_forces` turns into a bulk contact pressure K ε_v (MDR's bulk response). Δg
-    (``growth_step``) limits the growth per update so that radii never jump."""
+    (``growth_step``) limits the growth per update so that radii never jump.
+
+    Pore collapse (optional, ``pc_over_K`` = p_c/K_eff > 0): the volume a particle at the cap cannot keep flows
+    plastically into the pores once its bulk pressure reaches the flow pressure p_f = p_c ln(φ_c,i/φ), φ the
+    compact's porosity now and φ_c,i its porosity when particle i first reached the cap — Heckel's law
+    ln(1/φ) = p/p_c + ln(1/φ_c) from the end of the sphere stage on (Carroll & Holt 1972 pore collapse with
+    Py = p_c; Heckel 1961). ε_p,i ← max(ε_p,i, ε_i − p_f/K_eff) is irreversible and the bulk response carries
+    only the elastic part ε_v,i = max(0, ε_i − ε_p,i), which alone recovers on release. No flow once φ ≤ 0
+    (the mass-based density can then exceed 1 only by the elastic compression of the solid)."""
     pz = ctrl[0]
     for i in range(n):
         s = 0.0
@@ -351,7 +360,17 @@ def volume_correct(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: 
         r[i] = rn
         # volumetric strain left when the growth is capped: ε_v = 1 − (r³ − 3/(4π) Σ caps)/r0³ (caps at r_i;
         # the ≤ growth_step change of r within this pass is neglected)
-        eps_v[i] = ti.max(0.0, 1.0 - (ri ** 3 - 0.75 / PI * s) / r0[i] ** 3)
+        ev = ti.max(0.0, 1.0 - (ri ** 3 - 0.75 / PI * s) / r0[i] ** 3)
+        # plastic flow only at the growth cap: below it, ε > 0 is the lag of the (rate-limited) radius growth,
+        # which the next updates take up — it must not be latched as plastic strain
+        if pc_over_K > 0.0 and ev > 0.0 and phi > 0.0 and ri >= growth_cap * r0[i] * (1.0 - 1e-12):
+            if phi_c[i] <= 0.0:
+                phi_c[i] = phi
+            if phi < phi_c[i]:
+                eps_p[i] = ti.max(eps_p[i], ev - pc_over_K * ti.log(phi_c[i] / phi))
+            else:
+                eps_p[i] = ti.max(eps_p[i], ev)
+        eps_v[i] = ti.max(0.0, ev - eps_p[i])
 
 
 @ti.kernel

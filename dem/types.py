@@ -124,6 +124,11 @@ class SimParams:
     volume_correction_every: int = 10  # steps between volume-correction updates (2 fixed-point passes each)
     solid_fraction_points: int = 20000 # Monte-Carlo points for the union-of-spheres solid fraction (0: skip)
     servo_max_speed_m_per_s: float | None = None  # hold-stage punch speed cap (default: fastest stage speed)
+    # bulk response of the volume correction, K_eff = bulk_stiffness_fraction · E/(3(1 − 2ν)) (None: the engine
+    # default dem.simulation.BULK_RESPONSE); pore_collapse_pressure_Pa: p_c of the plastic pore collapse of
+    # capped particles, p_f = p_c ln(φ_c/φ) (None: purely elastic bulk response; dem.simulation_kernels)
+    bulk_stiffness_fraction: float | None = None
+    pore_collapse_pressure_Pa: float | None = None
 
 
 @dataclass(frozen=True)

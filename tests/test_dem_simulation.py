@@ -358,3 +358,48 @@ def test_interrupt_carries_the_partial_result(taichi_runtime, monkeypatch):
     assert part is not None and part.info["completed"] is False
     assert len(part.history["step"]) == 5 and part.final is None
     assert np.all(np.diff(part.history["step"]) > 0)
+
+
+def test_pore_collapse_splits_the_capped_strain(taichi_runtime):
+    """bulk model "pore_collapse": on the same geometry the elastic part is ε_v = max(0, ε − ε_p), ε the elastic
+    model's (total) strain; it never exceeds (p_c/K) ln(φ_c/φ); ε_p is irreversible when the punch goes back up."""
+    from dem.simulation import Simulation
+
+    pk = _lattice(nx=4, nz=4, rlo=0.58, rhi=0.60)          # dense (φ ≈ 0.1 → 0.04): radii reach the growth cap
+    c = pk.centers_m.copy()
+    c[:, 2] = np.maximum(c[:, 2], 0.5 * pk.radii_m)
+    top = float((c[:, 2] + 0.5 * pk.radii_m).max())
+    pk = Packing(c, pk.radii_m, np.array([4 * A, 4 * A, top]))
+    pc = 0.3e9
+    sims = {}
+    for name, kw in (("el", dict()), ("pc", dict(pore_collapse_pressure_Pa=pc))):
+        sims[name] = Simulation(pk, _tn(), None, SimParams(mass_scaling=1e4, bulk_stiffness_fraction=1.0, **kw),
+                                punch_z=top)
+    K = sims["pc"].K_bulk
+    eps_p_prev = None
+    ev_peak = []
+    for z in (top, 0.97 * top, 0.94 * top, 0.97 * top):       # load, load, unload
+        for s in sims.values():
+            s.ctrl[0] = z
+            s.volume_correction(iterations=30)       # ≥ 25 rate-limited growth steps: radii reach the cap
+        ev_el = sims["el"].eps_v.to_numpy()
+        ev, ep = sims["pc"].eps_v.to_numpy(), sims["pc"].eps_p.to_numpy()
+        phi_c = sims["pc"].phi_c.to_numpy()
+        phi = 1 - sims["pc"].solid_volume / (sims["pc"].area * z)
+        r, r0 = sims["pc"].r.to_numpy(), pk.radii_m
+        capped = (r >= 1.25 * r0 * (1 - 1e-9)) & (ev_el > 0)       # at the growth cap, volume left over
+        assert capped.sum() >= 10
+        np.testing.assert_allclose(ev, np.maximum(0.0, ev_el - ep), rtol=1e-9, atol=1e-15)
+        ev_max = ev_el if eps_p_prev is None else np.maximum(ev_max, ev_el)
+        assert np.all(ep <= ev_max + 1e-15)
+        bound = pc / K * np.log(np.maximum(phi_c[capped], phi) / phi)
+        assert np.all(ev[capped] <= bound + 1e-12)
+        assert np.all(ev >= 0) and np.all(ep >= 0)
+        if eps_p_prev is not None:
+            assert np.all(ep >= eps_p_prev - 1e-15)                # irreversible
+        eps_p_prev = ep
+        ev_peak.append(float(ev[capped].max()))
+    assert ev_peak[2] > 0 and ep.max() > 0             # elastic and plastic parts both present under load
+    assert ev_peak[0] == 0.0                           # at the onset (φ = φ_c) everything beyond the cap flows
+    assert ev_peak[3] < ev_peak[2]                     # the elastic part relaxes on unloading
+    np.testing.assert_allclose(sims["el"].r.to_numpy(), sims["pc"].r.to_numpy(), rtol=0, atol=0)
