@@ -20,6 +20,11 @@ Usage (from the repository root)::
     python benchmarks/calibrate_yield.py                           # p_y = 0.3, 0.47, 0.6, 1.2 GPa, 2 processes
     python benchmarks/calibrate_yield.py --yield-gpa 0.47,0.9 --bulk-response 1.0 --dt-safety 0.05 --history-every 40
     python benchmarks/calibrate_yield.py --quick                   # smoke test (tiny, seconds)
+    # the pore-collapse bulk model of the study scenarios (solid's bulk modulus, p_c = 1.5 GPa):
+    python benchmarks/calibrate_yield.py --yield-gpa 0.42 --bulk-response 1.0 --dt-safety 0.05 --pore-collapse-gpa 1.5
+
+``--pore-collapse-gpa yield`` ties p_c to each run's p_y; ``--growth-cap`` changes the volume correction's radius
+cap; ``--threads`` sets Taichi's CPU threads per run.
 
 Writes ``benchmarks/results/calibration.json`` (``--out``) atomically and prints a markdown table.
 Runs are independent processes with one Taichi CPU thread each (one runtime per process).
