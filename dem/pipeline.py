@@ -466,13 +466,25 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
             say(f"[pelletsim] compaction stopped after {partial.info['n_steps']} steps: writing the "
                 f"{len(partial.history['step'])} history row(s) and {len(partial.packings)} capture(s) finished")
             try:
-                _write_compaction(scen, outdir, res, partial, specs, stages, say)
+                _, cap_meta = _write_compaction(scen, outdir, res, partial, specs, stages, say)
+                # a failed compaction (not Ctrl-C): the captures it finished are still analysed
+                if not isinstance(exc, KeyboardInterrupt) and partial.packings and scen.conductivity.enabled:
+                    say(f"[pelletsim] analysing the {len(partial.packings)} capture(s) finished before the failure")
+                    data["conductivity_on_partial_compaction"] = True
+                    _conductivity_stage(scen, outdir, res, partial, specs, cap_meta, d, say)
             except Exception as wexc:  # never mask the error that stopped the run
                 res.data.setdefault("warnings", []).append(f"partial compaction output incomplete: {wexc}")
         raise
     T["compaction"] = time.perf_counter() - t
     history, cap_meta = _write_compaction(scen, outdir, res, result, specs, stages, say)
+    _conductivity_stage(scen, outdir, res, result, specs, cap_meta, d, say)
 
+
+def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, specs, cap_meta, d, say) -> None:
+    """Voxelise the selected captured packings, solve σ_eff with σ_bulk at each packing's pressure, normalise
+    (Fig. 6b) and, when enabled, the microstructure metrics; results.json is flushed after every packing."""
+    data = res.data
+    T = data["timings_s"]
     # 4. conductivity --------------------------------------------------------------------------------
     cfg = scen.conductivity
     data["analysed"] = []

@@ -381,3 +381,39 @@ def test_progress_eta_log_rate_for_loading():
     pr({"stage_index": 0, "stage": "load", "p_top_Pa": 1e7, "step": 1})
     pr({"stage_index": 0, "stage": "load", "p_top_Pa": 2e7, "step": 2})
     assert len(pr._prev[2]) == 2 and pr._prev[1] == 0
+
+
+def test_failed_compaction_still_analyses_its_finished_captures(tmp_path, monkeypatch, capsys):
+    """A compaction that fails after a capture (e.g. the overlap check near the last pressure) still writes
+    the conductivity of what it captured; the run is reported as failed."""
+    _need_pipeline()
+    import dataclasses
+    import sys
+    import types
+
+    from dem.simulation import SimulationError
+    from dem.types import HISTORY_COLUMNS, CompactionResult
+
+    def fail(loose, *a, **k):
+        z = loose.centers_m[:, 2] + loose.radii_m
+        pk = dataclasses.replace(loose, box_m=np.array([loose.box_m[0], loose.box_m[1], z.max()]),
+                                 pressure_Pa=0.1e9, label="load 0.10 GPa")
+        hist = {c: np.array([0.0, 1.0]) for c in HISTORY_COLUMNS}
+        hist["p_top_Pa"] = np.array([0.0, 0.1e9])
+        hist["relative_density"] = np.array([0.3, 0.5])
+        hist["stage"] = np.array([1, 1])
+        hist["step"] = np.array([0, 100])
+        exc = SimulationError("contact overlap 1.01 × the smaller diameter at step 100")
+        exc.partial = CompactionResult(history=hist, packings=[pk], info=dict(n_steps=100, completed=False))
+        raise exc
+
+    fake = types.ModuleType("dem.simulation")
+    fake.run_compaction = fail
+    fake.SimulationError = SimulationError
+    monkeypatch.setitem(sys.modules, "dem.simulation", fake)
+    out = tmp_path / "fa"
+    assert main(["run", str(TINY), "-o", str(out), "-q", "--set", "microstructure.enabled=false"]) == 1
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "failed" and res["conductivity_on_partial_compaction"] is True
+    assert len(res["analysed"]) == 1 and res["analysed"][0]["label"] == "load 0.10 GPa"
+    assert 0 < res["analysed"][0]["sigma_eff_over_bulk"] < 1
