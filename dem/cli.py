@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--contact-fraction", type=_positive_float, default=0.9306,
                    help="electrode contact fraction for the interface current (default 0.9306)")
 
+    ra = sub.add_parser("reanalyse", help="redo the conductivity stage of a run from its saved captures",
+                        description="Voxelise and solve again every captured packing of OUTDIR (packings/*.npz) with "
+                                    "its resolved scenario — e.g. after a compaction that stopped near its last "
+                                    "pressure — and update results.json and the figures.")
+    ra.add_argument("outdir", metavar="OUTDIR")
+    ra.add_argument("--backend", choices=["cpu", "cuda", "vulkan", "auto"], default=None)
+    ra.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
     pl = sub.add_parser("plot", help="(re)draw the figures of a finished run",
                         description="Redraw every PNG of OUTDIR from results.json, history.csv and packings/.")
     pl.add_argument("outdir", metavar="OUTDIR")
@@ -290,6 +298,19 @@ def cmd_plot(args) -> int:
     return EXIT_OK
 
 
+def cmd_reanalyse(args) -> int:
+    from dem.pipeline import reanalyse
+    from dem.plots import plot_run
+    outdir = Path(args.outdir)
+    for need in ("results.json", "scenario.resolved.toml"):
+        if not (outdir / need).is_file():
+            raise UsageError(f"{outdir}: no {need} here; give the folder of a pelletsim run")
+    data = reanalyse(outdir, backend=args.backend, progress=not args.quiet)
+    plot_run(outdir)
+    print(f"{len(data.get('analysed', []))} packing(s) analysed: {outdir / 'results.json'}")
+    return EXIT_OK
+
+
 def _fmt_tau(t) -> str:
     return "inf" if t is None else f"{t:.3f}"
 
@@ -300,7 +321,7 @@ def _versions() -> dict:
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "conductivity": cmd_conductivity,
-            "analyze": cmd_analyze, "plot": cmd_plot}
+            "analyze": cmd_analyze, "plot": cmd_plot, "reanalyse": cmd_reanalyse}
 
 
 def main(argv=None) -> int:

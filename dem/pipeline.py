@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import io
+import json
 import math
 import platform
 import re
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dem.scenario import CaptureSpec, Scenario, expand_protocol, resolved_dict, to_engine, to_toml
-from dem.types import HISTORY_COLUMNS
+from dem.scenario import CaptureSpec, Scenario, expand_protocol, load_scenario, resolved_dict, to_engine, to_toml
+from dem.types import HISTORY_COLUMNS, CompactionResult
+from fva.types import Packing
 from fva.atomic import atomic_path, write_json, write_text
 
 __all__ = ["run_scenario", "PipelineError", "json_safe", "select_captures", "normalise"]
@@ -478,6 +480,37 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
     T["compaction"] = time.perf_counter() - t
     history, cap_meta = _write_compaction(scen, outdir, res, result, specs, stages, say)
     _conductivity_stage(scen, outdir, res, result, specs, cap_meta, d, say)
+
+
+def read_packing_npz(path) -> Packing:
+    """A packing written by :func:`write_packing_npz`."""
+    with np.load(path) as z:
+        return Packing(centers_m=z["centers_m"], radii_m=z["radii_m"], box_m=z["box_m"],
+                       periodic=tuple(bool(v) for v in z["periodic"]), pressure_Pa=float(z["pressure_Pa"]),
+                       label=str(z["label"]))
+
+
+def reanalyse(outdir, *, backend: str | None = None, progress: bool = True) -> dict:
+    """Redo the conductivity stage of a run from its saved captures (``packings/*.npz`` listed in results.json)
+    with its resolved scenario, e.g. after a compaction that failed near its last pressure; results.json is
+    updated in place (``analysed``, ``conductivity``) and its status kept."""
+    from fva.backend import ensure_init
+
+    outdir = Path(outdir)
+    data = json.loads((outdir / "results.json").read_text())
+    scen = load_scenario(outdir / "scenario.resolved.toml")
+    ensure_init(backend or data.get("backend", {}).get("backend") or scen.run.backend, scen.run.default_fp)
+    say = _eprint if progress else (lambda *_: None)
+    specs = [c for e in expand_protocol(scen) for c in e.captures]
+    cap_meta = data.get("captures", [])
+    packings = [read_packing_npz(outdir / c["file"]) for c in cap_meta]
+    res = _Results(outdir, data, time.perf_counter() - float(data.get("wall_time_s") or 0.0))
+    data.setdefault("timings_s", {})
+    d = np.asarray([2.0 * float(np.min(p.radii_m)) for p in packings] or [1e-6])
+    _conductivity_stage(scen, outdir, res, CompactionResult(history={}, packings=packings), specs, cap_meta, d,
+                        say)
+    res.flush()
+    return data
 
 
 def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, specs, cap_meta, d, say) -> None:

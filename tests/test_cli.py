@@ -417,3 +417,20 @@ def test_failed_compaction_still_analyses_its_finished_captures(tmp_path, monkey
     assert res["status"] == "failed" and res["conductivity_on_partial_compaction"] is True
     assert len(res["analysed"]) == 1 and res["analysed"][0]["label"] == "load 0.10 GPa"
     assert 0 < res["analysed"][0]["sigma_eff_over_bulk"] < 1
+
+
+def test_reanalyse_recomputes_from_saved_captures(tiny_run, tmp_path):
+    import shutil
+
+    src, res0 = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    res = json.loads((out / "results.json").read_text())
+    res["analysed"] = []
+    (out / "results.json").write_text(json.dumps(res))
+    assert main(["reanalyse", str(out), "-q"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert len(again["analysed"]) == len(res0["analysed"]) == 2
+    for a, b in zip(again["analysed"], res0["analysed"]):
+        assert a["sigma_eff_S_per_m"] == pytest.approx(b["sigma_eff_S_per_m"], rel=1e-9)
+    assert main(["reanalyse", str(tmp_path / "nothing")]) == 2
