@@ -96,16 +96,7 @@ BASE = dict(
     punch_speed_m_per_s=0.1,
     seed=6,
 )
-QUICK_BASE = dict(
-    shape=1.94431,
-    scale_um=7.04802,
-    d_min_um=12.0,
-    d_max_um=20.0,
-    die_um=60.0,
-    loose_fraction=0.35,
-    punch_speed_m_per_s=0.5,
-    seed=6,
-)
+QUICK_BASE = dict(BASE, d_min_um=12.0, d_max_um=20.0, die_um=60.0, punch_speed_m_per_s=0.5)
 MATERIAL = dict(
     density_kg_m3=1900.0,
     youngs_modulus_Pa=20e9,

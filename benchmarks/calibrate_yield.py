@@ -73,8 +73,6 @@ def run_one(cfg: dict) -> dict:
     ensure_init("cpu", "f64", cpu_max_num_threads=cfg["threads"])
     import dem.simulation as _sim
 
-    if cfg.get("bulk_response") is not None:       # K_eff / K of the volume-correction bulk response
-        _sim.BULK_RESPONSE = float(cfg["bulk_response"])
     if cfg.get("growth_cap") is not None:         # radius growth cap g_max of the volume correction
         _sim.MAX_RADIUS_GROWTH = float(cfg["growth_cap"])
     from dem import heckel as hk

@@ -68,6 +68,11 @@ def shape_checks(protocol: str, rows: list[dict], scenario: dict) -> dict:
                 rise_to_0p5_GPa=float(np.interp(0.5, x, s) / s[0]) if x[0] <= 0.5 <= x[-1] else None)
 
 
+def _gpa(d: dict, key: str):
+    """d[key] (Pa) in GPa, None when absent or zero."""
+    return d[key] / 1e9 if d.get(key) else None
+
+
 def summary(res: dict) -> dict:
     """Compaction figures of one run (module docstring)."""
     per = {round(c["pressure_Pa"] / 1e8) / 10: c["relative_density"]
@@ -75,11 +80,9 @@ def summary(res: dict) -> dict:
     h, ha, ho = res.get("heckel", {}), res.get("heckel_auto", {}), res.get("heckel_out_of_die") or {}
     rec = res.get("elastic_recovery", {})
     return dict(
-        Py_in_die_GPa=h.get("Py_Pa", float("nan")) / 1e9 if h.get("Py_Pa") else None,
-        Py_in_die_stderr_GPa=h.get("Py_stderr_Pa", float("nan")) / 1e9 if h.get("Py_stderr_Pa") else None,
+        Py_in_die_GPa=_gpa(h, "Py_Pa"), Py_in_die_stderr_GPa=_gpa(h, "Py_stderr_Pa"),
         Py_fit_range_GPa=[v / 1e9 for v in h.get("fit_range_Pa", [])],
-        Py_auto_GPa=ha.get("Py_Pa") / 1e9 if ha.get("Py_Pa") else None,
-        Py_out_of_die_GPa=ho.get("Py_Pa") / 1e9 if ho.get("Py_Pa") else None,
+        Py_auto_GPa=_gpa(ha, "Py_Pa"), Py_out_of_die_GPa=_gpa(ho, "Py_Pa"),
         rho_at_0p5_GPa=per.get(0.5), rho_at_1p7_GPa=per.get(1.7),
         rho_max=res.get("relative_density", {}).get("max"), rho_final=res.get("relative_density", {}).get("final"),
         release=[dict(p_GPa=r["p_Pa"] / 1e9, rho=r["relative_density"], drop=r["drop_fraction"])

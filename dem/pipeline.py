@@ -506,7 +506,12 @@ def reanalyse(outdir, *, backend: str | None = None, progress: bool = True) -> d
     packings = [read_packing_npz(outdir / c["file"]) for c in cap_meta]
     res = _Results(outdir, data, time.perf_counter() - float(data.get("wall_time_s") or 0.0))
     data.setdefault("timings_s", {})
-    d = np.asarray([2.0 * float(np.min(p.radii_m)) for p in packings] or [1e-6])
+    loose = outdir / "packings" / "loose.npz"      # holds the sampled diameters (the d_min fallback)
+    if loose.is_file():
+        with np.load(loose) as z:
+            d = z["diameters_sampled_m"] if "diameters_sampled_m" in z else 2.0 * z["radii_m"]
+    else:
+        d = np.concatenate([2.0 * p.radii_m for p in packings] or [np.array([1e-6])])
     _conductivity_stage(scen, outdir, res, CompactionResult(history={}, packings=packings), specs, cap_meta, d,
                         say)
     res.flush()

@@ -96,8 +96,8 @@ class NumericsSection(_Strict):
         "elastic", description="high-density response of volume-capped particles: elastic bulk pressure only, "
                                "or plastic pore collapse p_f = p_c ln(φ_c/φ) with an elastic remainder")
     bulk_stiffness_fraction: float = Field(0.3, gt=0, le=2, description="K_eff / K of the bulk response")
-    pore_collapse_MPa: float | None = Field(None, gt=0, description="p_c of the pore collapse (default: the "
-                                                                    "material's yield_stress_MPa)")
+    pore_collapse_MPa: float | None = Field(None, gt=0, description="p_c of the pore collapse (required with "
+                                                                    "bulk_model = \"pore_collapse\")")
 
 
 class StageSection(_Strict):
@@ -374,9 +374,9 @@ def check_scenario(scen: Scenario) -> None:
         if not n.volume_correction:
             raise ScenarioError("numerics.bulk_model: \"pore_collapse\" acts on volume-corrected particles; set "
                                 "numerics.volume_correction = true or bulk_model = \"elastic\"")
-        if n.pore_collapse_MPa is None and scen.material.yield_stress_MPa is None:
-            raise ScenarioError("numerics.pore_collapse_MPa: required for bulk_model = \"pore_collapse\" when the "
-                                "material has no yield_stress_MPa")
+        if n.pore_collapse_MPa is None:
+            raise ScenarioError("numerics.pore_collapse_MPa: required for bulk_model = \"pore_collapse\" (calibrated "
+                                "1500 with yield_stress_MPa = 420 for the study's powder, docs/calibration.md)")
 
     d = scen.die
     if d.fill_height_um is not None and d.column_height_um is not None:
@@ -590,7 +590,7 @@ def to_engine(scen: Scenario, *, backend: str | None = None):
                        max_steps=n.max_steps, backend=backend or scen.run.backend,
                        bulk_stiffness_fraction=n.bulk_stiffness_fraction,
                        pore_collapse_pressure_Pa=(None if n.bulk_model != "pore_collapse" else
-                                                  (n.pore_collapse_MPa or m.yield_stress_MPa) * 1e6),
+                                                  n.pore_collapse_MPa * 1e6),
                        default_fp=scen.run.default_fp)
     return sizes, material, die, stages, params
 

@@ -22,6 +22,17 @@ def _need(*mods):
         pytest.importorskip(mod)
 
 
+def _fake_engine(monkeypatch, run_compaction, error_cls):
+    """Replace dem.simulation for the pipeline with a stand-in whose run_compaction is ``run_compaction``."""
+    import sys
+    import types
+
+    fake = types.ModuleType("dem.simulation")
+    fake.run_compaction = run_compaction
+    fake.SimulationError = error_cls
+    monkeypatch.setitem(sys.modules, "dem.simulation", fake)
+
+
 def _need_pipeline():
     _need("dem.simulation", "dem.paraview", "fva.voxelise", "fva.conduction", "fva.io", "fva.activation",
           "fva.microstructure")
@@ -177,8 +188,6 @@ def test_unavailable_backend_exit_2(capsys, tmp_path):
 
 
 def test_simulation_error_exit_1(tmp_path, monkeypatch, capsys):
-    import sys
-    import types
 
     class SimulationError(RuntimeError):
         pass
@@ -186,10 +195,7 @@ def test_simulation_error_exit_1(tmp_path, monkeypatch, capsys):
     def fail(*a, **k):
         raise SimulationError("contact overlap too large at step 12 (lower punch_speed_m_per_s)")
 
-    fake = types.ModuleType("dem.simulation")
-    fake.run_compaction = fail
-    fake.SimulationError = SimulationError
-    monkeypatch.setitem(sys.modules, "dem.simulation", fake)
+    _fake_engine(monkeypatch, fail, SimulationError)
     out = tmp_path / "f"
     assert main(["run", str(TINY), "-o", str(out), "-q"]) == 1
     err = capsys.readouterr().err
@@ -199,16 +205,11 @@ def test_simulation_error_exit_1(tmp_path, monkeypatch, capsys):
 
 
 def test_ctrl_c_leaves_valid_outputs(tmp_path, monkeypatch):
-    import sys
-    import types
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    fake = types.ModuleType("dem.simulation")
-    fake.run_compaction = boom
-    fake.SimulationError = RuntimeError
-    monkeypatch.setitem(sys.modules, "dem.simulation", fake)
+    _fake_engine(monkeypatch, boom, RuntimeError)
     out = tmp_path / "int"
     assert main(["run", str(TINY), "-o", str(out), "-q"]) == 130
     res = json.loads((out / "results.json").read_text())
@@ -388,8 +389,6 @@ def test_failed_compaction_still_analyses_its_finished_captures(tmp_path, monkey
     the conductivity of what it captured; the run is reported as failed."""
     _need_pipeline()
     import dataclasses
-    import sys
-    import types
 
     from dem.simulation import SimulationError
     from dem.types import HISTORY_COLUMNS, CompactionResult
@@ -407,10 +406,7 @@ def test_failed_compaction_still_analyses_its_finished_captures(tmp_path, monkey
         exc.partial = CompactionResult(history=hist, packings=[pk], info=dict(n_steps=100, completed=False))
         raise exc
 
-    fake = types.ModuleType("dem.simulation")
-    fake.run_compaction = fail
-    fake.SimulationError = SimulationError
-    monkeypatch.setitem(sys.modules, "dem.simulation", fake)
+    _fake_engine(monkeypatch, fail, SimulationError)
     out = tmp_path / "fa"
     assert main(["run", str(TINY), "-o", str(out), "-q", "--set", "microstructure.enabled=false"]) == 1
     res = json.loads((out / "results.json").read_text())

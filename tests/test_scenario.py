@@ -308,3 +308,12 @@ def test_heckel_fit_range_accepted():
     s = parse_scenario(d, source_dir=TINY.parent)
     assert s.heckel.fit_range_GPa == [0.5, 1.7] and s.heckel.stack_pressures_GPa == [0.01, 0.1]
     assert "heckel" in tomllib.loads(to_toml(resolved_dict(s)))
+
+
+def test_pore_collapse_needs_its_pressure():
+    d = base()
+    d["numerics"]["bulk_model"] = "pore_collapse"
+    check_error(d, "numerics.pore_collapse_MPa", "required")
+    d["numerics"]["pore_collapse_MPa"] = 1500.0
+    _, _, _, _, params = to_engine(parse_scenario(d, source_dir=TINY.parent))
+    assert params.pore_collapse_pressure_Pa == pytest.approx(1.5e9)
