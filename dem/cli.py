@@ -13,6 +13,15 @@ from pathlib import Path
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPT = 0, 1, 2, 130
 
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's time limit, ``timeout``, ``kill``): handled as Ctrl-C, so that what was
+    finished is written before the process ends (exit 143)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated(f"signal {signum}")
+
 IMAGE_HELP = ("IMAGE is a .npy, .npz (--key), TIFF stack (.tif/.tiff) or .vti file. Arrays are indexed "
               "[z, y, x] (slice, row, column, as tifffile reads a stack); z is the through-plane axis. "
               "Phase 1 conducts by default (--phase to choose another label; 0 is pore).")
@@ -144,10 +153,11 @@ def cmd_run(args) -> int:
     t = time.perf_counter()
     try:
         data = run_scenario(scen, outdir, backend=args.backend, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f"pelletsim: interrupted; finished outputs are in {outdir} (results.json status 'interrupted')",
+    except KeyboardInterrupt as exc:
+        why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"pelletsim: {why}; finished outputs are in {outdir} (results.json status 'interrupted')",
               file=sys.stderr)
-        return EXIT_INTERRUPT
+        return 143 if isinstance(exc, Terminated) else EXIT_INTERRUPT
     if not args.quiet:
         print(f"[pelletsim] done in {time.perf_counter() - t:.1f} s → {outdir}", file=sys.stderr)
     _print_summary(data, outdir)
@@ -334,11 +344,19 @@ def main(argv=None) -> int:
         return int(exc.code or 0)
     debug = bool(os.environ.get("PELLETSIM_DEBUG"))
     from dem.scenario import ScenarioError
+    import signal
+
+    old = None
+    try:
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:          # not the main thread: leave the default
+        pass
     try:
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("pelletsim: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPT
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, Terminated)
+        print(f"pelletsim: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
+        return 128 + signal.SIGTERM if term else EXIT_INTERRUPT
     except (ScenarioError, UsageError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
         if debug:
             raise
@@ -363,6 +381,9 @@ def main(argv=None) -> int:
             return EXIT_USAGE
         _err(f"{type(exc).__name__}: {exc} (PELLETSIM_DEBUG=1 shows the traceback)")
         return EXIT_FAIL
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

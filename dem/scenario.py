@@ -95,7 +95,7 @@ class NumericsSection(_Strict):
     bulk_model: Literal["elastic", "pore_collapse"] = Field(
         "elastic", description="high-density response of volume-capped particles: elastic bulk pressure only, "
                                "or plastic pore collapse p_f = p_c ln(φ_c/φ) with an elastic remainder")
-    bulk_stiffness_fraction: float = Field(0.3, gt=0, le=2, description="K_eff / K of the bulk response")
+    bulk_stiffness_fraction: float = Field(0.23, gt=0, le=2, description="K_eff / K of the bulk response")
     pore_collapse_MPa: float | None = Field(None, gt=0, description="p_c of the pore collapse (required with "
                                                                     "bulk_model = \"pore_collapse\")")
 

@@ -54,7 +54,7 @@ MAX_RADIUS_GROWTH = 1.25
 MAX_GROWTH_PER_UPDATE = 0.01
 # K_eff / K of the bulk response (< 1: a penalty softened so that dt from the Rayleigh time stays stable;
 # the bulk term then limits ρ_rel to ≈ 0.95–0.98 at 1–2 GPa instead of ~1.0)
-BULK_RESPONSE = 0.3
+BULK_RESPONSE = 0.23   # calibrated: in-die Py ≈ 0.95 GPa at p_y = 0.5 GPa (docs/calibration.md)
 # an unload stage to 0 ends (the punch stops) when p_top falls below this fraction of the peak pressure
 RELEASE_FRACTION = 2e-3
 _CHUNK = 256

@@ -54,10 +54,17 @@ def pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.types.nda
     Bulk (confinement) response of the volume correction, MDR-like (Zunker & Kamrin 2024): a particle whose
     radius growth is capped cannot conserve its solid volume any more; its volumetric strain
     ε_v,i = max(0, 1 − V_i/V0_i) (V_i = sphere minus caps, from :func:`volume_correct`) is carried by its
-    contacts as a pressure K ε_v on the contact area, F_b = K · ½(ε_v,i + ε_v,j) · π min(2R*δ, r_min²)
+    contacts as a pressure K ε_v on the contact area, F_b = K · ε̄_v · π min(2R*δ, r_min²)
     (2R*δ ≈ the intersection circle's radius² at small δ; saturating at the smaller particle's cross-section so
     that a small sphere pressed into a large one meets a growing, not a vanishing, resistance),
-    K = BULK_RESPONSE · E/(3(1 − 2ν))."""
+    K = BULK_RESPONSE · E/(3(1 − 2ν)). The pair's strain is weighted by the cap volumes the overlap cuts from
+    each particle (split at the radical plane, as in :func:`volume_correct`),
+
+        ε̄_v = (V_cap,i ε_v,i + V_cap,j ε_v,j) / (V_cap,i + V_cap,j),
+
+    i.e. the overlap is resisted by the pressure of the particle that loses the lens' volume: ½(ε_v,i + ε_v,j)
+    for equal spheres, ≈ ε_v,small for a small sphere pushed into a large one (the plain mean halved that
+    resistance and let such a sphere be swallowed near 1.6 GPa in the study's full-size run)."""
     for p in range(npairs):
         i = pair_owner[p]
         j = partner[p]
@@ -83,7 +90,16 @@ def pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.types.nda
             vc = vec3(v, i) + vec3(w, i).cross(ai) - vec3(v, j) - vec3(w, j).cross(aj)
             vn = vc.dot(nrm)
             Fn = res[0] + damping_coefficient(beta, res[1], meff) * vn
-            eb = 0.5 * (eps_v[i] + eps_v[j])
+            eb = 0.0
+            if eps_v[i] > 0.0 or eps_v[j] > 0.0:
+                # caps cut by the radical plane (x_p from i's centre): V = π h² (3r − h)/3
+                xp = (dist * dist + ri * ri - rj * rj) / (2.0 * dist)
+                hi = ti.min(ti.max(ri - xp, 0.0), 2.0 * ri)
+                hj = ti.min(ti.max(rj - (dist - xp), 0.0), 2.0 * rj)
+                vi = hi * hi * (3.0 * ri - hi)
+                vj = hj * hj * (3.0 * rj - hj)
+                if vi + vj > 0.0:
+                    eb = (vi * eps_v[i] + vj * eps_v[j]) / (vi + vj)
             if eb > 0.0:
                 rm = ti.min(ri, rj)
                 Fn += Kb * eb * PI * ti.min(2.0 * R * delta, rm * rm)

@@ -218,6 +218,25 @@ def test_ctrl_c_leaves_valid_outputs(tmp_path, monkeypatch):
     assert (out / "packings" / "loose.npz").is_file()
 
 
+def test_sigterm_leaves_valid_outputs_exit_143(tmp_path, monkeypatch, capsys):
+    """A batch system's time limit (SIGTERM) is handled like Ctrl-C: finished outputs written, exit 143."""
+    import os
+    import signal
+
+    def killed(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)       # delivered to the handler main() installs
+        raise AssertionError("SIGTERM did not interrupt the run")
+
+    _fake_engine(monkeypatch, killed, RuntimeError)
+    out = tmp_path / "term"
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["run", str(TINY), "-o", str(out), "-q"]) == 143
+    assert "SIGTERM" in capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "interrupted" and (out / "packings" / "loose.npz").is_file()
+    assert signal.getsignal(signal.SIGTERM) is before      # the handler is removed again
+
+
 # ------------------------------------------------------------------------------------------- images
 def _layered(n=16):
     """[z, y, x] solid block with a pore channel: percolating along z, σ_eff/σ_bulk = solid fraction."""

@@ -404,3 +404,37 @@ def test_pore_collapse_splits_the_capped_strain(taichi_runtime):
     assert ev_peak[0] == 0.0                           # at the onset (φ = φ_c) everything beyond the cap flows
     assert ev_peak[3] < ev_peak[2]                     # the elastic part relaxes on unloading
     np.testing.assert_allclose(sims["el"].r.to_numpy(), sims["pc"].r.to_numpy(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("r_small_um", [2.0, 10.0])
+def test_pair_bulk_strain_weighted_by_lost_cap_volume(taichi_runtime, r_small_um):
+    """Bulk force of a pair F_b = K ε̄ π min(2R*δ, r_min²), ε̄ weighted by the cap volumes the radical plane cuts
+    from each sphere: the plain mean ½(ε_i + ε_j) for equal spheres; ≈ the small sphere's strain when a small
+    sphere is pushed into a large one (the mean halved it: small spheres were swallowed near 1.6 GPa)."""
+    from dem.simulation import Simulation
+
+    r_big, r_sm = 10e-6, r_small_um * 1e-6
+    delta = 0.5 * r_sm
+    d = r_big + r_sm - delta
+    c = np.array([[30e-6, 30e-6, 30e-6], [30e-6, 30e-6, 30e-6 + d]])
+    pk = Packing(c, np.array([r_big, r_sm]), np.array([60e-6, 60e-6, 60e-6]))
+    sim = Simulation(pk, _tn(), None, SimParams(mass_scaling=1e4, max_overlap_fraction=1.0), punch_z=60e-6)
+    eps = np.array([0.0, 0.2])              # only the (smaller or equal) sphere 1 is compressed
+    forces = []
+    for e in (np.zeros(2), eps):
+        sim.eps_v.from_numpy(e)
+        sim._force_eval()
+        forces.append(sim.pair_table()["force"][0])
+    Fb = abs(forces[1][2] - forces[0][2])
+    xp = (d * d + r_big ** 2 - r_sm ** 2) / (2 * d)
+    hb, hs = r_big - xp, r_sm - (d - xp)
+    vb, vs = hb ** 2 * (3 * r_big - hb), hs ** 2 * (3 * r_sm - hs)
+    eb = (vb * eps[0] + vs * eps[1]) / (vb + vs)
+    R = r_big * r_sm / (r_big + r_sm)
+    expect = sim.K_bulk * eb * math.pi * min(2 * R * delta, r_sm ** 2)
+    assert Fb == pytest.approx(expect, rel=1e-9)
+    if r_small_um == r_big * 1e6:
+        assert eb == pytest.approx(0.5 * eps.sum(), rel=1e-12)
+    else:
+        assert eb > 0.85 * eps[1]           # the small sphere's strain resists, not half of it
+    assert np.allclose(forces[1][:2], 0.0, atol=1e-12 * Fb)
