@@ -284,31 +284,40 @@ class Simulation:
     def set_punch_velocity(self, v: float):
         self.ctrl[1] = float(v)
 
-    def _pair_forces(self, dt):
+    def _pair_forces(self, dt, update=True):
         nl, cp = self.nlist, self.cp
         SK.pair_forces(self.model, nl.npairs, dt, self.x, self.v, self.w, self.r, self.m, nl.pair_owner,
                        nl.partner, nl.hist, self.pw, self.Lx,
-                       self.Ly, cp.E_pp, cp.G_pp, cp.p_y, cp.beta, cp.mu_pp, self.mu_r, self.eps_v, self.K_bulk)
+                       self.Ly, cp.E_pp, cp.G_pp, cp.p_y, cp.beta, cp.mu_pp, self.mu_r, self.eps_v, self.K_bulk,
+                       bool(update))
 
-    def _gather(self, dt):
+    def _gather(self, dt, update=True):
         nl, cp = self.nlist, self.cp
         SK.gather_kick(self.model, self.n, dt, self.x, self.v, self.w, self.r, self.m, self.inv_m, self.inv_I,
                        nl.row_start, nl.rev_start, nl.rev_pairs, self.pw,
                        self.wall_hist, self.fwall, self.ewall, self.ncont, self.f, self.tq, self.fc, self.ctrl,
                        cp.E_pw, cp.G_pw, cp.p_y, cp.beta, cp.mu_pw, self.mu_r, float(self.params.damping), self.gz,
-                       int(self.top_wall), self.eps_v, self.K_bulk)
+                       int(self.top_wall), self.eps_v, self.K_bulk, bool(update))
 
     def _force_eval(self):
-        """Forces at the current state without moving (dt = 0: no history increment, no kick)."""
-        self._pair_forces(0.0)
-        self._gather(0.0)
+        """Forces at the current state without moving and without touching the contact histories (dt = 0, no
+        history write: re-evaluating a sliding contact would otherwise fold its damping force into the spring
+        once more — a rebuild-frequency-dependent perturbation)."""
+        self._pair_forces(0.0, update=False)
+        self._gather(0.0, update=False)
 
     def _one_step(self):
-        dt = self.dt
-        SK.kick_drift(self.n, dt, self.x, self.v, self.w, self.f, self.tq, self.inv_m, self.inv_I, self.Lx,
-                      self.Ly, self.ctrl)
-        self._pair_forces(dt)
-        self._gather(dt)
+        self._steps(1)
+
+    def _steps(self, k):
+        """k velocity-Verlet steps in one launch (:func:`SK.steps`; compiled for k = 1 and k = check_every)."""
+        nl, cp = self.nlist, self.cp
+        SK.steps(self.model, int(k), self.n, nl.npairs, self.dt, self.x, self.v, self.w, self.r, self.m, self.inv_m,
+                 self.inv_I, self.f, self.tq, self.fc, self.ctrl, self.Lx, self.Ly, nl.pair_owner, nl.partner,
+                 nl.hist, self.pw, nl.row_start, nl.rev_start, nl.rev_pairs, self.wall_hist, self.fwall,
+                 self.ewall, self.ncont, self.eps_v, cp.E_pp, cp.G_pp, cp.E_pw, cp.G_pw, cp.p_y, cp.beta,
+                 cp.mu_pp, cp.mu_pw, self.mu_r, float(self.params.damping), self.gz, int(self.top_wall),
+                 self.K_bulk)
 
     def _check(self, context: str = ""):
         nl = self.nlist
@@ -368,16 +377,21 @@ class Simulation:
     def _maintenance(self, context=""):
         d = self._check(context)
         vmax = float(d[3])
-        margin = self.check_every * vmax * self.dt
-        if float(d[6]) + margin > 0.5 * self.nlist.skin:
-            self._rebuild()
-            # refresh the per-pair arrays (forces, energies, overlaps) in the new layout for diagnostics;
-            # dt = 0: no history increment (the plastic state update at an unchanged overlap is idempotent)
-            self._pair_forces(0.0)
         # adapt the check interval so that no particle moves more than 0.1 skin between checks
         self._k = int(max(1, min(self.check_every, (0.1 * self.skin) / max(vmax * self.dt, 1e-300))))
         if self.k_cap is not None:
             self._k = max(1, min(self._k, int(self.k_cap)))
+        # Verlet criterion: rebuild if the largest displacement since the build plus the motion until the next
+        # check could exceed half the skin; that motion is bounded by 2 k_next · v_max · dt (≤ 0.2 skin by the
+        # choice of k_next; the factor 2 allows v_max to double before the next check). The margin was
+        # check_every · v_max · dt: with one fast rattler that alone passed half the skin, and the full-size
+        # study rebuilt the list every 7.5 steps.
+        margin = 2.0 * self._k * vmax * self.dt
+        if float(d[6]) + margin > 0.5 * self.nlist.skin:
+            self._rebuild()
+            # refresh the per-pair arrays (forces, energies, overlaps) in the new layout for diagnostics;
+            # evaluation only: the contact histories are not touched
+            self._pair_forces(0.0, update=False)
 
     def volume_correction(self, iterations: int = 2):
         """Fixed-point radius update conserving each particle's solid volume (see SK.volume_correct)."""
@@ -408,8 +422,11 @@ class Simulation:
             k = min(self._k, nsteps - done)
             if self.k_cap is not None:
                 k = max(1, min(k, int(self.k_cap)))
-            for _ in range(k):
-                self._one_step()
+            if k == self.check_every:
+                self._steps(k)
+            else:
+                for _ in range(k):
+                    self._steps(1)
             done += k
             prev = self.step_count
             self.step_count += k
