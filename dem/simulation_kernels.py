@@ -63,7 +63,8 @@ def steps(model: ti.template(), nsteps: ti.template(), n: ti.i32, npairs: ti.i32
     Each loop of the unrolled sequence is a top-level loop of the kernel, i.e. its own offloaded task, and the
     tasks run in order; so this is the same computation, in the same order, as 3·nsteps separate launches —
     without the Python-side cost of each launch (≈ 0.3 ms with these ~30 arguments; on a GPU that fixed cost,
-    not the arithmetic, set the step time below ~10⁵ particles)."""
+    not the arithmetic, set the step time below ~10⁵ particles). Compile time grows about quadratically with
+    ``nsteps`` (unrolled); the engine uses ``dem.simulation.FUSED_STEPS``."""
     for _s in ti.static(range(nsteps)):
         _kick_drift(n, dt, x, v, w, f, tq, inv_m, inv_I, Lx, Ly, ctrl)
         _pair_forces(model, npairs, dt, x, v, w, r, m, pair_owner, partner, hist, pw, Lx, Ly, E, G, py, beta, mu,
