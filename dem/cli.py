@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPT = 0, 1, 2, 130
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPT, EXIT_TERM = 0, 1, 2, 130, 143
 
 
 class Terminated(KeyboardInterrupt):
@@ -157,7 +157,7 @@ def cmd_run(args) -> int:
         why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"pelletsim: {why}; finished outputs are in {outdir} (results.json status 'interrupted')",
               file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else EXIT_INTERRUPT
+        return EXIT_TERM if isinstance(exc, Terminated) else EXIT_INTERRUPT
     if not args.quiet:
         print(f"[pelletsim] done in {time.perf_counter() - t:.1f} s → {outdir}", file=sys.stderr)
     _print_summary(data, outdir)
@@ -356,7 +356,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as exc:
         term = isinstance(exc, Terminated)
         print(f"pelletsim: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
-        return 128 + signal.SIGTERM if term else EXIT_INTERRUPT
+        return EXIT_TERM if term else EXIT_INTERRUPT
     except (ScenarioError, UsageError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
         if debug:
             raise

@@ -290,30 +290,23 @@ class Simulation:
     def set_punch_velocity(self, v: float):
         self.ctrl[1] = float(v)
 
-    def _pair_forces(self, dt, update=True):
+    def _pair_forces_eval(self):
         nl, cp = self.nlist, self.cp
-        SK.pair_forces(self.model, nl.npairs, dt, self.x, self.v, self.w, self.r, self.m, nl.pair_owner,
-                       nl.partner, nl.hist, self.pw, self.Lx,
-                       self.Ly, cp.E_pp, cp.G_pp, cp.p_y, cp.beta, cp.mu_pp, self.mu_r, self.eps_v, self.K_bulk,
-                       bool(update))
-
-    def _gather(self, dt, update=True):
-        nl, cp = self.nlist, self.cp
-        SK.gather_kick(self.model, self.n, dt, self.x, self.v, self.w, self.r, self.m, self.inv_m, self.inv_I,
-                       nl.row_start, nl.rev_start, nl.rev_pairs, self.pw,
-                       self.wall_hist, self.fwall, self.ewall, self.ncont, self.f, self.tq, self.fc, self.ctrl,
-                       cp.E_pw, cp.G_pw, cp.p_y, cp.beta, cp.mu_pw, self.mu_r, float(self.params.damping), self.gz,
-                       int(self.top_wall), self.eps_v, self.K_bulk, bool(update))
+        SK.pair_forces_eval(self.model, nl.npairs, self.x, self.v, self.w, self.r, self.m, nl.pair_owner,
+                            nl.partner, nl.hist, self.pw, self.Lx, self.Ly, cp.E_pp, cp.G_pp, cp.p_y, cp.beta,
+                            cp.mu_pp, self.mu_r, self.eps_v, self.K_bulk)
 
     def _force_eval(self):
         """Forces at the current state without moving and without touching the contact histories (dt = 0, no
         history write: re-evaluating a sliding contact would otherwise fold its damping force into the spring
         once more — a rebuild-frequency-dependent perturbation)."""
-        self._pair_forces(0.0, update=False)
-        self._gather(0.0, update=False)
-
-    def _one_step(self):
-        self._steps(1)
+        nl, cp = self.nlist, self.cp
+        self._pair_forces_eval()
+        SK.gather_eval(self.model, self.n, self.x, self.v, self.w, self.r, self.m, self.inv_m, self.inv_I,
+                       nl.row_start, nl.rev_start, nl.rev_pairs, self.pw,
+                       self.wall_hist, self.fwall, self.ewall, self.ncont, self.f, self.tq, self.fc, self.ctrl,
+                       cp.E_pw, cp.G_pw, cp.p_y, cp.beta, cp.mu_pw, self.mu_r, float(self.params.damping), self.gz,
+                       int(self.top_wall), self.eps_v, self.K_bulk)
 
     def _steps(self, k):
         """k velocity-Verlet steps in one launch (:func:`SK.steps`, compiled once per k; see FUSED_STEPS)."""
@@ -397,7 +390,7 @@ class Simulation:
             self._rebuild()
             # refresh the per-pair arrays (forces, energies, overlaps) in the new layout for diagnostics;
             # evaluation only: the contact histories are not touched
-            self._pair_forces(0.0, update=False)
+            self._pair_forces_eval()
 
     def volume_correction(self, iterations: int = 2):
         """Fixed-point radius update conserving each particle's solid volume (see SK.volume_correct)."""

@@ -1,11 +1,13 @@
 """Taichi kernels of one DEM step (orchestrated by :mod:`dem.simulation`). Ndarray arguments only.
 
-A step is three stages (one launch each, or many steps fused into one launch by :func:`steps`):
-  1. :func:`kick_drift`   v += ½dt F/m, ω += ½dt T/I, x += dt v (x, y wrapped), punch z += dt v_punch;
-  2. :func:`pair_forces`  one pass over the owned Verlet pairs: contact law, damping, tangential history;
-                          the force on the owner is stored per pair (no atomics);
-  3. :func:`gather_kick`  each particle sums its owned rows (+f) and reverse rows (−f) in a fixed order,
-                          adds the bottom-wall and punch contacts, local (Cundall) damping, v += ½dt F/m.
+A step is three stages, run by :func:`steps` (one launch for one or more steps):
+  1. :func:`_kick_drift`   v += ½dt F/m, ω += ½dt T/I, x += dt v (x, y wrapped), punch z += dt v_punch;
+  2. :func:`_pair_forces`  one pass over the owned Verlet pairs: contact law, damping, tangential history;
+                           the force on the owner is stored per pair (no atomics);
+  3. :func:`_gather_kick`  each particle sums its owned rows (+f) and reverse rows (−f) in a fixed order,
+                           adds the bottom-wall and punch contacts, local (Cundall) damping, v += ½dt F/m.
+:func:`pair_forces_eval` and :func:`gather_eval` evaluate stages 2–3 at the current state (dt = 0) without
+writing any contact history.
 Sums are therefore bitwise reproducible on the CPU for a given thread count and input.
 
 ctrl (f64 ndarray): [0] punch z (m), [1] punch velocity (m/s, negative = down), [2] time (s).
@@ -16,6 +18,21 @@ from dem.contact_kernels import damping_coefficient, normal_law, tangential_forc
 from dem.neighbours_kernels import min_image, vec3
 
 PI = 3.141592653589793
+
+
+@ti.func
+def _lens_caps(d, ri, rj):
+    """Volumes of the spherical caps two overlapping spheres (centre distance d) lose beyond the plane of their
+    intersection circle (radical plane): V = π h² (3r − h)/3, h_i = r_i − (d² + r_i² − r_j²)/(2d); 0 when apart."""
+    ci = 0.0
+    cj = 0.0
+    if d < ri + rj and d > 0.0:
+        xp = (d * d + ri * ri - rj * rj) / (2.0 * d)
+        hi = ti.min(ti.max(ri - xp, 0.0), 2.0 * ri)
+        hj = ti.min(ti.max(rj - (d - xp), 0.0), 2.0 * rj)
+        ci = PI * hi * hi * (3.0 * ri - hi) / 3.0
+        cj = PI * hj * hj * (3.0 * rj - hj) / 3.0
+    return ci, cj
 
 
 @ti.func
@@ -39,13 +56,6 @@ def _kick_drift(n: ti.i32, dt: float, x: ti.template(), v: ti.template(), w: ti.
         _set3(v, i, vi)
         _set3(w, i, wi)
         _set3(x, i, xi)
-
-@ti.kernel
-def kick_drift(n: ti.i32, dt: float, x: ti.types.ndarray(), v: ti.types.ndarray(), w: ti.types.ndarray(),
-               f: ti.types.ndarray(), tq: ti.types.ndarray(), inv_m: ti.types.ndarray(),
-               inv_I: ti.types.ndarray(), Lx: float, Ly: float, ctrl: ti.types.ndarray()):
-    """One launch of :func:`_kick_drift`."""
-    _kick_drift(n, dt, x, v, w, f, tq, inv_m, inv_I, Lx, Ly, ctrl)
 
 
 @ti.kernel
@@ -72,7 +82,6 @@ def steps(model: ti.template(), nsteps: ti.template(), n: ti.i32, npairs: ti.i32
         _gather_kick(model, n, dt, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw, wall_hist,
                      fwall, ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz, top_wall,
                      eps_v, Kb, True)
-
 
 
 @ti.func
@@ -128,14 +137,9 @@ def _pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.template
             Fn = res[0] + damping_coefficient(beta, res[1], meff) * vn
             eb = 0.0
             if eps_v[i] > 0.0 or eps_v[j] > 0.0:
-                # caps cut by the radical plane (x_p from i's centre): V = π h² (3r − h)/3
-                xp = (dist * dist + ri * ri - rj * rj) / (2.0 * dist)
-                hi = ti.min(ti.max(ri - xp, 0.0), 2.0 * ri)
-                hj = ti.min(ti.max(rj - (dist - xp), 0.0), 2.0 * rj)
-                vi = hi * hi * (3.0 * ri - hi)
-                vj = hj * hj * (3.0 * rj - hj)
-                if vi + vj > 0.0:
-                    eb = (vi * eps_v[i] + vj * eps_v[j]) / (vi + vj)
+                ci, cj = _lens_caps(dist, ri, rj)
+                if ci + cj > 0.0:
+                    eb = (ci * eps_v[i] + cj * eps_v[j]) / (ci + cj)
             if eb > 0.0:
                 rm = ti.min(ri, rj)
                 Fn += Kb * eb * PI * ti.min(2.0 * R * delta, rm * rm)
@@ -170,16 +174,14 @@ def _pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.template
         pw[p, 10] = delta / ti.min(ri, rj)
 
 @ti.kernel
-def pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.types.ndarray(), v: ti.types.ndarray(),
-                w: ti.types.ndarray(), r: ti.types.ndarray(), m: ti.types.ndarray(),
-                pair_owner: ti.types.ndarray(), partner: ti.types.ndarray(), hist: ti.types.ndarray(),
-                pw: ti.types.ndarray(), Lx: float, Ly: float, E: float, G: float,
-                py: float, beta: float, mu: float, mu_r: float, eps_v: ti.types.ndarray(), Kb: float,
-                update: ti.template()):
-    """One launch of :func:`_pair_forces`; ``update`` = 0: evaluate only (contact histories left untouched)."""
-    _pair_forces(model, npairs, dt, x, v, w, r, m, pair_owner, partner, hist, pw, Lx, Ly, E, G, py, beta, mu, mu_r,
-                 eps_v, Kb, update)
-
+def pair_forces_eval(model: ti.template(), npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(),
+                     w: ti.types.ndarray(), r: ti.types.ndarray(), m: ti.types.ndarray(),
+                     pair_owner: ti.types.ndarray(), partner: ti.types.ndarray(), hist: ti.types.ndarray(),
+                     pw: ti.types.ndarray(), Lx: float, Ly: float, E: float, G: float,
+                     py: float, beta: float, mu: float, mu_r: float, eps_v: ti.types.ndarray(), Kb: float):
+    """:func:`_pair_forces` at the current state (dt = 0), contact histories left untouched."""
+    _pair_forces(model, npairs, 0.0, x, v, w, r, m, pair_owner, partner, hist, pw, Lx, Ly, E, G, py, beta, mu, mu_r,
+                 eps_v, Kb, False)
 
 
 @ti.func
@@ -285,19 +287,17 @@ def _gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.template(), v
         _set3(w, i, wi + 0.5 * dt * inv_I[i] * T)
 
 @ti.kernel
-def gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.types.ndarray(), v: ti.types.ndarray(),
+def gather_eval(model: ti.template(), n: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(),
                 w: ti.types.ndarray(), r: ti.types.ndarray(), m: ti.types.ndarray(), inv_m: ti.types.ndarray(),
                 inv_I: ti.types.ndarray(), row_start: ti.types.ndarray(), rev_start: ti.types.ndarray(),
                 rev_pairs: ti.types.ndarray(), pw: ti.types.ndarray(), wall_hist: ti.types.ndarray(),
                 fwall: ti.types.ndarray(), ewall: ti.types.ndarray(), ncont: ti.types.ndarray(),
                 f: ti.types.ndarray(), tq: ti.types.ndarray(), fc: ti.types.ndarray(), ctrl: ti.types.ndarray(),
                 Ew: float, Gw: float, py: float, beta: float, mu_w: float, mu_r: float, damping: float,
-                gz: float, top_wall: ti.i32, eps_v: ti.types.ndarray(), Kb: float,
-                update: ti.template()):
-    """One launch of :func:`_gather_kick`; ``update`` = 0: evaluate only (wall histories left untouched)."""
-    _gather_kick(model, n, dt, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw, wall_hist, fwall,
-                 ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz, top_wall, eps_v, Kb, update)
-
+                gz: float, top_wall: ti.i32, eps_v: ti.types.ndarray(), Kb: float):
+    """:func:`_gather_kick` at the current state (dt = 0: no kick), wall histories left untouched."""
+    _gather_kick(model, n, 0.0, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw, wall_hist, fwall,
+                 ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz, top_wall, eps_v, Kb, False)
 
 
 @ti.kernel
@@ -371,22 +371,12 @@ def chunk_sums(n: ti.i32, chunk: ti.i32, a: ti.types.ndarray(), col: ti.i32, out
 def pair_caps(npairs: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), pair_owner: ti.types.ndarray(),
               partner: ti.types.ndarray(), cap_i: ti.types.ndarray(), cap_j: ti.types.ndarray(), Lx: float,
               Ly: float):
-    """Volumes of the spherical caps each sphere of an overlapping pair loses beyond the plane of the
-    intersection circle: V = π h² (3r − h)/3 with h_i = r_i − (d² + r_i² − r_j²)/(2d)."""
+    """Per pair, the cap volumes each sphere loses (:func:`_lens_caps`)."""
     for p in range(npairs):
         i = pair_owner[p]
         j = partner[p]
         d = min_image(vec3(x, j) - vec3(x, i), Lx, Ly).norm()
-        ri = r[i]
-        rj = r[j]
-        ci = 0.0
-        cj = 0.0
-        if d < ri + rj and d > 0.0:
-            xp = (d * d + ri * ri - rj * rj) / (2.0 * d)
-            hi = ti.min(ti.max(ri - xp, 0.0), 2.0 * ri)
-            hj = ti.min(ti.max(rj - (d - xp), 0.0), 2.0 * rj)
-            ci = PI * hi * hi * (3.0 * ri - hi) / 3.0
-            cj = PI * hj * hj * (3.0 * rj - hj) / 3.0
+        ci, cj = _lens_caps(d, r[i], r[j])
         cap_i[p] = ci
         cap_j[p] = cj
 
