@@ -153,6 +153,7 @@ def run_one(cfg: dict) -> dict:
         max_inertial_number_load_above_50MPa=float(np.max(inert[lsel])) if lsel.any() else float("nan"),
         median_ke_ratio_load=float(np.nanmedian(h["ke_ratio"][load & (p >= 0.05e9)])) if lsel.any() else None,
         max_radius_growth=float(res.info["max_radius_growth"]), n_steps=int(res.info["n_steps"]),
+        neighbour_builds=int(res.info.get("neighbour_builds", -1)),
         dt_s=float(res.info["dt_s"]), wall_s=time.perf_counter() - t0, warnings=res.info["warnings"],
         load_curve=dict(p_GPa=(lp / 1e9).round(5).tolist(), rho=np.round(lr, 5).tolist()),
         release_curve=dict(p_GPa=(p[st == 2] / 1e9).round(5).tolist(), rho=np.round(rho[st == 2], 5).tolist()),

@@ -303,12 +303,22 @@ def gather_eval(model: ti.template(), n: ti.i32, x: ti.types.ndarray(), v: ti.ty
 @ti.kernel
 def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.types.ndarray(),
                 pw: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, x_build: ti.types.ndarray(),
-                r_build: ti.types.ndarray(), Lx: float, Ly: float, out: ti.types.ndarray()):
+                r_build: ti.types.ndarray(), Lx: float, Ly: float, f: ti.types.ndarray(), inv_m: ti.types.ndarray(),
+                dt: float, skin: float, k_max: ti.i32, reach: ti.types.ndarray(), out: ti.types.ndarray()):
     """out = [nan count, max pair overlap fraction, escaped count, max speed, max wall overlap fraction,
-    largest escaped/NaN index, max motion since the last neighbour build (|Δx| + radius growth),
-    max |v_i|/r_i (1/s; × dt = the largest motion per step in units of the particle's radius)].
-    Only max/add of integers-as-floats: order-independent."""
-    for k in range(8):
+    largest escaped/NaN index, max e_i, max |v_i|/r_i (1/s; × dt = the largest motion per step in units of the
+    particle's radius), k_next, A_1, A_2, count of A_i = A_1].
+
+    Verlet bookkeeping. e_i = |x_i − x_i(build)| + (r_i − r_i(build))⁺ is how far particle i may have closed
+    a gap since the build, so a pair absent from the list (gap ≥ skin at the build) can touch only when
+    e_i + e_j ≥ skin. Until the next check, k_next = clamp(⌊0.1 skin / (v_max dt)⌋, 1, k_max) steps later,
+    particle i can add at most u_i + 2(k_next − 1)|v_i| dt, where u_i = dt |v_i + ½ dt f_i/m_i| is its exact
+    motion in the next step (the kick of the next step uses the stored forces) and the factor 2 allows the
+    speed to double over the remaining ≤ 9 steps. With A_i = e_i + u_i + 2(k_next − 1)|v_i| dt (stored in
+    ``reach``), the list stays complete until the next check iff A_1 + A_2 ≤ skin for the two largest A_i —
+    the sum over one pair, instead of twice the largest (one fast particle can use the whole skin when its
+    neighbours barely move). Only max/add of integers-as-floats: order-independent."""
+    for k in range(12):
         out[k] = 0.0
     out[5] = -1.0
     pz = ctrl[0]
@@ -337,9 +347,24 @@ def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.nd
             ow = ti.max(ow, (xi[2] + r[i] - pz) / r[i])
         ti.atomic_max(out[4], ow)
         dm = min_image(xi - vec3(x_build, i), Lx, Ly)
-        ti.atomic_max(out[6], dm.norm() + ti.max(r[i] - r_build[i], 0.0))
+        e = dm.norm() + ti.max(r[i] - r_build[i], 0.0)
+        ti.atomic_max(out[6], e)
+        reach[i] = e + dt * (vi + 0.5 * dt * inv_m[i] * vec3(f, i)).norm()
     for p in range(npairs):
         ti.atomic_max(out[1], pw[p, 10])
+    for _ in range(1):
+        kn = 1.0
+        if out[3] * dt > 0.0:
+            kn = ti.floor(0.1 * skin / (out[3] * dt))
+        out[8] = ti.min(ti.max(kn, 1.0), ti.cast(k_max, ti.f64))
+    for i in range(n):
+        reach[i] += 2.0 * (out[8] - 1.0) * dt * vec3(v, i).norm()
+        ti.atomic_max(out[9], reach[i])
+    for i in range(n):
+        if reach[i] < out[9]:
+            ti.atomic_max(out[10], reach[i])
+        else:
+            ti.atomic_add(out[11], 1.0)
 
 
 @ti.kernel
