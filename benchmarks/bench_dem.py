@@ -160,20 +160,24 @@ def tiles_for(n_target: int, n_base: int) -> tuple[int, int]:
 
 
 def tile(packing: Packing, kx: int, ky: int) -> Packing:
-    """Periodic copies of ``packing`` kx times along x and ky times along y (contacts preserved)."""
+    """Periodic copies of ``packing`` kx times along x and ky times along y (contacts preserved), renumbered in
+    spatial order (``dem.loose.in_spatial_order``, as ``pelletsim run`` numbers its loose packing; LIGGGHTS
+    sorts its atoms spatially too)."""
     Lx, Ly, H = (float(b) for b in packing.box_m)
     ox, oy = np.meshgrid(np.arange(kx) * Lx, np.arange(ky) * Ly, indexing="ij")
     off = np.stack([ox.ravel(), oy.ravel(), np.zeros(kx * ky)], axis=1)  # (k, 3)
     c = (packing.centers_m[None, :, :] + off[:, None, :]).reshape(-1, 3)
     r = np.tile(packing.radii_m, kx * ky)
-    return Packing(
+    from dem.loose import in_spatial_order
+
+    return in_spatial_order(Packing(
         centers_m=c,
         radii_m=r,
         box_m=np.array([kx * Lx, ky * Ly, H]),
         periodic=(True, True, False),
         pressure_Pa=packing.pressure_Pa,
         label=f"{packing.label} tiled {kx}x{ky}",
-    )
+    ))
 
 
 def restartable(packing: Packing, punch_z: float) -> tuple[Packing, float]:

@@ -20,11 +20,13 @@ distributions, so ask for 0.2–0.35 (default 0.3) and let the DEM settling dens
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from fva.types import Packing
 
-__all__ = ["insert_loose", "initial_solid_fraction", "column_height_for_fraction"]
+__all__ = ["insert_loose", "initial_solid_fraction", "column_height_for_fraction", "in_spatial_order"]
 
 
 def column_height_for_fraction(diameters_m, base_x_m, base_y_m, target_fraction) -> float:
@@ -167,3 +169,25 @@ def insert_loose(diameters_m, base_x_m, base_y_m, *, column_height_m=None, targe
     centers[:, 1] %= Ly
     return Packing(centers_m=centers, radii_m=r.copy(), box_m=np.array([Lx, Ly, H]),
                    periodic=(True, True, False), label="loose (random sequential insertion)")
+
+
+def in_spatial_order(packing: Packing, cell_m: float | None = None) -> Packing:
+    """The same spheres renumbered in spatial order: cells of edge ``cell_m`` (default: the mean diameter)
+    visited z-major, then y, then x (stable within a cell).
+
+    Contact partners then sit close in memory (for a 9591-sphere die of 13 × 13 cells per layer, within a few
+    hundred indices instead of anywhere in the array), so the DEM kernels' reads of a partner's state and the
+    per-pair force records hit the cache (as LIGGGHTS' ``atom_modify sort``). Particle order carries no
+    physics; compaction moves the spheres mostly along z, so the order stays local throughout a run.
+    """
+    c = np.asarray(packing.centers_m, dtype=np.float64)
+    r = np.asarray(packing.radii_m, dtype=np.float64)
+    if c.shape[0] == 0:
+        return packing
+    h = float(cell_m) if cell_m is not None else 2.0 * float(np.mean(r))
+    if not h > 0:
+        raise ValueError(f"in_spatial_order: cell_m must be > 0 (got {h})")
+    lo = c.min(axis=0)
+    ic = np.floor((c - lo) / h).astype(np.int64)
+    order = np.lexsort((ic[:, 0], ic[:, 1], ic[:, 2]))
+    return dataclasses.replace(packing, centers_m=c[order].copy(), radii_m=r[order].copy())
