@@ -29,12 +29,13 @@ PI = 3.141592653589793
 
 @ti.func
 def hertz_normal(delta, R, E):
-    """Hertz (1882): F = 4/3 E* √R* δ^{3/2};  S = dF/dδ = 2 E* √(R* δ);  U = 8/15 E* √R* δ^{5/2}."""
+    """Hertz (1882): F = 4/3 E* √R* δ^{3/2};  S = dF/dδ = 2 E* √(R* δ);  U = 8/15 E* √R* δ^{5/2}; also returns the
+    contact radius a = √(R* δ)."""
     sq = ti.sqrt(R * delta)
     F = 4.0 / 3.0 * E * sq * delta
     S = 2.0 * E * sq
     U = 0.4 * F * delta
-    return F, S, U
+    return F, S, U, sq
 
 
 @ti.func
@@ -66,34 +67,31 @@ def normal_law(model: ti.template(), delta, R, E, py, dmax, dp, rp):
         rp_n = 0.0
     else:
         if ti.static(model == HERTZ):
-            F, S, U = hertz_normal(delta, R, E)
+            F, S, U, a = hertz_normal(delta, R, E)
         else:
             q = PI * py / (2.0 * E)
             dy = q * q * R
             if delta >= dmax:
                 dmax_n = delta
                 if delta <= dy:
-                    F, S, U = hertz_normal(delta, R, E)
+                    F, S, U, a = hertz_normal(delta, R, E)
                     dp_n = 0.0
                     rp_n = R
                 else:
-                    Fy = 4.0 / 3.0 * E * ti.sqrt(R * dy) * dy
+                    Fy = 4.0 / 3.0 * E * q * R * dy        # 4/3 E* √(R* δ_y) δ_y with √(R* δ_y) = q R*
                     F = Fy + PI * py * R * (delta - dy)
                     S = PI * py * R
                     a2 = (2.0 * F + Fy) / (2.0 * PI * py)
-                    rp_n = 4.0 * E * a2 * ti.sqrt(a2) / (3.0 * F)
-                    dp_n = delta - a2 / rp_n
-                    U = 0.4 * F * (delta - dp_n)
                     a = ti.sqrt(a2)
+                    rp_n = 4.0 * E * a2 * a / (3.0 * F)
+                    dp_n = delta - 3.0 * F / (4.0 * E * a)  # δ_max − a_p²/R_p*
+                    U = 0.4 * F * (delta - dp_n)
             else:
                 rr = rp
                 if rr <= 0.0:
                     rr = R
                 if delta > dp:
-                    F, S, U = hertz_normal(delta - dp, rr, E)
-                    a = ti.sqrt(rr * (delta - dp))
-        if a == 0.0 and F > 0.0:
-            a = ti.sqrt(R * delta)
+                    F, S, U, a = hertz_normal(delta - dp, rr, E)
     return ti.Vector([F, S, dmax_n, dp_n, rp_n, U, a])
 
 
