@@ -146,13 +146,12 @@ def test_grown_radii_still_exact(taichi_runtime, rng):
     assert _pairset(nl) == brute_force_pairs(c, r, L, 0.3e-6)
 
 
-def _rattler_gas():
-    """A dilute periodic gas at rest, without overlaps, and one fast particle (a rattler shot out on release)."""
+def _gas(n, rng):
+    """A periodic gas of n spheres (r 2–4 µm) at rest, without overlaps, in a 60 µm cube (Hertz–Mindlin,
+    undamped). Returns (sim, L)."""
     from dem.simulation import Simulation
 
-    rng = np.random.default_rng(5)
-    n, L = 40, (60e-6, 60e-6)
-    H = 60e-6
+    L, H = (60e-6, 60e-6), 60e-6
     r = rng.uniform(2e-6, 4e-6, n)
     c = np.zeros((n, 3))
     k = 0
@@ -163,9 +162,16 @@ def _rattler_gas():
         if k == 0 or np.all(np.sqrt((d ** 2).sum(1)) > r[:k] + r[k] + 0.1e-6):
             c[k] = p
             k += 1
-    pk = Packing(c, r, np.array([L[0], L[1], H]))
     mat = Material(2000.0, 5e9, 0.3, friction=0.3, wall_friction=0.1, restitution=0.9, contact_model="hertz_mindlin")
-    sim = Simulation(pk, mat, None, SimParams(volume_correction=False, damping=0.0), punch_z=H)
+    sim = Simulation(Packing(c, r, np.array([L[0], L[1], H])), mat, None,
+                     SimParams(volume_correction=False, damping=0.0), punch_z=H)
+    return sim, L
+
+
+def _rattler_gas():
+    """A dilute periodic gas at rest, without overlaps, and one fast particle (a rattler shot out on release)."""
+    n = 40
+    sim, L = _gas(n, np.random.default_rng(5))
     v = np.zeros((n, 3))
     v[0] = [1.0, 0.7, 0.0]
     sim.v.from_numpy(v * (0.08 * sim.nlist.skin / (np.linalg.norm(v[0]) * sim.dt)))
@@ -215,23 +221,8 @@ def test_extra_rebuilds_do_not_change_the_dynamics(taichi_runtime):
 def _hot_gas(n=300, speed_skin_per_step=0.1):
     """A periodic gas of n spheres without overlaps (solid fraction ≈ 0.2), every sphere moving in a random
     direction at ``speed_skin_per_step`` skins per step: many pairs close their gap within a few steps."""
-    from dem.simulation import Simulation
-
     rng = np.random.default_rng(5)
-    L, H = (60e-6, 60e-6), 60e-6
-    r = rng.uniform(2e-6, 4e-6, n)
-    c = np.zeros((n, 3))
-    k = 0
-    while k < n:
-        p = np.array([rng.uniform(0, L[0]), rng.uniform(0, L[1]), rng.uniform(r[k], H - r[k])])
-        d = c[:k] - p
-        d[:, :2] -= np.array(L) * np.round(d[:, :2] / np.array(L))
-        if k == 0 or np.all(np.sqrt((d ** 2).sum(1)) > r[:k] + r[k] + 0.1e-6):
-            c[k] = p
-            k += 1
-    mat = Material(2000.0, 5e9, 0.3, friction=0.3, wall_friction=0.1, restitution=0.9, contact_model="hertz_mindlin")
-    sim = Simulation(Packing(c, r, np.array([L[0], L[1], H])), mat, None,
-                     SimParams(volume_correction=False, damping=0.0), punch_z=H)
+    sim, _ = _gas(n, rng)
     u = rng.normal(size=(n, 3))
     u /= np.linalg.norm(u, axis=1)[:, None]
     sim.v.from_numpy(u * (speed_skin_per_step * sim.nlist.skin / sim.dt))
