@@ -114,16 +114,17 @@ def tangential_force(xi, n, vt, dt, kt, gt, mu, Fn):
     F_t = −k_t ξ − γ_t v_t with k_t = 8 G* √(R* δ);  if |F_t| > μ max(F_n, 0): F_t ← μ F_n F_t/|F_t| and the
     spring is reset to ξ = −F_t / k_t (sliding). Returns (F_t, ξ').
     """
-    mag0 = xi.norm()
+    m0 = xi.norm_sqr()
     xr = xi - xi.dot(n) * n
-    magr = xr.norm()
-    if magr > 0.0:
-        xr = xr * (mag0 / magr)
+    mr = xr.norm_sqr()                # one square root for the rescale √(|ξ|²/|ξ_r|²) instead of two
+    if mr > 0.0:
+        xr = xr * ti.sqrt(m0 / mr)
     xr = xr + vt * dt
     Ft = -kt * xr - gt * vt
     fmax = mu * ti.max(Fn, 0.0)
-    fmag = Ft.norm()
-    if fmag > fmax:
+    f2 = Ft.norm_sqr()
+    if f2 > fmax * fmax:              # sliding: the magnitude (a square root) only here
+        fmag = ti.sqrt(f2)
         if fmag > 0.0:
             Ft = Ft * (fmax / fmag)
         else:
