@@ -190,4 +190,4 @@ def in_spatial_order(packing: Packing, cell_m: float | None = None) -> Packing:
     lo = c.min(axis=0)
     ic = np.floor((c - lo) / h).astype(np.int64)
     order = np.lexsort((ic[:, 0], ic[:, 1], ic[:, 2]))
-    return dataclasses.replace(packing, centers_m=c[order].copy(), radii_m=r[order].copy())
+    return dataclasses.replace(packing, centers_m=c[order], radii_m=r[order])

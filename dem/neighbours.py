@@ -129,6 +129,8 @@ class NeighbourList:
         return float(self._motion[0])
 
     def needs_rebuild(self, x, r, margin: float = 0.0) -> bool:
+        """Positions-only test (no velocities): twice the largest displacement plus ``margin`` past the skin.
+        The engine uses the sharper velocity-aware two-largest-reach test of ``SK.diagnostics`` instead."""
         return self.max_motion(x, r) + margin > 0.5 * self.skin
 
     # ---------------------------------------------------------------- host views (tests, diagnostics)

@@ -173,6 +173,7 @@ def _pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.template
         pw[p, 9] = en
         pw[p, 10] = delta / ti.min(ri, rj)
 
+
 @ti.kernel
 def pair_forces_eval(model: ti.template(), npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(),
                      w: ti.types.ndarray(), r: ti.types.ndarray(), m: ti.types.ndarray(),
@@ -285,6 +286,7 @@ def _gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.template(), v
         _set3(tq, i, T)
         _set3(v, i, vi + 0.5 * dt * inv_m[i] * F)
         _set3(w, i, wi + 0.5 * dt * inv_I[i] * T)
+
 
 @ti.kernel
 def gather_eval(model: ti.template(), n: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(),
