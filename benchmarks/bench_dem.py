@@ -451,6 +451,39 @@ def _forced_rebuild_s(sim, repeats: int = 3) -> float:
     return statistics.median(ts)
 
 
+def _launch_overhead_s(sim, launches: int = 300, repeats: int = 5) -> dict:
+    """Fixed cost of one step launch: the step kernel with zero particles and pairs (empty loops; the punch and
+    clock words it advances are restored), through the engine's prepared launch and through Taichi's plain
+    ``Kernel.__call__``; the minimum over ``repeats`` batches of ``launches``."""
+    from fva.backend import sync
+
+    if not hasattr(sim, "_launch_steps"):
+        return {}
+    n, npairs, ctrl = sim.n, sim.nlist.npairs, sim.ctrl.to_numpy()
+    fast0 = sim._launch_steps.fast
+    out = {}
+    try:
+        sim.n, sim.nlist.npairs = 0, 0
+        for name, fast in (("prepared", fast0), ("plain", False)):
+            sim._launch_steps.fast = fast
+            sim._steps(1)
+            best = math.inf
+            for _ in range(repeats):
+                sync()
+                t = time.perf_counter()
+                for _ in range(launches):
+                    sim._steps(1)
+                sync()
+                best = min(best, (time.perf_counter() - t) / launches)
+            out[name] = best
+    finally:
+        sim.n, sim.nlist.npairs = n, npairs
+        sim._launch_steps.fast = fast0
+        sim.ctrl.from_numpy(ctrl)
+    out["prepared_active"] = bool(fast0)
+    return out
+
+
 def _overlaps(sim) -> np.ndarray:
     """Overlap fraction of every Verlet pair (public pair table)."""
     try:
@@ -514,6 +547,7 @@ def bench_size(
     p_top, p_bot = sim.pressures()
     rebuild_s = _forced_rebuild_s(sim)
     vc_s = _volume_correction_s(sim)
+    launch_s = _launch_overhead_s(sim)
     vc_every = int(getattr(sim, "volume_every", 50) or 50)
     mem, by = ndarray_bytes(sim, sim.nlist)
     row = dict(
@@ -537,6 +571,7 @@ def bench_size(
         neighbour_builds=builds,
         neighbour_builds_per_1000_steps=1000.0 * builds / (steps * repeats),
         rebuild_s=rebuild_s,
+        launch_overhead_s=launch_s,
         rebuild_in_steps=rebuild_s / (med / steps),
         rebuild_share=min(1.0, builds * rebuild_s / sum(times)),
         volume_correction_in_timed_loop=bool(params.volume_correction),
@@ -816,6 +851,12 @@ def markdown(res: dict) -> str:
             f"| {100 * r['rebuild_share']:.1f} % | {r['bytes_per_particle']:.0f} "
             f"| {r['pairs_per_particle']:.1f} | {r['contacts_per_particle']:.1f} |"
         )
+    lo = [r for r in res["sizes"] if (r.get("launch_overhead_s") or {}).get("plain")]
+    if lo:
+        r = lo[0]["launch_overhead_s"]
+        L += ["", f"Fixed cost of one step launch (empty step kernel): {1e6 * r['prepared']:.0f} µs prepared "
+                  f"(engine{'' if r['prepared_active'] else ', inactive: plain path'}), {1e6 * r['plain']:.0f} µs "
+                  f"through Taichi's plain call."]
     b = res.get("base") or {}
     if b:
         L += [

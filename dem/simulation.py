@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fva.backend import ensure_init, ti
+from fva.backend import PreparedKernel, ensure_init, ti
 from fva.types import Packing
 from dem import simulation_kernels as SK
 from dem.contact import contact_params, rayleigh_time
@@ -242,6 +242,9 @@ class Simulation:
         self.ctrl.from_numpy(np.array([self.punch_z0, 0.0, 0.0, 0, 0, 0, 0, 0], dtype=np.float64))
         self._diag = ti.ndarray(f64, 12)
         self._reach = ti.ndarray(f64, n)   # per-particle Verlet reach A_i (diagnostics scratch)
+        # the two launches of every step / check, with Taichi's per-call argument handling done once
+        self._launch_steps = PreparedKernel(SK.steps)
+        self._launch_diagnostics = PreparedKernel(SK.diagnostics)
         self._chunks2 = ti.ndarray(f64, ((n + _CHUNK - 1) // _CHUNK, 2))
         self._virial = ti.ndarray(f64, (n, 1))
         self._pstress = ti.ndarray(f64, n)
@@ -312,19 +315,19 @@ class Simulation:
     def _steps(self, k):
         """k velocity-Verlet steps in one launch (:func:`SK.steps`, compiled once per k; see FUSED_STEPS)."""
         nl, cp = self.nlist, self.cp
-        SK.steps(self.model, int(k), self.n, nl.npairs, self.dt, self.x, self.v, self.w, self.r, self.m, self.inv_m,
-                 self.inv_I, self.f, self.tq, self.fc, self.ctrl, self.Lx, self.Ly, nl.pair_owner, nl.partner,
-                 nl.hist, self.pw, nl.row_start, nl.rev_start, nl.rev_pairs, self.wall_hist, self.fwall,
-                 self.ewall, self.ncont, self.eps_v, cp.E_pp, cp.G_pp, cp.E_pw, cp.G_pw, cp.p_y, cp.beta,
-                 cp.mu_pp, cp.mu_pw, self.mu_r, float(self.params.damping), self.gz, int(self.top_wall),
-                 self.K_bulk)
+        self._launch_steps(self.model, int(k), self.n, nl.npairs, self.dt, self.x, self.v, self.w, self.r, self.m,
+                           self.inv_m, self.inv_I, self.f, self.tq, self.fc, self.ctrl, self.Lx, self.Ly,
+                           nl.pair_owner, nl.partner, nl.hist, self.pw, nl.row_start, nl.rev_start, nl.rev_pairs,
+                           self.wall_hist, self.fwall, self.ewall, self.ncont, self.eps_v, cp.E_pp, cp.G_pp, cp.E_pw,
+                           cp.G_pw, cp.p_y, cp.beta, cp.mu_pp, cp.mu_pw, self.mu_r, float(self.params.damping),
+                           self.gz, int(self.top_wall), self.K_bulk)
 
     def _check(self, context: str = ""):
         nl = self.nlist
         k_max = self.check_every if self.k_cap is None else max(1, min(self.check_every, int(self.k_cap)))
-        SK.diagnostics(self.n, nl.npairs, self.x, self.v, self.r, self.pw, self.ctrl, int(self.top_wall),
-                       nl.x_build, nl.r_build, self.Lx, self.Ly, self.f, self.inv_m, float(self.dt),
-                       float(nl.skin), int(k_max), self._reach, self._diag)
+        self._launch_diagnostics(self.n, nl.npairs, self.x, self.v, self.r, self.pw, self.ctrl, int(self.top_wall),
+                                 nl.x_build, nl.r_build, self.Lx, self.Ly, self.f, self.inv_m, float(self.dt),
+                                 float(nl.skin), int(k_max), self._reach, self._diag)
         d = self._diag.to_numpy()
         step = self.step_count
         where = f" at step {step} (t = {self.time_s:.4g} s{', ' + context if context else ''})"
