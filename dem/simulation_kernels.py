@@ -14,7 +14,7 @@ ctrl (f64 ndarray): [0] punch z (m), [1] punch velocity (m/s, negative = down), 
 Particle–wall contacts: the walls are rigid planes (R* = r, m* = m, E*, G* of particle vs rigid body).
 """
 from fva.backend import ti
-from dem.contact_kernels import damping_coefficient, normal_law, tangential_force
+from dem.contact_kernels import HERTZ, damping_coefficient, normal_law, tangential_force
 from dem.neighbours_kernels import min_image, vec3
 
 PI = 3.141592653589793
@@ -126,7 +126,7 @@ def _pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.template
             R = ri * rj / (ri + rj)
             meff = m[i] * m[j] / (m[i] + m[j])
             res = normal_law(model, delta, R, E, py, hist[p, 3], hist[p, 4], hist[p, 5])
-            if ti.static(update):
+            if ti.static(update and model != HERTZ):   # Hertz has no plastic state: its columns stay 0
                 hist[p, 3] = res[2]
                 hist[p, 4] = res[3]
                 hist[p, 5] = res[4]
@@ -164,7 +164,7 @@ def _pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.template
                     tj_ -= Mr
             en = res[5] + 0.5 * kt * xi_n.norm_sqr()
         elif ti.static(update):
-            for c in ti.static(range(6)):
+            for c in ti.static(range(3 if model == HERTZ else 6)):
                 hist[p, c] = 0.0
         for c in ti.static(range(3)):
             pw[p, c] = fi[c]
