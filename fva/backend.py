@@ -224,7 +224,7 @@ class PreparedKernel:
             if args != self._args or self._prog is not _runtime_program():
                 try:
                     self._prepare(args)
-                except (AttributeError, ImportError, TypeError, KeyError) as exc:
+                except Exception as exc:  # any failure to prepare → Taichi's own call (which reports real errors)
                     log.debug("PreparedKernel: plain launches for %s (%s)", self.kernel, exc)
                     self.fast = False
                     return self.kernel(*args)
