@@ -212,6 +212,9 @@ class PreparedKernel:
             else:
                 raise TypeError(f"argument {a.name}: only scalars and ndarrays are prepared")
             slot += 1
+        trial = t_kernel.make_launch_context()      # the setters must work before any launch relies on them
+        for setter, idx, val in setters:
+            setter(trial, idx, val)
         self._ckd = prog.compile_kernel(prog.config(), prog.get_device_caps(), t_kernel)
         self._make_ctx = t_kernel.make_launch_context
         self._launch = prog.launch_kernel
