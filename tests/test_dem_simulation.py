@@ -102,6 +102,27 @@ def test_servo_hold_reaches_target(hold_result):
     assert h["inertial_number"][hold][-1] < 1e-3
 
 
+def test_servo_stiffness_estimate_survives_a_flat_noisy_tail():
+    """The hold servo's gain ∝ 1/k: a slow elastic unload whose last checks are as flat as the wave noise must
+    not drop k to the floor (the fitted tail alone gave ≈ 0 here and a 400× too aggressive servo)."""
+    from dem.simulation import punch_stiffness_estimate
+
+    area, S, floor = 4.4e-8, 6.9e12, 1e3          # m², Pa/m (secant of the unload), N/m
+    z = 1.3796e-3 + np.linspace(-5.2e-6, 0.0, 100)  # the punch rises 5.2 µm
+    p = 136e6 - S * (z - z[0])                      # 136 → 100 MPa
+    assert punch_stiffness_estimate(list(zip(z, p)), area, floor) == pytest.approx(2 * S * area, rel=1e-6)
+    rng = np.random.default_rng(3)
+    p_flat = p.copy()
+    p_flat[-10:] = 100e6 + rng.uniform(-0.3e6, 0.3e6, 10)   # tail: noise around the target, no trend
+    zt = z[-10:] - z[-10:].mean()
+    tail_only = 2 * abs(np.polyfit(zt, p_flat[-10:], 1)[0]) * area
+    assert tail_only < 0.5 * S * area                # the fit alone collapses …
+    k = punch_stiffness_estimate(list(zip(z, p_flat)), area, floor)
+    assert k >= 0.99 * S * area * (136e6 - p_flat[-1]) / (136e6 - 100e6)   # … the ramp's secant holds it
+    assert punch_stiffness_estimate([], area, floor) == floor
+    assert punch_stiffness_estimate([(1e-3, 1e8)] * 5, area, floor) == floor   # no motion: the floor
+
+
 def test_captures_and_history(hold_result):
     res = hold_result
     labels = [p.label for p in res.packings]
