@@ -245,6 +245,10 @@ class Simulation:
         # the two launches of every step / check, with Taichi's per-call argument handling done once
         self._launch_steps = PreparedKernel(SK.steps)
         self._launch_diagnostics = PreparedKernel(SK.diagnostics)
+        # and those of every check (pressures) and volume-correction update
+        self._launch_chunk_sums2 = PreparedKernel(SK.chunk_sums2)
+        self._launch_pair_caps = PreparedKernel(SK.pair_caps)
+        self._launch_volume_correct = PreparedKernel(SK.volume_correct)
         self._chunks2 = ti.ndarray(f64, ((n + _CHUNK - 1) // _CHUNK, 2))
         self._virial = ti.ndarray(f64, (n, 1))
         self._pstress = ti.ndarray(f64, n)
@@ -255,7 +259,6 @@ class Simulation:
                                    capacity=max(64, 12 * n))
         self._alloc_pair_work(self.nlist.capacity)
         self.step_count = 0
-        self.growth = 1.0
         self.growth_cap = MAX_RADIUS_GROWTH
         self.growth_step = MAX_GROWTH_PER_UPDATE
         # bulk modulus of the solid for the confinement response of capped particles (volume correction only)
@@ -279,7 +282,7 @@ class Simulation:
         self._pair_cap = cap
 
     def _rebuild(self):
-        self.nlist.build(self.x, self.r, self.r0, self.growth)
+        self.nlist.build(self.x, self.r, self.r0)
         if self.nlist.capacity != self._pair_cap:
             self._alloc_pair_work(self.nlist.capacity)
 
@@ -330,17 +333,19 @@ class Simulation:
                                  float(nl.skin), int(k_max), self._reach, self._diag)
         d = self._diag.to_numpy()
         step = self.step_count
-        where = f" at step {step} (t = {self.time_s:.4g} s{', ' + context if context else ''})"
+
+        def where():   # built only for an error: reading the time is a device read
+            return f" at step {step} (t = {self.time_s:.4g} s{', ' + context if context else ''})"
         if d[0] > 0:
-            raise SimulationError(f"NaN in particle state{where} (particle {int(d[5])}): the time step is too "
+            raise SimulationError(f"NaN in particle state{where()} (particle {int(d[5])}): the time step is too "
                                   f"large for these contacts → lower params.dt_safety (now dt = {self.dt:.3g} s)")
         if d[2] > 0:
-            raise SimulationError(f"{int(d[2])} particle(s) escaped the die{where} (e.g. particle {int(d[5])}): "
+            raise SimulationError(f"{int(d[2])} particle(s) escaped the die{where()} (e.g. particle {int(d[5])}): "
                                   f"punch too fast or time step too large → lower punch_speed_m_per_s or "
                                   f"params.dt_safety")
         step_motion = float(d[7]) * self.dt
         if step_motion > MAX_STEP_MOTION:
-            raise SimulationError(f"a particle moved {step_motion:.3g} × its radius in one step{where} "
+            raise SimulationError(f"a particle moved {step_motion:.3g} × its radius in one step{where()} "
                                   f"(limit {MAX_STEP_MOTION}): contacts are not resolved in time — the punch "
                                   f"is too fast (lower punch_speed_m_per_s; the punch moves "
                                   f"{abs(float(self.ctrl[1])) * self.dt / float(self.r0_np.min()):.3g} × r_min "
@@ -349,9 +354,9 @@ class Simulation:
         lim = self.params.max_overlap_fraction
         ov = 0.5 * max(float(d[1]), float(d[4]))      # δ / smaller current diameter (pairs) or diameter (walls)
         if ov > lim:
-            where += self._worst_contact(0.5 * d[1] > lim)
+            at = where() + self._worst_contact(0.5 * d[1] > lim)
             raise SimulationError(f"contact overlap {ov:.3g} × the smaller (current) diameter exceeds "
-                                  f"params.max_overlap_fraction = {lim}{where}: at 1.0 the smaller sphere lies "
+                                  f"params.max_overlap_fraction = {lim}{at}: at 1.0 the smaller sphere lies "
                                   f"entirely inside its partner (or behind a wall) — punch too fast for the "
                                   f"contact stiffness (lower punch_speed_m_per_s) or time step too large "
                                   f"(lower params.dt_safety); at high density enable volume_correction")
@@ -406,14 +411,18 @@ class Simulation:
             # mass-based porosity of the compact under the punch (mean field)
             phi = 1.0 - self.solid_volume / (self.area * max(self.punch_z, 1e-300)) if self.top_wall else 1.0
         for _ in range(iterations):
-            SK.pair_caps(nl.npairs, self.x, self.r, nl.pair_owner, nl.partner, self.cap_i, self.cap_j,
-                         self.Lx, self.Ly)
-            SK.volume_correct(self.n, self.x, self.r, self.r0, nl.row_start, nl.rev_start, nl.rev_pairs,
-                              self.cap_i, self.cap_j, self.ctrl, int(self.top_wall), float(self.growth_cap),
-                              float(self.growth_step), self.eps_v, self.eps_p, self.phi_c, float(phi),
-                              float(pc_over_K))
-        r = self.r.to_numpy()
-        self.growth = max(self.growth, float(np.max(r / self.r0_np)))
+            self._launch_pair_caps(nl.npairs, self.x, self.r, nl.pair_owner, nl.partner, self.cap_i, self.cap_j,
+                                   self.Lx, self.Ly)
+            self._launch_volume_correct(self.n, self.x, self.r, self.r0, nl.row_start, nl.rev_start,
+                                        nl.rev_pairs, self.cap_i, self.cap_j, self.ctrl, int(self.top_wall),
+                                        float(self.growth_cap), float(self.growth_step), self.eps_v, self.eps_p,
+                                        self.phi_c, float(phi), float(pc_over_K))
+
+    @property
+    def growth(self) -> float:
+        """Largest radius growth max_i r_i/r0_i so far (the volume correction never shrinks a radius, so the
+        current maximum is the maximum over the run; read from the device on demand)."""
+        return max(1.0, float(np.max(self.r.to_numpy() / self.r0_np)))
 
     def advance(self, nsteps: int, context: str = "", on_check=None):
         """Advance ``nsteps`` steps; checks every ≤ check_every steps. ``on_check(sim)`` may return True to
@@ -449,7 +458,7 @@ class Simulation:
 
     def pressures(self) -> tuple[float, float]:
         """(p_top, p_bottom) in Pa: wall forces over the die area (deterministic chunked sums)."""
-        SK.chunk_sums2(self.n, _CHUNK, self.fwall, self._chunks2)
+        self._launch_chunk_sums2(self.n, _CHUNK, self.fwall, self._chunks2)
         s = self._chunks2.to_numpy().sum(axis=0)
         return float(s[1]) / self.area, float(s[0]) / self.area
 
@@ -560,8 +569,8 @@ class Simulation:
     def history_row(self, stage_index: int = -1) -> dict:
         p_top, p_bot = self.pressures()
         e = self.energies()
-        ov = self.pw.to_numpy()[: self.nlist.npairs, 10]
-        coord = 2.0 * float(np.count_nonzero(ov > 0)) / self.n
+        # Σ_i (contacts of i) = 2 × pairs in contact (the gather's count of pairs with a positive overlap)
+        coord = float(np.sum(self.ncont.to_numpy(), dtype=np.int64)) / self.n
         H = self.punch_z
         t = self.thickness()
         ke_ratio = e["kinetic"] / e["elastic"] if e["elastic"] > 0 else float("nan")

@@ -180,6 +180,7 @@ class PreparedKernel:
         self.fast = os.environ.get("PELLETSIM_PLAIN_LAUNCH", "") not in ("1", "true", "yes")
         self._args = None
         self._prog = None
+        self.prepares = 0      # full preparations so far (scalar-only changes are patched, not counted)
 
     def _prepare(self, args):
         from taichi.lang import impl
@@ -195,11 +196,13 @@ class PreparedKernel:
         t_kernel = prim.compiled_kernels[prim.ensure_compiled(*full)]
         prog = impl.get_runtime().prog
         ctx_cls = type(t_kernel.make_launch_context())
-        setters, slot = [], 0
+        setters, slot, setter_of = [], 0, []
         for a, v in zip(prim.arguments, full):
             ann = a.annotation
             if isinstance(ann, template):
+                setter_of.append(None)
                 continue
+            setter_of.append(len(setters))
             if isinstance(ann, ndarray_type.NdarrayType) and hasattr(v, "arr"):
                 if v.grad is not None:
                     raise TypeError("ndarray with gradient")
@@ -219,12 +222,39 @@ class PreparedKernel:
         self._make_ctx = t_kernel.make_launch_context
         self._launch = prog.launch_kernel
         self._setters = setters
+        self._setter_of = setter_of
         self._args = args
         self._prog = prog
+        self.prepares += 1
+
+    def _patch_scalars(self, args) -> bool:
+        """When only scalar arguments changed (same ndarrays, same template values), update their prepared
+        values in place — a full prepare costs ≈ 0.6 ms, more than the plain call saves. False otherwise."""
+        old = self._args
+        if old is None or len(args) != len(old) or self._prog is not _runtime_program():
+            return False
+        patches = []
+        for k, (a, b) in enumerate(zip(args, old)):
+            if a is b:
+                continue
+            s = self._setter_of[k] if k < len(self._setter_of) else None
+            if s is None or isinstance(a, bool) or not isinstance(a, (int, float, np.floating, np.integer)):
+                return False
+            setter, idx, prev = self._setters[s]
+            if isinstance(prev, float):
+                patches.append((s, (setter, idx, float(a))))
+            elif isinstance(prev, int) and isinstance(a, (int, np.integer)):
+                patches.append((s, (setter, idx, int(a))))
+            else:
+                return False
+        for s, t in patches:
+            self._setters[s] = t
+        self._args = args
+        return True
 
     def __call__(self, *args):
         if self.fast:
-            if args != self._args or self._prog is not _runtime_program():
+            if (args != self._args or self._prog is not _runtime_program()) and not self._patch_scalars(args):
                 try:
                     self._prepare(args)
                 except Exception as exc:  # any failure to prepare → Taichi's own call (which reports real errors)

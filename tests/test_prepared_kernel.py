@@ -33,12 +33,26 @@ def test_prepared_launch_follows_changed_arguments(taichi_runtime):
     pk(1, 8, 2.0, x, y)                       # same arguments: the prepared list is reused
     assert pk.fast
     np.testing.assert_array_equal(y.to_numpy(), 4.0 * xs)
-    pk(1, 4, -1.0, x, y)                      # changed scalars
+    assert pk.prepares == 1
+    pk(1, 4, -1.0, x, y)                      # changed scalars: patched in place, not prepared again
     np.testing.assert_array_equal(y.to_numpy(), 4.0 * xs - np.where(np.arange(8) < 4, xs, 0.0))
+    assert pk.prepares == 1
+    pk(1, 4, 1.0, x, y)                       # and back
+    np.testing.assert_array_equal(y.to_numpy(), 4.0 * xs)
+    pk(1, 8, np.float64(0.5), x, y)           # numpy scalars too
+    np.testing.assert_array_equal(y.to_numpy(), 4.5 * xs)
+    pk(1, 8, -0.5, x, y)
+    np.testing.assert_array_equal(y.to_numpy(), 4.0 * xs)
+    assert pk.prepares == 1
+    pk(1, 4, -1.0, x, y)
     y2 = _nd(np.ones(8))
-    pk(3, 8, 1.0, x, y2)                      # a new ndarray and a new template instance
+    pk(3, 8, 1.0, x, y2)                      # a new ndarray and a new template instance: prepared again
     np.testing.assert_array_equal(y2.to_numpy(), 1.0 + 3.0 * xs)
     np.testing.assert_array_equal(y.to_numpy(), 4.0 * xs - np.where(np.arange(8) < 4, xs, 0.0))
+    assert pk.prepares == 2
+    pk(1, 8, 1.0, x, y2)                      # only the template value changed: prepared again
+    np.testing.assert_array_equal(y2.to_numpy(), 1.0 + 4.0 * xs)
+    assert pk.prepares == 3
     assert pk.fast
 
 
