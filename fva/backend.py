@@ -238,7 +238,11 @@ class PreparedKernel:
             if a is b:
                 continue
             s = self._setter_of[k] if k < len(self._setter_of) else None
-            if s is None or isinstance(a, bool) or not isinstance(a, (int, float, np.floating, np.integer)):
+            if s is None:                        # a template argument: only an equal value keeps the instance
+                if type(a) is type(b) and isinstance(a, (int, float, str)) and a == b:
+                    continue
+                return False
+            if isinstance(a, bool) or not isinstance(a, (int, float, np.floating, np.integer)):
                 return False
             setter, idx, prev = self._setters[s]
             if isinstance(prev, float):

@@ -43,16 +43,23 @@ def test_prepared_launch_follows_changed_arguments(taichi_runtime):
     np.testing.assert_array_equal(y.to_numpy(), 4.5 * xs)
     pk(1, 8, -0.5, x, y)
     np.testing.assert_array_equal(y.to_numpy(), 4.0 * xs)
-    assert pk.prepares == 1
+    big = 512                                  # an equal template value that is another int object (> 256)
+    pk(big, 8, 0.0, x, y)
+    pk(int(str(big)), 8, 1.0 / big, x, y)
+    np.testing.assert_array_equal(y.to_numpy(), 5.0 * xs)
+    assert pk.prepares == 2
+    pk(1, 8, -1.0, x, y)
+    np.testing.assert_array_equal(y.to_numpy(), 4.0 * xs)
+    assert pk.prepares == 3
     pk(1, 4, -1.0, x, y)
     y2 = _nd(np.ones(8))
     pk(3, 8, 1.0, x, y2)                      # a new ndarray and a new template instance: prepared again
     np.testing.assert_array_equal(y2.to_numpy(), 1.0 + 3.0 * xs)
     np.testing.assert_array_equal(y.to_numpy(), 4.0 * xs - np.where(np.arange(8) < 4, xs, 0.0))
-    assert pk.prepares == 2
+    assert pk.prepares == 4
     pk(1, 8, 1.0, x, y2)                      # only the template value changed: prepared again
     np.testing.assert_array_equal(y2.to_numpy(), 1.0 + 4.0 * xs)
-    assert pk.prepares == 3
+    assert pk.prepares == 5
     assert pk.fast
 
 
