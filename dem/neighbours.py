@@ -1,7 +1,8 @@
 """Verlet neighbour list with a skin for wide size ratios (kernels in :mod:`dem.neighbours_kernels`).
 
-Build = bin particles in a cell grid (count → exclusive scan → fill) → count owned pairs per particle →
-scan → fill → sort each row by partner index → carry each pair's contact history over from the previous
+Build = bin particles in a cell grid (count → exclusive scan → fill) → one search pass appending the owned
+pairs at atomic slots (counted per owner) → scan → counting sort into the owners' rows → sort each row by
+partner index → carry each pair's contact history over from the previous
 list (binary search in the owner's old sorted row) → transposed ("reverse") rows so each particle can sum
 the forces of the pairs it does not own without atomics (deterministic sums).
 
@@ -56,6 +57,7 @@ class NeighbourList:
         self.x_build = ti.ndarray(f, shape=(self.n, 3))
         self.r_build = ti.ndarray(f, shape=self.n)
         self._motion = ti.ndarray(f, shape=1)
+        self._total = ti.ndarray(i32, shape=1)
         self.r_bound = ti.ndarray(f, shape=self.n)
         # ownership order: (r0 ascending, index descending) → everything particle i may own precedes it
         self._order = np.lexsort((-np.arange(self.n), r0))
@@ -92,11 +94,11 @@ class NeighbourList:
         K.fill_cells(n, self.ncell, self.particle_cell, self.cell_start, self.cell_fill, self.cell_particles)
         rn = r.to_numpy() if hasattr(r, "to_numpy") else np.asarray(r, float)
         self.r_bound.from_numpy(np.maximum.accumulate(rn[self._order])[self._pos])
-        args = (n, x, r, r0, self.r_bound, self.skin, *grid, self.cell_start, self.cell_particles,
-                self.row_count, self.row_start)
-        K.search_pairs(False, *args, self.partner, self.pair_owner)
-        K.exclusive_scan(n, self.row_count, self.row_start)
-        total = int(self.row_start[n])
+        # one search pass appends the owned pairs (pair_owner and rev_pairs serve as the append buffers: both are
+        # rewritten below); a second pass only when they did not fit
+        args = (n, x, r, r0, self.r_bound, self.skin, *grid, self.cell_start, self.cell_particles)
+        K.search_append(*args, self.capacity, self._total, self.row_count, self.pair_owner, self.rev_pairs)
+        total = int(self._total[0])
         grew = False
         cap_needed = max(total, 1)
         if self.capacity < cap_needed:
@@ -104,11 +106,13 @@ class NeighbourList:
             self._alloc_pairs(int(1.5 * cap_needed) + 16)
             self.grow_events += 1
             grew = True
+            K.search_append(*args, self.capacity, self._total, self.row_count, self.pair_owner, self.rev_pairs)
         elif self.partner.shape[0] != self.capacity or self.hist.shape[0] != self.capacity:
             # after a growth the swapped-in buffer may be the small one: replace it
             self.partner = ti.ndarray(ti.i32, shape=self.capacity)
             self.hist = ti.ndarray(ti.f64, shape=(self.capacity, N_HIST))
-        K.search_pairs(True, *args, self.partner, self.pair_owner)
+        K.exclusive_scan(n, self.row_count, self.row_start)
+        K.scatter_rows(n, total, self.pair_owner, self.rev_pairs, self.row_start, self.rev_fill, self.partner)
         K.sort_rows(n, self.row_start, self.partner)
         K.set_owner(n, self.row_start, self.pair_owner)
         K.remap_history(n, N_HIST, self.row_start, self.partner, self.hist, self.old_row_start,

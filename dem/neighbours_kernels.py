@@ -77,13 +77,16 @@ def _owns(i, j, r0: ti.template()):
 
 
 @ti.kernel
-def search_pairs(fill: ti.template(), n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(),
-                 r0: ti.types.ndarray(), r_bound: ti.types.ndarray(), skin: float, Lx: float, Ly: float, zmin: float,
-                 cx: float, cy: float, cz: float, nx: ti.i32, ny: ti.i32, nz: ti.i32,
-                 cell_start: ti.types.ndarray(), cell_particles: ti.types.ndarray(),
-                 row_count: ti.types.ndarray(), row_start: ti.types.ndarray(),
-                 partner: ti.types.ndarray(), pair_owner: ti.types.ndarray()):
-    """Count (fill=False) or write (fill=True) the owned pairs of every particle: dist < r_i + r_j + skin."""
+def search_append(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: ti.types.ndarray(),
+                  r_bound: ti.types.ndarray(), skin: float, Lx: float, Ly: float, zmin: float, cx: float, cy: float,
+                  cz: float, nx: ti.i32, ny: ti.i32, nz: ti.i32, cell_start: ti.types.ndarray(),
+                  cell_particles: ti.types.ndarray(), cap: ti.i32, total: ti.types.ndarray(),
+                  row_count: ti.types.ndarray(), app_owner: ti.types.ndarray(), app_partner: ti.types.ndarray()):
+    """One search pass: every owned pair (dist < r_i + r_j + skin) is appended at an atomic slot of
+    (app_owner, app_partner) while it fits in ``cap``; row_count[i] = i's pairs, total[0] = all pairs (appended
+    or not). The slots' order depends on the threads; :func:`scatter_rows` + :func:`sort_rows` make the rows
+    deterministic."""
+    total[0] = 0
     for i in range(n):
         xi = vec3(x, i)
         ri = r[i]
@@ -103,9 +106,6 @@ def search_pairs(fill: ti.template(), n: ti.i32, x: ti.types.ndarray(), r: ti.ty
         loz = ti.min(loz, nz - 1)
         hiz = ti.max(hiz, 0)
         cnt = 0
-        base = 0
-        if ti.static(fill):
-            base = row_start[i]
         for iz in range(loz, hiz + 1):
             for iy0 in range(loy, hiy + 1):
                 iy = iy0 % ny
@@ -118,12 +118,23 @@ def search_pairs(fill: ti.template(), n: ti.i32, x: ti.types.ndarray(), r: ti.ty
                             d = min_image(vec3(x, j) - xi, Lx, Ly)
                             cut = ri + r[j] + skin
                             if d.norm_sqr() < cut * cut:
-                                if ti.static(fill):
-                                    partner[base + cnt] = j
-                                    pair_owner[base + cnt] = i
+                                slot = ti.atomic_add(total[0], 1)
+                                if slot < cap:
+                                    app_owner[slot] = i
+                                    app_partner[slot] = j
                                 cnt += 1
-        if ti.static(not fill):
-            row_count[i] = cnt
+        row_count[i] = cnt
+
+
+@ti.kernel
+def scatter_rows(n: ti.i32, npairs: ti.i32, app_owner: ti.types.ndarray(), app_partner: ti.types.ndarray(),
+                 row_start: ti.types.ndarray(), row_fill: ti.types.ndarray(), partner: ti.types.ndarray()):
+    """Counting sort of the appended pairs by owner into the CSR rows (row order fixed by :func:`sort_rows`)."""
+    for i in range(n):
+        row_fill[i] = 0
+    for k in range(npairs):
+        i = app_owner[k]
+        partner[row_start[i] + ti.atomic_add(row_fill[i], 1)] = app_partner[k]
 
 
 @ti.kernel
