@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_session.sh [bench|study|all] [OUTDIR]
 #
 # bench: CPU-vs-CUDA agreement (backend_agreement.py), DEM throughput at 10k / 100k / 1M particles
-#        (bench_dem.py), FV solver throughput (bench_fva.py);
+#        (bench_dem.py; again at 10k with PELLETSIM_PREPARED_LAUNCH=1), FV solver throughput (bench_fva.py);
 # study: both full-size study scenarios end to end with `pelletsim run --backend cuda` (no .vti: ~1 GB each).
 # Each step has its own time limit (STEP_S, seconds) so that one slow step cannot eat the others' time; a step
 # that fails is reported and the script goes on. Python is run as $PY (default python3), with the repository
@@ -31,6 +31,9 @@ if [[ $what == bench || $what == all ]]; then
         --out "$out/agreement_cpu_$BACKEND.json"
     step dem "$PY" benchmarks/bench_dem.py --backend "$BACKEND" --sizes "${DEM_SIZES:-10000,100000,1000000}" \
         --out "$out/dem_$BACKEND.json"
+    # the prepared launches (fva.backend.PreparedKernel) are off on a GPU until validated there: time them at 10k
+    step dem_prepared env PELLETSIM_PREPARED_LAUNCH=1 "$PY" benchmarks/bench_dem.py --backend "$BACKEND" \
+        --sizes "${DEM_PREPARED_SIZES:-10000}" --out "$out/dem_${BACKEND}_prepared.json"
     step fva "$PY" benchmarks/bench_fva.py --backend "$BACKEND" --sizes "${FVA_SIZES:-128,256,384}" --no-peers \
         --out "$out/fva_$BACKEND.json"
 fi

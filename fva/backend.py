@@ -172,7 +172,9 @@ class PreparedKernel:
     Uses Taichi 1.7 internals (``Kernel.ensure_compiled``, ``make_launch_context``, ``Program.launch_kernel``);
     if they are missing or a kernel uses anything but scalars and ndarrays, or returns a value, it falls back to
     the plain call (``self.fast`` says which path is active). ``PELLETSIM_PLAIN_LAUNCH=1`` forces the plain
-    path. A re-``ti.init`` is detected (new program object) and prepares again.
+    path. A re-``ti.init`` is detected (new program object) and prepares again. On a GPU backend the plain path
+    is used unless ``PELLETSIM_PREPARED_LAUNCH=1``: the prepared one has only been validated on the CPU (bitwise
+    against plain launches, ``tests/test_prepared_kernel.py``; run that test on the GPU with the variable set).
     """
 
     def __init__(self, kernel):
@@ -192,6 +194,9 @@ class PreparedKernel:
         prim = self.kernel._primal
         if prim.return_type is not None or getattr(prim, "has_print", False):
             raise TypeError("kernel returns a value or prints")
+        if (impl.current_cfg().arch not in (ti.x64, ti.arm64)
+                and os.environ.get("PELLETSIM_PREPARED_LAUNCH", "") not in ("1", "true", "yes")):
+            raise TypeError("prepared launches are validated on the CPU only (PELLETSIM_PREPARED_LAUNCH=1 to try)")
         full = _process_args(prim, args, {})
         t_kernel = prim.compiled_kernels[prim.ensure_compiled(*full)]
         prog = impl.get_runtime().prog
