@@ -442,10 +442,7 @@ def _forced_rebuild_s(sim, repeats: int = 3) -> float:
     for _ in range(repeats):
         sync()
         t = time.perf_counter()
-        if hasattr(sim, "_rebuild"):
-            sim._rebuild()
-        else:  # pragma: no cover - engine without the private helper
-            sim.nlist.build(sim.x, sim.r, sim.r0, getattr(sim, "growth", 1.0))
+        sim._rebuild()
         sync()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)

@@ -79,10 +79,10 @@ class NeighbourList:
         self.hist = ti.ndarray(ti.f64, shape=(cap, N_HIST))
         self.rev_pairs = ti.ndarray(ti.i32, shape=cap)
 
-    def build(self, x, r, r0, growth: float = 1.0) -> bool:
+    def build(self, x, r, r0) -> bool:
         """(Re)build from positions ``x`` (N,3 ndarray), current radii ``r`` and original radii ``r0``
-        (ndarrays; ownership follows r0). ``growth`` is accepted for compatibility and unused (the search
-        bound comes from the current radii). Returns True when the pair capacity had to grow."""
+        (ndarrays; ownership follows r0; the search bound comes from the current radii). Returns True when the
+        pair capacity had to grow."""
         n = self.n
         # keep the current list as "old" for the history transfer (swap references, no copy)
         self.old_partner, self.partner = self.partner, self.old_partner

@@ -597,7 +597,8 @@ def punch_stiffness_estimate(track, area_m2: float, floor_N_per_m: float) -> flo
     if len(track) >= 2:
         zz, pp = np.asarray(track, dtype=np.float64).T
         if len(track) >= 4:
-            zt, pt = zz[-max(4, len(track) // 10):], pp[-max(4, len(track) // 10):]
+            tail = max(4, len(track) // 10)
+            zt, pt = zz[-tail:], pp[-tail:]
             if np.ptp(zt) > 0:
                 k = 2.0 * abs(float(np.polyfit(zt - zt.mean(), pt, 1)[0]))
         dz = float(zz[-1] - zz[0])
