@@ -30,6 +30,7 @@ Conventions (see ``shared/DESIGN.md``, "Conduction solve conventions"):
 """
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
@@ -46,6 +47,11 @@ log = logging.getLogger("pelletsim.fva.conduction")
 AXES = {"z": 0, "y": 1, "x": 2}
 TAICHI_MAX_ELEMENTS = 2 ** 31 - 1
 PRECONDITIONERS = ("mg", "jacobi")
+DEFAULT_RTOL = 1e-6        # relative true residual ‖b − A x‖/‖b‖ (calibrated: see the tests' winding family)
+DEFAULT_SIGMA_TOL = 1e-5   # bound on the relative current error from the energy (xᵀr + HS estimate)
+HS_DELAY = 4               # iterations in the Hestenes–Stiefel estimate of ‖x* − x‖²_A
+STAGNATION_ITERS = 200     # no halving of the true residual over this many iterations: give up
+EXACT_RESIDUAL = 1e-13     # a relative residual this small is a direct solve (no error estimate needed)
 
 
 # --------------------------------------------------------------------------------------- sizes
@@ -66,6 +72,17 @@ def estimate_memory_bytes(shape, dtype: str = "f64", preconditioner: str = "mg")
     if preconditioner == "mg":
         tot += max(coarse_bytes(_perm_shape(shape, a), itemsize) for a in range(3))
     return int(tot)
+
+
+def check_tolerance(name: str, value) -> float:
+    """A solver tolerance must be a finite number with 0 < value < 1 (``ValueError`` naming it)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number with 0 < {name} < 1, got {value!r}") from None
+    if not (0.0 < v < 1.0):
+        raise ValueError(f"{name} must satisfy 0 < {name} < 1, got {value!r}")
+    return v
 
 
 def _itemsize(dtype: str) -> int:
@@ -112,30 +129,49 @@ def check_size(shape, dtype: str = "f64", preconditioner: str = "mg") -> int:
 # --------------------------------------------------------------------------------------- inputs
 def conductivity_map(image: VoxelImage, sigma_bulk_S_per_m: float = 1.0, sigma_pore_S_per_m: float = 0.0,
                      phase_conductivities: dict | None = None) -> tuple[np.ndarray, float]:
-    """σ per voxel (float64, [z, y, x]) and the bulk conductivity used for τ."""
+    """σ per voxel (float64, [z, y, x]) and the bulk conductivity used for τ.
+
+    Without ``phase_conductivities``: voxels labelled ``image.conducting_phase`` get σ_bulk and every
+    other label σ_pore (so ``--phase 85`` works on any label image; a sub-volume without the conducting
+    label is simply non-percolating). With it ({label: S/m}), every label present must have an entry and
+    every entry must be present (errors name the labels present). ``fva.io.load_image`` refuses a
+    conducting label that the image does not contain.
+    """
     phase = image.phase
     values = np.unique(phase)
+    present = [int(v) for v in values]
     if phase_conductivities:
         pc = {int(k): float(v) for k, v in phase_conductivities.items()}
-        missing = [int(v) for v in values if int(v) not in pc]
+        missing = [v for v in present if v not in pc]
         if missing:
-            raise ValueError(f"phase_conductivities has no entry for phase value(s) {missing}")
+            raise ValueError(f"phase_conductivities has no entry for phase value(s) {missing} "
+                             f"(labels present: {labels_text(present)})")
+        absent = [k for k in pc if k not in present]
+        if absent:
+            raise ValueError(f"phase_conductivities names label(s) {absent} that the image does not contain "
+                             f"(labels present: {labels_text(present)})")
         if any(not math.isfinite(v) or v < 0 for v in pc.values()):
             raise ValueError(f"phase conductivities must be finite and >= 0, got {pc}")
+        if not any(v > 0 for v in pc.values()):
+            raise ValueError(f"at least one phase must conduct (σ > 0), got {pc}")
         lut_keys = np.array(sorted(pc))
         lut_vals = np.array([pc[k] for k in lut_keys])
         sig = lut_vals[np.searchsorted(lut_keys, phase)]
-        bulk = pc.get(int(image.conducting_phase), float(sigma_bulk_S_per_m))
+        bulk = pc.get(int(image.conducting_phase), 0.0)
+        if not bulk > 0:
+            bulk = max(pc.values())
         return sig.astype(np.float64), float(bulk)
     if not (math.isfinite(sigma_bulk_S_per_m) and sigma_bulk_S_per_m > 0):
         raise ValueError(f"sigma_bulk_S_per_m must be finite and > 0, got {sigma_bulk_S_per_m}")
     if not (math.isfinite(sigma_pore_S_per_m) and sigma_pore_S_per_m >= 0):
         raise ValueError(f"sigma_pore_S_per_m must be finite and >= 0, got {sigma_pore_S_per_m}")
-    if len(values) > 2:
-        raise ValueError(f"image has {len(values)} phase values {values[:8].tolist()}...; with more than "
-                         "two phases pass phase_conductivities={value: S/m}")
     sig = np.where(phase == image.conducting_phase, float(sigma_bulk_S_per_m), float(sigma_pore_S_per_m))
     return sig.astype(np.float64), float(sigma_bulk_S_per_m)
+
+
+def labels_text(labels: list, limit: int = 12) -> str:
+    head = ", ".join(str(v) for v in labels[:limit])
+    return head + (f", … ({len(labels)} labels)" if len(labels) > limit else "")
 
 
 def _side_periodicity(image: VoxelImage, axis: int, periodic_sides) -> tuple[bool, bool]:
@@ -159,7 +195,8 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
                        preconditioner: str = "mg", flux_tol: float = 1e-4, max_iter: int = 20000,
                        dtype: str = "f64", periodic_sides=None, return_fields: bool = False,
                        electrode_mask: np.ndarray | None = None, rtol: float | None = None,
-                       check_every: int | None = None, backend: str | None = None) -> ConductivityResult:
+                       sigma_tol: float | None = None, check_every: int | None = None,
+                       backend: str | None = None, progress=None) -> ConductivityResult:
     """Effective conductivity of ``image`` along ``axis`` ("x", "y" or "z").
 
     Parameters
@@ -169,8 +206,11 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
     sigma_pore_S_per_m : conductivity of every other voxel (S/m, default 0 = insulating).
     phase_conductivities : {phase value: S/m} for labelled images (overrides the two above).
     preconditioner : "mg" (geometric multigrid V-cycle, default) or "jacobi".
-    flux_tol : stop when (max − min)/mean of the plane currents ≤ flux_tol.
-    rtol : optional extra criterion on the relative true residual ‖b − Ax‖/‖b‖.
+    flux_tol : (max − min)/mean of the plane currents, electrode faces included (0 < flux_tol < 1).
+    rtol : relative true residual ‖b − Ax‖/‖b‖ (default ``DEFAULT_RTOL``; 0 < rtol < 1).
+    sigma_tol : bound on the relative error of the current from the energy identity (default
+        ``DEFAULT_SIGMA_TOL``; 0 < sigma_tol < 1). All three must hold to stop (see ``_pcg``).
+    progress : optional callable ``(iteration, state_dict)`` called at every convergence check.
     dtype : storage precision "f64" or "f32" (reductions are always float64).
     periodic_sides : None (use image.periodic), a bool, or a (px, py, pz) triple.
     return_fields : also return potential (V), current density (A/m², [z, y, x, 3] as (jz, jy, jx))
@@ -189,8 +229,12 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
         raise ValueError(f"axis must be 'x', 'y' or 'z', got {axis!r}")
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
-    if not (flux_tol > 0):
-        raise ValueError(f"flux_tol must be > 0, got {flux_tol}")
+    rtol = DEFAULT_RTOL if rtol is None else rtol
+    sigma_tol = DEFAULT_SIGMA_TOL if sigma_tol is None else sigma_tol
+    for name, v in (("flux_tol", flux_tol), ("rtol", rtol), ("sigma_tol", sigma_tol)):
+        check_tolerance(name, v)
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     _itemsize(dtype)
     ax = AXES[axis]
     check_size(image.shape, dtype, preconditioner)
@@ -235,7 +279,7 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
             fields["potential_V"] = np.full(image.shape, np.nan)
             fields["current_density_A_per_m2"] = np.zeros(image.shape + (3,))
         return ConductivityResult(sigma_eff_S_per_m=0.0, tau=float("inf"), flux_spread=0.0, iterations=0,
-                                  residual=0.0, converged=True, percolating=False,
+                                  residual=0.0, current_imbalance=0.0, sigma_error=0.0, converged=True, percolating=False,
                                   wall_s=time.perf_counter() - t0, **common, **fields)
 
     if backend is not None:
@@ -243,17 +287,18 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
     else:
         current()
     phi, info = _pcg(sig, em_face.astype(np.int32), c, p1, p2, preconditioner=preconditioner,
-                     flux_tol=flux_tol, rtol=rtol, max_iter=max_iter, dtype=dtype,
-                     check_every=check_every)
+                     flux_tol=flux_tol, rtol=rtol, sigma_tol=sigma_tol, max_iter=max_iter, dtype=dtype,
+                     check_every=check_every, progress=progress)
     current_A = info["current_A"]
     sigma_eff = current_A * length / area  # ΔV = 1 V
     if sigma_eff <= 0 or not math.isfinite(sigma_eff):
         info["converged"] = False
     tau = eps_total * sigma_bulk / sigma_eff if sigma_eff > 0 else float("inf")
     if not info["converged"]:
-        msg = (f"conduction solve along {axis} did NOT converge: flux spread {info['spread']:.3g} > "
-               f"{flux_tol:g} after {info['iterations']} iterations (residual {info['residual']:.3g}); "
-               "the sigma_eff returned is not reliable")
+        msg = (f"conduction solve along {axis} did NOT converge after {info['iterations']} iterations: "
+               f"residual {info['residual']:.3g} (rtol {rtol:g}), flux spread {info['spread']:.3g} "
+               f"(flux_tol {flux_tol:g}), current error bound {info['sigma_error']:.3g} (sigma_tol "
+               f"{sigma_tol:g}); the sigma_eff returned is not reliable")
         log.warning(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
@@ -276,6 +321,7 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
             fields["current_density_A_per_m2"] = np.ascontiguousarray(jt)
     return ConductivityResult(sigma_eff_S_per_m=float(sigma_eff), tau=float(tau), flux_spread=info["spread"],
                               iterations=info["iterations"], residual=info["residual"],
+                              current_imbalance=info["imbalance"], sigma_error=info["sigma_error"],
                               converged=bool(info["converged"]), percolating=True,
                               wall_s=time.perf_counter() - t0, **common, **fields)
 
@@ -326,7 +372,22 @@ class _Fine:
         return 1 + (5 if preconditioner == "mg" else 6) * np.dtype(self.npdt).itemsize
 
 
-def _pcg(sig, em, c, p1, p2, *, preconditioner, flux_tol, rtol, max_iter, dtype, check_every):
+def _pcg(sig, em, c, p1, p2, *, preconditioner, flux_tol, rtol, sigma_tol, max_iter, dtype, check_every,
+         progress=None):
+    """Preconditioned CG with a stopping rule that cannot be fooled by a symmetric initial guess.
+
+    Converged only when, at the same iterate x, all of these hold:
+
+    * relative true residual ‖b − A x‖/‖b‖ ≤ ``rtol`` (recomputed from x, never the recurrence);
+    * plane currents (the two electrode faces included) spread ≤ ``flux_tol`` — inlet = outlet;
+    * the current error bound ≤ ``sigma_tol``: with e = x* − x and r = b − A x, the inlet current of x
+      differs from the exact one by I_in(x) − I* = xᵀr + ‖e‖²_A (since b = A x*, I(x) = c − bᵀx);
+      |xᵀr| is computed, and ‖e‖²_A is estimated by the Hestenes–Stiefel sum Σ α_j r_jᵀz_j over the
+      last ``HS_DELAY`` iterations (Strakoš & Tichý 2002, ETNA 13:56–80), both relative to I.
+
+    A flux spread alone is necessary, not sufficient: a linear initial guess in a channel that winds
+    sideways between z levels has equal plane currents (spread 1e-15) and a σ 10x too large.
+    """
     from fva.conduction_kernels import get_kernels
     from fva.multigrid import Multigrid
 
@@ -355,30 +416,48 @@ def _pcg(sig, em, c, p1, p2, *, preconditioner, flux_tol, rtol, max_iter, dtype,
         return K.f_jacobi_dot(F.sig, F.T, F.em, F.r, F.z, *args)
 
     def flux_check():
+        """(spread of the plane currents, inlet/outlet imbalance, mean current) of the current x."""
         K.plane_flux(F.sig, F.T, F.em, F.x, F.flux, c[0])
         planes = F.flux.to_numpy().sum(axis=1)
         mean = float(np.mean(planes))
         if not (mean > 0) or not np.all(np.isfinite(planes)):
-            return float("inf"), mean
-        return float((planes.max() - planes.min()) / mean), mean
+            return float("inf"), float("inf"), mean
+        return (float((planes.max() - planes.min()) / mean), float(abs(planes[0] - planes[-1]) / mean), mean)
 
     def true_residual():
+        """(‖b − A x‖/‖b‖, xᵀ(b − A x)) from x itself (Ap is the scratch array)."""
         rr = K.f_resid(F.sig, F.T, F.em, F.x, F.ap, F.ap, 0, 1, *args)
-        return math.sqrt(rr) / bnorm if bnorm > 0 else 0.0
+        xr = K.dot(F.x, F.ap)
+        return (math.sqrt(rr) / bnorm if bnorm > 0 else 0.0), xr
+
+    hs = collections.deque(maxlen=HS_DELAY)  # α_j r_jᵀz_j: decrements of ‖e‖²_A
+
+    def state():
+        spread, imbalance, mean_I = flux_check()
+        res, xr = true_residual()
+        if res <= EXACT_RESIDUAL:
+            hs_est = 0.0  # x solves the system to round-off
+        elif len(hs) < HS_DELAY:
+            hs_est = float("inf")  # too few iterations to estimate the error
+        else:
+            hs_est = float(sum(hs))
+        err = (abs(xr) + hs_est) / mean_I if mean_I > 0 else float("inf")
+        ok = (spread <= flux_tol and res <= rtol and err <= sigma_tol)
+        return dict(spread=spread, imbalance=imbalance, mean_I=mean_I, residual=res, sigma_error=err,
+                    converged=bool(ok))
 
     K.f_resid(F.sig, F.T, F.em, F.x, F.r, F.r, 0, 1, *args)  # r = b - A x
     rz = precond()
     K.copy(F.z, F.p)
     it = 0
-    spread, mean_I = flux_check()
-    best, since_best = spread, 0
-    res = true_residual() if (rtol is not None and spread <= flux_tol) else float("nan")
-    done = spread <= flux_tol and (rtol is None or res <= rtol)
-    while not done and it < max_iter:
+    st = state()
+    best, since_best = st["residual"], 0
+    while not st["converged"] and it < max_iter:
         pap = K.f_matvec_dot(F.sig, F.T, F.em, F.p, F.ap, *args)
         if not (pap > 0 and math.isfinite(pap)):
             break
         alpha = rz / pap
+        hs.append(alpha * rz)
         if dinv is not None:
             v = K.cg_update_jacobi(F.x, F.r, F.p, F.ap, dinv, F.z, alpha)
             rr, rz_new = float(v[0]), float(v[1])
@@ -388,34 +467,31 @@ def _pcg(sig, em, c, p1, p2, *, preconditioner, flux_tol, rtol, max_iter, dtype,
         it += 1
         if replace_every and it % replace_every == 0:
             # residual replacement (van der Vorst & Ye 2000): the recurrence r drifts from b − A x in
-            # float32 and CG then stalls near the flux tolerance; recompute it from x every so often
+            # float32 and CG then stalls; recompute it from x every so often
             rr = K.f_resid(F.sig, F.T, F.em, F.x, F.r, F.r, 0, 1, *args)
             rz_new = precond()
         if not math.isfinite(rz_new):
             break
-        if it % check_every == 0 or rr == 0.0 or it == max_iter:
-            spread, mean_I = flux_check()
-            if spread <= flux_tol:
-                res = true_residual()
-                if rtol is None or res <= rtol:
-                    done = True
-                    break
-                if rr == 0.0 or not (res > 1e-15):
-                    break
-            if spread < 0.5 * best:
-                best, since_best = spread, 0
+        rec = math.sqrt(rr) / bnorm if bnorm > 0 else 0.0  # recurrence residual: cheap, only a hint
+        if it % check_every == 0 or rr == 0.0 or it == max_iter or rec <= rtol:
+            st = state()
+            if progress is not None:
+                progress(it, st)
+            if st["converged"] or rr == 0.0:
+                break
+            if st["residual"] < 0.5 * best:
+                best, since_best = st["residual"], 0
             else:
-                since_best += 1
-                if since_best >= 200:  # stagnation (e.g. float32 round-off floor)
+                since_best += check_every
+                if since_best >= STAGNATION_ITERS:  # e.g. the float32 round-off floor
                     break
         if rz_new == 0.0:
             break
         beta = rz_new / rz
         rz = rz_new
         K.p_update(F.p, F.z, beta)
-    spread, mean_I = flux_check()
-    res = true_residual()
-    converged = spread <= flux_tol and (rtol is None or res <= rtol)
+    st = state() if not st["converged"] else st
     phi = F.x.to_numpy().astype(np.float64)
-    return phi, dict(iterations=it, spread=spread, residual=res, converged=converged, current_A=mean_I,
+    return phi, dict(iterations=it, spread=st["spread"], imbalance=st["imbalance"], residual=st["residual"],
+                     sigma_error=st["sigma_error"], converged=st["converged"], current_A=st["mean_I"],
                      bytes_per_voxel=F.bytes_per_voxel(preconditioner))

@@ -112,8 +112,14 @@ def load_image(path, *, key: str | None = None, voxel_m=None, phase: int | None 
         vox = _voxel_tuple(file_voxel) if file_voxel is not None else None
     if vox is None:
         raise ValueError(f"{p}: the voxel size is not stored in the file; pass voxel_m= (metres)")
-    return VoxelImage(phase=arr, voxel_m=vox, periodic=tuple(periodic),
-                      conducting_phase=1 if phase is None else int(phase))
+    conducting = 1 if phase is None else int(phase)
+    present = np.unique(arr)
+    if conducting not in present:
+        from fva.conduction import labels_text
+
+        raise ValueError(f"{p}: the conducting phase {conducting} is not in the image (labels present: "
+                         f"{labels_text([int(v) for v in present])}); choose it with --phase N / phase=")
+    return VoxelImage(phase=arr, voxel_m=vox, periodic=tuple(periodic), conducting_phase=conducting)
 
 
 def _cell_array(a: np.ndarray) -> np.ndarray:

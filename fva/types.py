@@ -114,8 +114,11 @@ class ConductivityResult:
     eps_percolating   : volume fraction connected to both electrodes.
     flux_spread       : (max − min)/mean of the current through every plane normal to the axis.
     iterations        : CG iterations (0 when no solve was needed).
-    residual          : relative true residual ‖b − A x‖/‖b‖ recomputed at the end.
-    converged         : True when the flux criterion was met.
+    residual          : relative true residual ‖b − A x‖/‖b‖ recomputed from the returned potential.
+    current_imbalance : |I_inlet − I_outlet| / I_mean of the returned potential.
+    sigma_error       : bound on the relative error of the current, (|xᵀr| + ‖x* − x‖²_A estimate)/I.
+    converged         : True only when residual, plane-current spread and sigma_error all met their
+        tolerances at the returned potential.
     axis              : "x", "y" or "z".
     percolating       : False when no path joins the two electrodes.
     potential_V / current_density_A_per_m2 : optional fields [z, y, x] (and [z, y, x, 3], components
@@ -132,6 +135,8 @@ class ConductivityResult:
     flux_spread: float
     iterations: int
     residual: float = float("nan")
+    current_imbalance: float = float("nan")
+    sigma_error: float = float("nan")
     converged: bool = True
     axis: str = "z"
     percolating: bool = True
@@ -157,5 +162,7 @@ class ConductivityResult:
                     sigma_eff_over_bulk=self.sigma_eff_over_bulk, tau=self.tau,
                     macmullin=self.macmullin, eps_total=self.eps_total,
                     eps_percolating=self.eps_percolating, flux_spread=self.flux_spread,
-                    iterations=self.iterations, residual=self.residual, converged=self.converged,
+                    iterations=self.iterations, residual=self.residual,
+                    current_imbalance=self.current_imbalance, sigma_error=self.sigma_error,
+                    converged=self.converged,
                     percolating=self.percolating, preconditioner=self.preconditioner, wall_s=self.wall_s)

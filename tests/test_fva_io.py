@@ -23,7 +23,9 @@ def test_npy_and_npz(tmp_path, img):
     np.savez(tmp_path / "two.npz", a=img.phase, b=img.phase * 0)
     with pytest.raises(ValueError, match="several arrays"):
         load_image(tmp_path / "two.npz", voxel_m=1e-6)
-    assert load_image(tmp_path / "two.npz", key="b", voxel_m=1e-6).phase.sum() == 0
+    assert load_image(tmp_path / "two.npz", key="b", voxel_m=1e-6, phase=0).phase.sum() == 0
+    with pytest.raises(ValueError, match=r"labels present: 0\)"):  # all pore: nothing conducts
+        load_image(tmp_path / "two.npz", key="b", voxel_m=1e-6)
     save_npz(tmp_path / "s.npz", img)
     b = load_image(tmp_path / "s.npz", key="phase")
     assert np.array_equal(b.phase, img.phase) and b.voxel_m == img.voxel_m
