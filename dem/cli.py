@@ -47,6 +47,30 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _unit_interval(text: str) -> float:
+    """A solver tolerance: 0 < value < 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must satisfy 0 < value < 1, got {text}")
+    return v
+
+
+def _label_conductivity(text: str) -> tuple[int, float]:
+    """LABEL=S_PER_M for --phase-conductivity."""
+    label, sep, value = text.partition("=")
+    try:
+        lab, v = int(label), float(value)
+    except ValueError:
+        lab, v = None, float("nan")
+    if not sep or lab is None or not (v >= 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected LABEL=S_PER_M with an integer label and a finite "
+                                         f"conductivity >= 0 in S/m, e.g. 85=0.12; got {text!r}")
+    return lab, v
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # exit 2 with one line, like every other bad input
         self.print_usage(sys.stderr)
@@ -93,8 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--axis", choices=["x", "y", "z", "all"], default="z", help="transport direction (default z)")
     c.add_argument("--sigma-bulk-mS-per-cm", type=_positive_float, default=10.0, metavar="S",
                    help="conductivity of the conducting phase in mS/cm (default 10 = 1 S/m)")
-    c.add_argument("--flux-tol", type=_positive_float, default=1e-4, help="plane-flux spread to stop at")
+    c.add_argument("--phase-conductivity", dest="phase_conductivity", action="append", default=[],
+                   type=_label_conductivity, metavar="LABEL=S_PER_M",
+                   help="conductivity of one label in S/m (repeatable, multi-phase images); labels not "
+                        "given are insulating; --phase (or the most conductive label) sets σ_bulk for τ")
+    c.add_argument("--flux-tol", type=_unit_interval, default=1e-4,
+                   help="spread of the plane currents, inlet/outlet included (0 < tol < 1, default 1e-4)")
+    c.add_argument("--rtol", type=_unit_interval, default=None,
+                   help="relative true residual ‖b − Ax‖/‖b‖ (0 < tol < 1, default 1e-6: σ within 1e-4)")
     c.add_argument("--no-vti", action="store_true", help="do not write the .vti field files")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
     a = sub.add_parser("analyze", help="microstructure metrics of a voxel image (porosity profiles, pore "
                                        "sizes, sub-volume tortuosity, interface current)",
@@ -203,6 +235,8 @@ def _load_image(args):
         kw["voxel_m"] = args.voxel_size
     if args.phase is not None:
         kw["phase"] = args.phase
+    elif getattr(args, "phase_conductivity", None):  # σ_bulk (for τ) from the most conductive label given
+        kw["phase"] = max(args.phase_conductivity, key=lambda lv: lv[1])[0]
     return load_image(path, **kw)
 
 
@@ -234,10 +268,16 @@ def cmd_conductivity(args) -> int:
             "versions": _versions(), "backend": {"backend": info.backend, "device": info.device_name},
             "image_shape": list(image.shape), "voxel_m": list(image.voxel_m), "porosity": image.porosity(),
             "conducting_phase": image.conducting_phase, "sigma_bulk_S_per_m": sigma_bulk, "analysed": []}
+    phase_sig = None
+    if args.phase_conductivity:
+        phase_sig = _phase_conductivities(image, args.phase_conductivity)
+        data["phase_conductivities_S_per_m"] = {str(k): v for k, v in phase_sig.items()}
     try:
         for ax in axes:
             r = solve_conductivity(image, ax, sigma_bulk_S_per_m=sigma_bulk, preconditioner=args.preconditioner,
-                                   flux_tol=args.flux_tol, return_fields=not args.no_vti)
+                                   phase_conductivities=phase_sig, flux_tol=args.flux_tol, rtol=args.rtol,
+                                   return_fields=not args.no_vti,
+                                   progress=None if args.quiet else SolveProgress(ax, rtol=args.rtol))
             entry = {"pressure_Pa": None, "label": f"{Path(args.image).name} axis {ax}", **json_safe(r.figures())}
             if not args.no_vti:
                 from fva.io import save_vti
@@ -247,10 +287,12 @@ def cmd_conductivity(args) -> int:
             data["analysed"].append(entry)
             print(f"axis {ax}: σ_eff = {r.sigma_eff_S_per_m:.6g} S/m, σ_eff/σ_bulk = {r.sigma_eff_over_bulk:.4f}, "
                   f"τ = {r.tau:.4g}, ε = {r.eps_total:.4f} (percolating {r.eps_percolating:.4f}), "
-                  f"{r.iterations} iterations")
+                  f"{r.iterations} iterations, residual {r.residual:.1e}, inlet/outlet {r.current_imbalance:.1e}"
+                  + ("" if r.converged else " — NOT CONVERGED, σ unreliable"))
             data["wall_time_s"] = time.perf_counter() - t0
             write_json(outdir / "results.json", json_safe(data))
-        data["status"] = "complete"
+        unconverged = [e["axis"] for e in data["analysed"] if not e.get("converged", True)]
+        data["status"] = "unconverged" if unconverged else "complete"
         for k in ("sigma_eff_S_per_m", "sigma_eff_over_bulk", "tau", "eps_total", "eps_percolating"):
             data[k] = data["analysed"][-1][k] if len(axes) == 1 else {e["axis"]: e[k] for e in data["analysed"]}
     except KeyboardInterrupt:
@@ -264,7 +306,67 @@ def cmd_conductivity(args) -> int:
         data["wall_time_s"] = time.perf_counter() - t0
         write_json(outdir / "results.json", json_safe(data))
     print(f"→ {outdir}/results.json")
+    if data["status"] == "unconverged":
+        _err(f"the solve along {', '.join(unconverged)} did not converge (see 'residual' in results.json): "
+             "raise the iteration limit or check the image")
+        return EXIT_FAIL
     return EXIT_OK
+
+
+def _phase_conductivities(image, given) -> dict:
+    """{label: S/m} from repeated --phase-conductivity; every other label present is insulating."""
+    import numpy as np
+
+    from fva.conduction import labels_text
+
+    present = [int(v) for v in np.unique(image.phase)]
+    table = {}
+    for lab, v in given:
+        if lab not in present:
+            raise UsageError(f"--phase-conductivity {lab}=…: label {lab} is not in the image "
+                             f"(labels present: {labels_text(present)})")
+        table[lab] = v
+    if not any(v > 0 for v in table.values()):
+        raise UsageError("--phase-conductivity: at least one label must conduct (σ > 0)")
+    for lab in present:
+        table.setdefault(lab, 0.0)
+    return table
+
+
+class SolveProgress:
+    """Progress of one conduction solve on stderr: iteration, residual, current balance, ETA.
+
+    Silent for the first ``after_s`` seconds (small solves print nothing), then a line every ``every_s``.
+    The ETA extrapolates the geometric decrease of the true residual towards its tolerance.
+    """
+
+    def __init__(self, axis: str, after_s: float = 3.0, every_s: float = 5.0, rtol: float | None = None):
+        from fva.conduction import DEFAULT_RTOL
+
+        self.axis, self.after_s, self.every_s = axis, after_s, every_s
+        self.rtol = DEFAULT_RTOL if rtol is None else rtol
+        self.t0 = time.perf_counter()
+        self.last = -1.0
+        self.first = None
+
+    def __call__(self, it: int, st: dict) -> None:
+        import math
+
+        now = time.perf_counter() - self.t0
+        res = st.get("residual", float("nan"))
+        if self.first is None and res > 0:
+            self.first = (it, res, now)
+        if now < self.after_s or now - self.last < self.every_s:
+            return
+        self.last = now
+        eta = ""
+        if self.first is not None and it > self.first[0] and 0 < res < self.first[1]:
+            rate = math.log(res / self.first[1]) / (it - self.first[0])      # log decrease per iteration
+            left = max(0.0, math.log(self.rtol / res) / rate) if res > self.rtol else 0.0
+            eta = f", ETA {left * now / max(it, 1):.0f} s"
+        print(f"  solve {self.axis}: iteration {it}, residual {res:.2e}, plane-current spread "
+              f"{st.get('spread', float('nan')):.2e}, inlet/outlet {st.get('imbalance', float('nan')):.1e}, "
+              f"{now:.0f} s{eta}", file=sys.stderr, flush=True)
 
 
 def cmd_analyze(args) -> int:

@@ -99,7 +99,7 @@ def _perm_shape(shape, axis):
     return tuple(shape[a] for a in _perm(axis))
 
 
-def _available_memory_bytes() -> int | None:
+def available_memory_bytes() -> int | None:
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -119,7 +119,7 @@ def check_size(shape, dtype: str = "f64", preconditioner: str = "mg") -> int:
             f"({TAICHI_MAX_ELEMENTS}, about 1290**3); crop or coarsen it, or solve sub-volumes "
             "(a distributed/tiled path is not implemented)")
     need = estimate_memory_bytes(shape, dtype, preconditioner)
-    avail = _available_memory_bytes()
+    avail = available_memory_bytes()
     if avail is not None and need > avail:
         raise ValueError(f"the solve needs about {need / 2**30:.1f} GiB but only {avail / 2**30:.1f} GiB "
                          f"is available (shape {tuple(shape)}, dtype {dtype}, {preconditioner})")

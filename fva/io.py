@@ -47,6 +47,7 @@ def load_image(path, *, key: str | None = None, voxel_m=None, phase: int | None 
     ext = p.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
         raise ValueError(f"unknown image extension {ext!r} for {p}; expected one of {IMAGE_EXTENSIONS}")
+    check_loadable(p, key)
     file_voxel = None
     if ext == ".npy":
         arr = np.load(p, allow_pickle=False)
@@ -120,6 +121,67 @@ def load_image(path, *, key: str | None = None, voxel_m=None, phase: int | None 
         raise ValueError(f"{p}: the conducting phase {conducting} is not in the image (labels present: "
                          f"{labels_text([int(v) for v in present])}); choose it with --phase N / phase=")
     return VoxelImage(phase=arr, voxel_m=vox, periodic=tuple(periodic), conducting_phase=conducting)
+
+
+def image_header(path, key: str | None = None) -> tuple[tuple, np.dtype] | None:
+    """(shape, dtype) read from the file's header without loading the voxels (None if not known).
+
+    .npy: the format header; .npz: the header of the member array; TIFF: the first series.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    try:
+        if ext == ".npy":
+            with open(p, "rb") as fh:
+                return _npy_header(fh)
+        if ext == ".npz":
+            import zipfile
+
+            with zipfile.ZipFile(p) as zf:
+                names = [n for n in zf.namelist() if n.endswith(".npy") and n != "voxel_m.npy"]
+                name = f"{key}.npy" if key is not None else (names[0] if len(names) == 1 else None)
+                if name is None or name not in zf.namelist():
+                    return None
+                with zf.open(name) as fh:
+                    return _npy_header(fh)
+        if ext in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(str(p)) as tf:
+                s = tf.series[0]
+                return tuple(s.shape), np.dtype(s.dtype)
+    except Exception:  # a malformed header: let the loader report it
+        return None
+    return None
+
+
+def _npy_header(fh) -> tuple[tuple, np.dtype]:
+    fmt = np.lib.format
+    version = fmt.read_magic(fh)
+    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, _, dtype = read(fh, max_header_size=1 << 20) if version != (1, 0) else read(fh)
+    return tuple(shape), np.dtype(dtype)
+
+
+def check_loadable(path, key: str | None = None) -> None:
+    """``ValueError`` with the bytes needed and available when the image would not fit in memory.
+
+    Counts the array as stored plus the solve's own working set at float32 (fva.conduction) — the
+    least a solve of it needs — against the memory the system reports as available.
+    """
+    from fva.conduction import available_memory_bytes, estimate_memory_bytes
+
+    head = image_header(path, key)
+    if head is None:
+        return
+    shape, dtype = head
+    n = int(np.prod([int(s) for s in shape], dtype=object)) if shape else 1
+    need = n * dtype.itemsize + (estimate_memory_bytes(shape, "f32") if len(shape) == 3 else 0)
+    avail = available_memory_bytes()
+    if avail is not None and need > avail:
+        raise ValueError(f"{Path(path).name}: image of shape {tuple(shape)} ({n:.3g} voxels, {dtype}) needs about "
+                         f"{need / 2**30:.3g} GiB to load and solve, but only {avail / 2**30:.1f} GiB is available; "
+                         "crop or coarsen it, or use a machine with more memory")
 
 
 def _cell_array(a: np.ndarray) -> np.ndarray:
