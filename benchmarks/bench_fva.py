@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
 def _stream(K, ti, n: int, dtype_name: str, repeats: int = 5) -> dict:
     """Copy bandwidth (bytes read + written per second) and the fine matvec's effective bandwidth."""
     from fva.backend import sync
-    from fva.conduction import phase_table
+    from fva.pcg import phase_table
 
     tdt = ti.f64 if dtype_name == "f64" else ti.f32
     item = 8 if dtype_name == "f64" else 4

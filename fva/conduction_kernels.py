@@ -40,6 +40,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         return _CACHE[key]
     dt = ti.f64 if dtype_name == "f64" else ti.f32
     F3 = ti.types.ndarray(dtype=dt, ndim=3)
+    X3 = ti.types.ndarray(dtype=ti.f64, ndim=3)  # the potential x: always float64 (see fva.pcg)
     I2 = ti.types.ndarray(dtype=ti.i32, ndim=2)
     D2 = ti.types.ndarray(dtype=ti.f64, ndim=2)
     D1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
@@ -165,7 +166,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         return r * r
 
     @ti.kernel
-    def f_resid(sig: U3, T: D1, em: I2, x: F3, rhs: F3, out: F3, has_rhs: ti.i32, add_bc: ti.i32,
+    def f_resid(sig: U3, T: D1, em: I2, x: X3, rhs: F3, out: F3, has_rhs: ti.i32, add_bc: ti.i32,
                 c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32) -> f64:
         """out = [rhs] + [b] - A x; returns sum(out**2)."""
         s = ti.cast(0.0, f64)
@@ -179,6 +180,45 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
             for i, j, k in ti.ndrange(sig.shape[0], sig.shape[1], sig.shape[2]):
                 s += c_fresid(sig, T, em, x, rhs, out, i, j, k, has_rhs, add_bc, c0, c1, c2, p1, p2)
         return s
+
+    @ti.func
+    def c_fresid_xr(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), out: ti.template(),
+                    i, j, k, c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
+        v = f_row(sig, T, em, x, i, j, k, c0, c1, c2, p1, p2)
+        r = ti.cast(0.0, f64)
+        if v[0] > 0:
+            r = v[1] - v[0] * x[i, j, k]
+            if i == 0:
+                r += 2.0 * c0 * sg(sig, T, i, j, k)
+        out[i, j, k] = ti.cast(r, dt)
+        return ti.Vector([r * r, x[i, j, k] * r], dt=f64)
+
+    @ti.kernel
+    def f_resid_xr(sig: U3, T: D1, em: I2, x: X3, out: F3, c0: f64, c1: f64, c2: f64,
+                   p1: ti.i32, p2: ti.i32) -> ti.types.vector(2, f64):
+        """out = b − A x; returns (Σ r², Σ x·r) — the true residual and the first-order current error."""
+        s = ti.Vector([0.0, 0.0], dt=f64)
+        if ti.static(SERIAL_K):
+            for i, j in ti.ndrange(sig.shape[0], sig.shape[1]):
+                acc = ti.Vector([0.0, 0.0], dt=f64)
+                for k in range(sig.shape[2]):
+                    acc += c_fresid_xr(sig, T, em, x, out, i, j, k, c0, c1, c2, p1, p2)
+                s += acc
+        else:
+            for i, j, k in ti.ndrange(sig.shape[0], sig.shape[1], sig.shape[2]):
+                s += c_fresid_xr(sig, T, em, x, out, i, j, k, c0, c1, c2, p1, p2)
+        return s
+
+    @ti.kernel
+    def init_linear(sig: U3, x: X3):
+        """x = 1 − (i + ½)/n0 on active voxels, 0 elsewhere: the exact potential of a uniform block."""
+        n0 = sig.shape[0]
+        for i, j in ti.ndrange(sig.shape[0], sig.shape[1]):
+            for k in range(sig.shape[2]):
+                v = ti.cast(0.0, f64)
+                if sig[i, j, k] != 0:
+                    v = 1.0 - (ti.cast(i, f64) + 0.5) / ti.cast(n0, f64)
+                x[i, j, k] = v
 
     @ti.func
     def c_fsmooth(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), rhs: ti.template(),
@@ -262,7 +302,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         return s
 
     @ti.kernel
-    def plane_flux(sig: U3, T: D1, em: I2, x: F3, out: D2, c0: f64):
+    def plane_flux(sig: U3, T: D1, em: I2, x: X3, out: D2, c0: f64):
         """out[p, j] = current (A, per unit potential) through face plane p summed over k."""
         n0, n2 = sig.shape[0], sig.shape[2]
         for p, j in ti.ndrange(n0 + 1, sig.shape[1]):
@@ -281,13 +321,13 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
     # ------------------------------------------------------------------ generic vector kernels
     @ti.func
     def c_cgu(x: ti.template(), r: ti.template(), p: ti.template(), ap: ti.template(), i, j, k, alpha: f64):
-        x[i, j, k] = ti.cast(ti.cast(x[i, j, k], f64) + alpha * ti.cast(p[i, j, k], f64), dt)
+        x[i, j, k] = x[i, j, k] + alpha * ti.cast(p[i, j, k], f64)
         rn = ti.cast(r[i, j, k], f64) - alpha * ti.cast(ap[i, j, k], f64)
         r[i, j, k] = ti.cast(rn, dt)
         return rn * rn
 
     @ti.kernel
-    def cg_update(x: F3, r: F3, p: F3, ap: F3, alpha: f64) -> f64:
+    def cg_update(x: X3, r: F3, p: F3, ap: F3, alpha: f64) -> f64:
         s = ti.cast(0.0, f64)
         if ti.static(SERIAL_K):
             for i, j in ti.ndrange(x.shape[0], x.shape[1]):
@@ -319,7 +359,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
     @ti.func
     def c_cgj(x: ti.template(), r: ti.template(), p: ti.template(), ap: ti.template(), dinv: ti.template(),
               z: ti.template(), i, j, k, alpha: f64):
-        x[i, j, k] = ti.cast(ti.cast(x[i, j, k], f64) + alpha * ti.cast(p[i, j, k], f64), dt)
+        x[i, j, k] = x[i, j, k] + alpha * ti.cast(p[i, j, k], f64)
         rn = ti.cast(r[i, j, k], f64) - alpha * ti.cast(ap[i, j, k], f64)
         r[i, j, k] = ti.cast(rn, dt)
         zn = rn * ti.cast(dinv[i, j, k], f64)
@@ -327,7 +367,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         return ti.Vector([rn * rn, rn * zn], dt=f64)
 
     @ti.kernel
-    def cg_update_jacobi(x: F3, r: F3, p: F3, ap: F3, dinv: F3, z: F3, alpha: f64) -> ti.types.vector(2, f64):
+    def cg_update_jacobi(x: X3, r: F3, p: F3, ap: F3, dinv: F3, z: F3, alpha: f64) -> ti.types.vector(2, f64):
         """x += αp, r −= αAp, z = r/diag; returns (r·r, r·z) (fused Jacobi-PCG step)."""
         s = ti.Vector([0.0, 0.0], dt=f64)
         if ti.static(SERIAL_K):
@@ -617,7 +657,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
     ns = SimpleNamespace(
         f_matvec_dot=f_matvec_dot, f_resid=f_resid, f_smooth=f_smooth, f_jacobi_dot=f_jacobi_dot,
         f_diag_inv=f_diag_inv, f_resid_restrict=f_resid_restrict, cg_update_jacobi=cg_update_jacobi,
-        plane_flux=plane_flux, cg_update=cg_update, p_update=p_update, dot=dot, copy=copy, fill=fill,
+        plane_flux=plane_flux, cg_update=cg_update, f_resid_xr=f_resid_xr, init_linear=init_linear, p_update=p_update, dot=dot, copy=copy, fill=fill,
         c_diag_inv=c_diag_inv, c_smooth=c_smooth, c_resid=c_resid, restrict=restrict, prolong=prolong,
         prolong_f=prolong_f, build_from_sigma=build_from_sigma, build_from_coarse=build_from_coarse)
     ns.dtype = dt
