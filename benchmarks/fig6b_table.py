@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-R_GAS = 8.314462618   # J/(mol K)
+from fva.activation import R_J_PER_MOL_K as R_GAS  # noqa: E402  (J/(mol K))
 
 
 def rows_of(res: dict) -> list[dict]:
