@@ -219,7 +219,7 @@ def main(argv=None):
     ap.add_argument("--mass-scaling", type=float, default=1e5)
     ap.add_argument("--dt-safety", type=float, default=0.1, help="dt = dt_safety × Rayleigh time of r_min")
     ap.add_argument("--bulk-response", type=float, default=None,
-                    help="K_eff/K of the volume-correction bulk response (default: dem.simulation.BULK_RESPONSE)")
+                    help="K_eff/K of the volume-correction bulk response (default: dem.types.BULK_RESPONSE)")
     ap.add_argument("--pore-collapse-gpa", default=None,
                     help="p_c (GPa) of the plastic pore collapse p_f = p_c ln(φ_c/φ), or 'yield' for p_c = p_y of "
                          "each run (default: elastic bulk response)")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import platform
-from pathlib import Path
 
 import numpy as np
 
