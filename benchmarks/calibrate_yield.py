@@ -1,7 +1,7 @@
 """Calibrate the Thornton–Ning limiting contact pressure p_y against the study's in-die Heckel Py.
 
 Schneider et al. 2023 (t-Li7SiPS8, <50 µm sieve fraction) report an in-die Heckel mean yield pressure
-Py = 0.95 ± 0.03 GPa (``shared/reference/schneider2023.toml``, [heckel]). The DEM contact parameter that
+Py = 0.95 ± 0.03 GPa (``docs/references.md#schneider-2023-heckel``). The DEM contact parameter that
 sets it is the Thornton–Ning p_y (``Material.yield_stress_Pa``); the two are not the same number (Py is a
 property of the packing's densification, p_y the limiting pressure of one contact). This script sweeps p_y
 on a reduced study-like set-up, fits the in-die Heckel line of each loading branch with ``dem.heckel`` and
@@ -259,7 +259,7 @@ def main(argv=None):
     cal = {k: interpolate_py([r for r in runs if "error" not in r], key=k) for k in ("Py_auto_GPa", "Py_fixed_GPa")}
     setup = {k: v for k, v in base.items() if k != "threads"}
     doc = dict(target=dict(Py_in_die_GPa=TARGET_PY_GPA, density_drop_on_release=TARGET_RECOVERY,
-                           source="Schneider et al. 2023, shared/reference/schneider2023.toml [heckel]"),
+                           source="Schneider et al. 2023, docs/references.md#schneider-2023-heckel"),
                setup=setup, runs=runs,
                calibrated_p_y_GPa={k: dict(value=v, how=how) for k, (v, how) in cal.items()},
                wall_s=time.perf_counter() - t0)

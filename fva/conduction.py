@@ -6,7 +6,7 @@ Quick start::
     res = solve_conductivity(image, axis="z", sigma_bulk_S_per_m=1e-3)
     res.sigma_eff_S_per_m, res.tau
 
-Conventions (see ``shared/DESIGN.md``, "Conduction solve conventions"):
+Conventions (as TauFactor, Cooper et al., SoftwareX 5 (2016) 203; ``docs/references.md``):
 
 * Image arrays are indexed ``[z, y, x]``; axis ``"z"`` is array axis 0, ``"y"`` axis 1, ``"x"`` axis 2.
 * 7-point finite-volume operator; face conductance = harmonic mean 2σᵢσⱼ/(σᵢ+σⱼ) × face area /
