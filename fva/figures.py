@@ -119,7 +119,8 @@ def plot_microstructure(summary: dict, arrays: dict, outdir) -> list:
         axs[0].boxplot(data)
         axs[0].set_xticks(range(1, len(taus) + 1), [f"τ_{a}" for a in taus])
         axs[0].set_ylabel("tortuosity factor τ (–)")
-        axs[0].set_title("RVE τ")
+        blocked = sum(int(np.size(t) - np.isfinite(t).sum()) for t in taus.values())
+        axs[0].set_title("RVE τ" + (f", {blocked} not conducting (τ = ∞)" if blocked else ""))
         fin = tz[np.isfinite(tz)]
         vmin, vmax = (float(fin.min()), float(fin.max())) if fin.size else (1.0, 1.0)
         vmax = vmax if vmax > vmin else vmin + 1e-9
