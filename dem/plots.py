@@ -32,6 +32,15 @@ EXPECTED_SHAPES = {
 _COLORS = {"variable_pressure": "tab:orange", "stack_pressure": "tab:blue", "all": "tab:gray"}
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: str, *, fontsize: float = 8, **legend_kw) -> None:
+    """Axis labels, title, a light grid and the legend: the last touches every figure of a run shares."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=fontsize, **legend_kw)
+
+
 def read_history(path) -> dict:
     """history.csv → dict column → float array (the 'stage' and 'step' columns as ints)."""
     with open(path, newline="") as fh:
@@ -110,12 +119,8 @@ def plot_density(history: dict, captures: list[dict], path, stage_kinds=None) ->
     if caps:
         ax.plot([c["pressure_Pa"] / 1e9 for c in caps], [c["relative_density"] for c in caps], "ko", ms=4,
                 label="captured packings")
-    ax.set_xlabel("punch pressure p (GPa)")
-    ax.set_ylabel("relative density ρ_rel (–)")
     ax.set_ylim(top=1.0)
-    ax.set_title("Compaction curve")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, "punch pressure p (GPa)", "relative density ρ_rel (–)", "Compaction curve")
     return save_png(fig, path)
 
 
@@ -151,11 +156,7 @@ def plot_heckel(history: dict, heckel: dict, path, stage_kinds=None) -> Path:
         ax.axvspan(fr[0] / 1e9, fr[1] / 1e9, color="tab:green", alpha=0.08, lw=0, label="regime II (fit range)")
     elif h.get("error"):
         ax.text(0.02, 0.95, f"no Heckel fit: {h['error']}"[:90], transform=ax.transAxes, fontsize=7, va="top")
-    ax.set_xlabel("punch pressure p (GPa)")
-    ax.set_ylabel("ln(1/(1 − ρ_rel)) (–)")
-    ax.set_title("Heckel plot")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _finish(ax, "punch pressure p (GPa)", "ln(1/(1 − ρ_rel)) (–)", "Heckel plot", fontsize=7)
     return save_png(fig, path)
 
 
@@ -197,23 +198,18 @@ def plot_conductivity(runs: list[dict], path) -> Path:
             ax.plot(xs, np.exp(-dv * (xs - na / 1e9) * 1e9 / (R_J_PER_MOL_K * T)), "--", color="0.45", lw=1,
                     label=f"activation-volume slope, ΔV = {dv * 1e6:g} cm³/mol")
     ax.axhline(1.0, color="0.6", lw=0.8)
-    ax.set_xlabel("pelletizing pressure p (GPa)")
     nas = [r.get("normalise_at_Pa") for r in runs if r.get("normalise_at_Pa")]
-    ax.set_ylabel(f"σ_eff / σ_eff({nas[0] / 1e9:g} GPa) (–)" if nas else "normalised σ_eff (–)")
-    ax.set_title("Normalised conductivity (cf. Schneider 2023, Fig. 6b)")
+    _finish(ax, "pelletizing pressure p (GPa)",
+            f"σ_eff / σ_eff({nas[0] / 1e9:g} GPa) (–)" if nas else "normalised σ_eff (–)",
+            "Normalised conductivity (cf. Schneider 2023, Fig. 6b)", fontsize=7, loc="upper right")
     txt = "\n".join(EXPECTED_SHAPES[p] for p in dict.fromkeys(protos) if p in EXPECTED_SHAPES)
     if txt:
         import textwrap
         txt = "\n".join(textwrap.fill(t, 75) for t in txt.splitlines())
         ax.text(0.0, -0.17, "Expected shape — " + txt, transform=ax.transAxes, fontsize=7, va="top",
                 color="0.25")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
-    ax2.set_xlabel("pelletizing pressure p (GPa)")
-    ax2.set_ylabel("conductivity (S/m)")
-    ax2.set_title("Effective and bulk conductivity")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=7)
+    _finish(ax2, "pelletizing pressure p (GPa)", "conductivity (S/m)", "Effective and bulk conductivity",
+            fontsize=7)
     return save_png(fig, path)
 
 
@@ -236,12 +232,9 @@ def plot_porosity_profile(z_m, porosity, path, title="Porosity profile of the fi
     fig, ax = plt.subplots(figsize=(4.5, 5))
     ax.plot(np.asarray(porosity), np.asarray(z_m) * 1e6, "C0-")
     ax.axvline(float(np.mean(porosity)), color="0.5", ls="--", lw=0.8, label=f"mean {np.mean(porosity):.3f}")
-    ax.set_xlabel("porosity (–)")
-    ax.set_ylabel("height z (µm)")
     ax.set_xlim(0, 1)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, "porosity (–)", "height z (µm)", title)
+    ax.title.set_fontsize(10)
     return save_png(fig, path)
 
 
