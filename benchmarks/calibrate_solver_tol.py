@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sphere-n", type=int, default=64, help="edge of the packed-sphere image (voxels)")
-    ap.add_argument("--dtype", default="f64", choices=["f64", "f32"])
+    ap.add_argument("--dtype", default="f32", choices=["f64", "f32"], help="work-vector precision (default: the solver default)")
     ap.add_argument("-o", "--out", default=str(ROOT / "benchmarks" / "results" / "solver_tol_calibration.json"))
     args = ap.parse_args(argv)
 

@@ -1,7 +1,7 @@
 """Calibrate the Thornton–Ning limiting contact pressure p_y against the study's in-die Heckel Py.
 
 Schneider et al. 2023 (t-Li7SiPS8, <50 µm sieve fraction) report an in-die Heckel mean yield pressure
-Py = 0.95 ± 0.03 GPa (``shared/reference/schneider2023.toml``, [heckel]). The DEM contact parameter that
+Py = 0.95 ± 0.03 GPa (``docs/references.md#schneider-2023-heckel``). The DEM contact parameter that
 sets it is the Thornton–Ning p_y (``Material.yield_stress_Pa``); the two are not the same number (Py is a
 property of the packing's densification, p_y the limiting pressure of one contact). This script sweeps p_y
 on a reduced study-like set-up, fits the in-die Heckel line of each loading branch with ``dem.heckel`` and
@@ -219,7 +219,7 @@ def main(argv=None):
     ap.add_argument("--mass-scaling", type=float, default=1e5)
     ap.add_argument("--dt-safety", type=float, default=0.1, help="dt = dt_safety × Rayleigh time of r_min")
     ap.add_argument("--bulk-response", type=float, default=None,
-                    help="K_eff/K of the volume-correction bulk response (default: dem.simulation.BULK_RESPONSE)")
+                    help="K_eff/K of the volume-correction bulk response (default: dem.types.BULK_RESPONSE)")
     ap.add_argument("--pore-collapse-gpa", default=None,
                     help="p_c (GPa) of the plastic pore collapse p_f = p_c ln(φ_c/φ), or 'yield' for p_c = p_y of "
                          "each run (default: elastic bulk response)")
@@ -259,7 +259,7 @@ def main(argv=None):
     cal = {k: interpolate_py([r for r in runs if "error" not in r], key=k) for k in ("Py_auto_GPa", "Py_fixed_GPa")}
     setup = {k: v for k, v in base.items() if k != "threads"}
     doc = dict(target=dict(Py_in_die_GPa=TARGET_PY_GPA, density_drop_on_release=TARGET_RECOVERY,
-                           source="Schneider et al. 2023, shared/reference/schneider2023.toml [heckel]"),
+                           source="Schneider et al. 2023, docs/references.md#schneider-2023-heckel"),
                setup=setup, runs=runs,
                calibrated_p_y_GPa={k: dict(value=v, how=how) for k, (v, how) in cal.items()},
                wall_s=time.perf_counter() - t0)

@@ -11,7 +11,8 @@ sub-volumes (64 for the study's 4×4×4 grid) per axis and the relative std alon
 vs through-plane (z) τ, the interface current at the electrode contact (actual contact fraction, max/mean,
 max in mA/cm² at 1 mA/cm² applied), the number-mean pore size and 1 − the DEM's mass-based relative density
 (the voxelised union of the volume-corrected spheres can differ from it at high density); beside them the
-study's figures (``../shared/reference/lin2024.toml``; a built-in copy of its numbers when it is absent).
+study's figures (``REFERENCE`` below, from the paper; ``docs/references.md``), or a TOML of the same keys
+given with ``--reference``.
 
 The powder label of a run is taken from ``--labels`` or else from its run name (without ``lin2024_``);
 labels containing "fine" / "regular" get that powder's study figures, others none. The pressure of a row is
@@ -33,11 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference" / "lin2024.toml"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "lin2024_table.json"
 
-# The numbers of ../shared/reference/lin2024.toml, used only when that file cannot be read.
-BUILTIN_REFERENCE = {
+# The study's figures (Lin et al. 2024; docs/references.md lists where each comes from).
+REFERENCE = {
     "porosity": {"regular": [0.139, 0.179], "fine": [0.061, 0.095], "fine_100MPa": 0.095},
     "tortuosity_factor": {"regular": [1.17, 1.30], "fine": [1.05, 1.13], "fine_100MPa_relative_std": [0.04, 0.08]},
     "interface_current": {"applied_mA_per_cm2": 1.0, "initial_contact_fraction": 0.9306,
@@ -50,14 +50,14 @@ AXES = ("x", "y", "z")
 
 # --------------------------------------------------------------------------------------------- inputs
 def load_reference(path: Path | None) -> tuple[dict, str]:
-    """The study's figures (TOML) and where they came from."""
-    p = Path(path) if path else DEFAULT_REFERENCE
-    if p.is_file():
-        with open(p, "rb") as fh:
-            return tomllib.load(fh), str(p)
-    if path:
+    """The study's figures: ``REFERENCE``, or a TOML file of the same keys, and where they came from."""
+    if not path:
+        return REFERENCE, "Lin et al. 2024 (docs/references.md)"
+    p = Path(path)
+    if not p.is_file():
         raise SystemExit(f"lin2024_table: reference file not found: {p}")
-    return BUILTIN_REFERENCE, "built-in copy of shared/reference/lin2024.toml"
+    with open(p, "rb") as fh:
+        return tomllib.load(fh), str(p)
 
 
 def load_results(outdir: Path) -> dict:
@@ -302,7 +302,7 @@ def main(argv=None) -> dict:
     ap.add_argument("outdirs", nargs="+", help="`pelletsim run` output folders (or their results.json)")
     ap.add_argument("--labels", default=None, help="comma-separated powder per OUTDIR (fine,regular); "
                                                    "default: from the run name")
-    ap.add_argument("--reference", default=None, help=f"study figures TOML (default {DEFAULT_REFERENCE})")
+    ap.add_argument("--reference", default=None, help="study figures TOML (default: the built-in REFERENCE, docs/references.md)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="JSON path (default %(default)s)")
     ap.add_argument("--md", default=None, help="also write the markdown table to this path")
     args = ap.parse_args(argv)

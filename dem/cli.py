@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from fva.report import fmt_tau as _fmt_tau, versions as _versions
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPT, EXIT_TERM = 0, 1, 2, 130, 143
 
 
@@ -257,7 +259,7 @@ def _start_image_command(args, what: str):
 
 
 def cmd_conductivity(args) -> int:
-    from dem.pipeline import json_safe
+    from fva.report import json_safe
     from fva.atomic import write_json
     from fva.conduction import solve_conductivity
 
@@ -370,9 +372,9 @@ class SolveProgress:
 
 
 def cmd_analyze(args) -> int:
-    from dem.pipeline import json_safe
+    from fva.report import json_safe
     from fva.atomic import write_json
-    from fva.microstructure import analyze_image, plot_microstructure
+    from fva.microstructure import analyze_image, plot_microstructure, summary_lines
 
     grid = args.rve_grid
     if len(grid) not in (1, 3) or any(g < 1 for g in grid):
@@ -391,10 +393,7 @@ def cmd_analyze(args) -> int:
             "microstructure": json_safe(summary), "wall_time_s": time.perf_counter() - t0,
             "figures": [Path(f).name for f in (figs or [])] if isinstance(figs, (list, tuple)) else None}
     write_json(outdir / "results.json", json_safe(data))
-    for k in ("porosity", "inplane_rms", "pore_size_mean_m", "tau_inplane", "tau_throughplane",
-              "interface_current_max_over_mean"):
-        if k in summary:
-            print(f"{k} = {summary[k]}")
+    print("\n".join(summary_lines(summary)))
     print(f"→ {outdir}/results.json")
     return EXIT_OK
 
@@ -421,15 +420,6 @@ def cmd_reanalyse(args) -> int:
     plot_run(outdir)
     print(f"{len(data.get('analysed', []))} packing(s) analysed: {outdir / 'results.json'}")
     return EXIT_OK
-
-
-def _fmt_tau(t) -> str:
-    return "inf" if t is None else f"{t:.3f}"
-
-
-def _versions() -> dict:
-    from dem.pipeline import _versions as v
-    return v()
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "conductivity": cmd_conductivity,

@@ -36,13 +36,6 @@ def effective_shear_modulus(E1: float, nu1: float, E2: float | None = None, nu2:
     return 1.0 / inv
 
 
-def effective_radius(r1, r2=None):
-    """R* = r1 r2/(r1+r2); ``r2=None`` means a flat wall (R* = r1)."""
-    if r2 is None:
-        return r1
-    return r1 * r2 / (r1 + r2)
-
-
 def damping_beta(restitution: float) -> float:
     """β = ln e / √(ln² e + π²) (≤ 0); 0 for e = 1 (Tsuji 1992 / LIGGGHTS)."""
     e = float(restitution)

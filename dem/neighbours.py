@@ -143,8 +143,6 @@ class NeighbourList:
         m = self.npairs
         return np.stack([self.pair_owner.to_numpy()[:m], self.partner.to_numpy()[:m]], axis=1)
 
-    def history_numpy(self) -> np.ndarray:
-        return self.hist.to_numpy()[: self.npairs]
 
 
 def brute_force_pairs(centers: np.ndarray, radii: np.ndarray, box_xy, skin: float) -> set:

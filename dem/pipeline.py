@@ -12,7 +12,6 @@ import datetime as _dt
 import io
 import json
 import math
-import platform
 import re
 import sys
 import time
@@ -24,10 +23,9 @@ from dem.scenario import CaptureSpec, Scenario, expand_protocol, load_scenario, 
 from dem.types import HISTORY_COLUMNS, CompactionResult
 from fva.types import Packing
 from fva.atomic import atomic_path, write_json, write_text
+from fva.report import fmt_tau as _fmt_tau, json_safe, versions as _versions
 
 __all__ = ["run_scenario", "PipelineError", "json_safe", "select_captures", "normalise"]
-
-R_GAS = 8.314462618
 
 
 class PipelineError(RuntimeError):
@@ -35,32 +33,6 @@ class PipelineError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def json_safe(obj):
-    """Recursively turn numpy scalars/arrays, dataclasses and non-finite floats (→ None) into JSON data."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return json_safe({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        if obj.size > 10000:
-            return f"<array {obj.shape} {obj.dtype}>"
-        return json_safe(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or isinstance(obj, (int, str)):
-        return obj
-    return str(obj)
-
-
 def slug(text: str) -> str:
     s = re.sub(r"[^A-Za-z0-9.]+", "_", str(text)).strip("_")
     return s[:60] or "packing"
@@ -162,22 +134,6 @@ class _Progress:
         if "message" in info:
             parts.append(str(info["message"]))
         _eprint("[pelletsim] " + ", ".join(parts))
-
-
-def _fmt_tau(t) -> str:
-    return "inf (not percolating)" if t is None else f"{t:.3f}"
-
-
-def _versions() -> dict:
-    import dem
-    out = {"pelletsim": getattr(dem, "__version__", "?"), "python": platform.python_version(),
-           "numpy": np.__version__}
-    try:
-        from importlib.metadata import version
-        out["taichi"] = version("taichi")
-    except Exception:
-        out["taichi"] = None
-    return out
 
 
 # --------------------------------------------------------------------------------------------- captures
@@ -641,21 +597,6 @@ def _density_summary(history: dict, cap_meta: list[dict]) -> dict:
     if "solid_fraction" in history and len(history["solid_fraction"]):
         out["final_solid_fraction"] = float(np.asarray(history["solid_fraction"], float)[-1])
     return out
-
-
-def _load_mask(history: dict, stages) -> np.ndarray:
-    """Rows of the first loading up to the maximum pressure (in-die Heckel data)."""
-    p = np.asarray(history.get("p_top_Pa", []), float)
-    if not p.size:
-        return np.zeros(0, bool)
-    mask = np.ones(p.size, bool)
-    if "stage" in history:
-        st = np.asarray(history["stage"]).astype(int)
-        kinds = np.array([stages[s].kind if 0 <= s < len(stages) else "" for s in st])
-        mask &= kinds == "load"
-    k = int(np.nanargmax(p))
-    mask[k + 1:] = False
-    return mask & (p > 0) & np.isfinite(p)
 
 
 def _heckel(history: dict, stages, scen: Scenario) -> tuple[dict, dict]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fva.atomic import atomic_path  # noqa: E402
+from fva.activation import R_J_PER_MOL_K  # noqa: E402
+from fva.figures import save_png  # noqa: E402
+from fva.metrics.porosity import porosity_profile  # noqa: E402
+from fva.types import Packing  # noqa: E402
+from fva.voxelise import voxelise  # noqa: E402
 
 __all__ = ["plot_run", "read_history", "plot_size_histogram", "plot_density", "plot_heckel",
            "plot_conductivity", "plot_porosity_profile", "porosity_profile_z", "EXPECTED_SHAPES"]
@@ -29,12 +32,13 @@ EXPECTED_SHAPES = {
 _COLORS = {"variable_pressure": "tab:orange", "stack_pressure": "tab:blue", "all": "tab:gray"}
 
 
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
+def _finish(ax, xlabel: str, ylabel: str, title: str, *, fontsize: float = 8, **legend_kw) -> None:
+    """Axis labels, title, a light grid and the legend: the last touches every figure of a run shares."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=fontsize, **legend_kw)
 
 
 def read_history(path) -> dict:
@@ -81,7 +85,7 @@ def plot_size_histogram(d_m, particles: dict, path) -> Path:
     ax.set_ylabel("number density (1/µm)")
     ax.set_title("Particle size distribution")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _load_release(history: dict, stage_kinds: list[str] | None):
@@ -115,13 +119,9 @@ def plot_density(history: dict, captures: list[dict], path, stage_kinds=None) ->
     if caps:
         ax.plot([c["pressure_Pa"] / 1e9 for c in caps], [c["relative_density"] for c in caps], "ko", ms=4,
                 label="captured packings")
-    ax.set_xlabel("punch pressure p (GPa)")
-    ax.set_ylabel("relative density ρ_rel (–)")
     ax.set_ylim(top=1.0)
-    ax.set_title("Compaction curve")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    _finish(ax, "punch pressure p (GPa)", "relative density ρ_rel (–)", "Compaction curve")
+    return save_png(fig, path)
 
 
 def plot_heckel(history: dict, heckel: dict, path, stage_kinds=None) -> Path:
@@ -156,12 +156,8 @@ def plot_heckel(history: dict, heckel: dict, path, stage_kinds=None) -> Path:
         ax.axvspan(fr[0] / 1e9, fr[1] / 1e9, color="tab:green", alpha=0.08, lw=0, label="regime II (fit range)")
     elif h.get("error"):
         ax.text(0.02, 0.95, f"no Heckel fit: {h['error']}"[:90], transform=ax.transAxes, fontsize=7, va="top")
-    ax.set_xlabel("punch pressure p (GPa)")
-    ax.set_ylabel("ln(1/(1 − ρ_rel)) (–)")
-    ax.set_title("Heckel plot")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    _finish(ax, "punch pressure p (GPa)", "ln(1/(1 − ρ_rel)) (–)", "Heckel plot", fontsize=7)
+    return save_png(fig, path)
 
 
 def plot_conductivity(runs: list[dict], path) -> Path:
@@ -199,32 +195,28 @@ def plot_conductivity(runs: list[dict], path) -> Path:
         if proto == "variable_pressure" and na and dv and T and x.max() > na / 1e9:
             # the study: above the maximum ln σ falls linearly with the activation-volume slope
             xs = np.linspace(na / 1e9, x.max(), 30)
-            ax.plot(xs, np.exp(-dv * (xs - na / 1e9) * 1e9 / (8.314462618 * T)), "--", color="0.45", lw=1,
+            ax.plot(xs, np.exp(-dv * (xs - na / 1e9) * 1e9 / (R_J_PER_MOL_K * T)), "--", color="0.45", lw=1,
                     label=f"activation-volume slope, ΔV = {dv * 1e6:g} cm³/mol")
     ax.axhline(1.0, color="0.6", lw=0.8)
-    ax.set_xlabel("pelletizing pressure p (GPa)")
     nas = [r.get("normalise_at_Pa") for r in runs if r.get("normalise_at_Pa")]
-    ax.set_ylabel(f"σ_eff / σ_eff({nas[0] / 1e9:g} GPa) (–)" if nas else "normalised σ_eff (–)")
-    ax.set_title("Normalised conductivity (cf. Schneider 2023, Fig. 6b)")
+    _finish(ax, "pelletizing pressure p (GPa)",
+            f"σ_eff / σ_eff({nas[0] / 1e9:g} GPa) (–)" if nas else "normalised σ_eff (–)",
+            "Normalised conductivity (cf. Schneider 2023, Fig. 6b)", fontsize=7, loc="upper right")
     txt = "\n".join(EXPECTED_SHAPES[p] for p in dict.fromkeys(protos) if p in EXPECTED_SHAPES)
     if txt:
         import textwrap
         txt = "\n".join(textwrap.fill(t, 75) for t in txt.splitlines())
         ax.text(0.0, -0.17, "Expected shape — " + txt, transform=ax.transAxes, fontsize=7, va="top",
                 color="0.25")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
-    ax2.set_xlabel("pelletizing pressure p (GPa)")
-    ax2.set_ylabel("conductivity (S/m)")
-    ax2.set_title("Effective and bulk conductivity")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=7)
-    return _save(fig, path)
+    _finish(ax2, "pelletizing pressure p (GPa)", "conductivity (S/m)", "Effective and bulk conductivity",
+            fontsize=7)
+    return save_png(fig, path)
 
 
 def porosity_profile_z(centers_m, radii_m, box_m, *, max_cells: int = 2_000_000):
-    """Porosity of each z slice of a sphere packing (periodic x, y), on a regular voxel grid.
+    """Porosity of each z slice of a sphere packing (periodic x, y), voxelised by :func:`fva.voxelise.voxelise`.
 
+    The voxel edge is the larger of (box volume / ``max_cells``)^(1/3) and a third of the smallest radius.
     Returns (z_m, porosity) with z the slice centres (metres)."""
     c = np.asarray(centers_m, float)
     r = np.asarray(radii_m, float)
@@ -232,35 +224,18 @@ def porosity_profile_z(centers_m, radii_m, box_m, *, max_cells: int = 2_000_000)
     if r.size:  # after release the punch may sit above the pellet: profile up to the top particle
         box[2] = min(box[2], float(np.max(c[:, 2] + r)))
     h = max((np.prod(box) / max_cells) ** (1 / 3), float(r.min()) / 3 if r.size else 1e-9)
-    n = np.maximum(np.ceil(box / h).astype(int), 4)
-    h = box / n
-    solid = np.zeros((n[2], n[1], n[0]), bool)
-    gx, gy, gz = [(np.arange(k) + 0.5) * hk for k, hk in zip(n, h)]
-    for (x, y, z), ri in zip(c, r):
-        ix = np.arange(int(np.floor((x - ri) / h[0])), int(np.ceil((x + ri) / h[0])) + 1)
-        iy = np.arange(int(np.floor((y - ri) / h[1])), int(np.ceil((y + ri) / h[1])) + 1)
-        iz = np.arange(max(int(np.floor((z - ri) / h[2])), 0), min(int(np.ceil((z + ri) / h[2])) + 1, n[2]))
-        if iz.size == 0:
-            continue
-        dx = (ix + 0.5) * h[0] - x
-        dy = (iy + 0.5) * h[1] - y
-        dz = gz[iz] - z
-        inside = (dz[:, None, None] ** 2 + dy[None, :, None] ** 2 + dx[None, None, :] ** 2) <= ri * ri
-        solid[np.ix_(iz, iy % n[1], ix % n[0])] |= inside
-    return gz, 1.0 - solid.mean(axis=(1, 2))
+    img = voxelise(Packing(c, r, box, periodic=(True, True, False)), h)
+    return (np.arange(img.shape[0]) + 0.5) * img.voxel_m[0], porosity_profile(img, "z")
 
 
 def plot_porosity_profile(z_m, porosity, path, title="Porosity profile of the final pellet") -> Path:
     fig, ax = plt.subplots(figsize=(4.5, 5))
     ax.plot(np.asarray(porosity), np.asarray(z_m) * 1e6, "C0-")
     ax.axvline(float(np.mean(porosity)), color="0.5", ls="--", lw=0.8, label=f"mean {np.mean(porosity):.3f}")
-    ax.set_xlabel("porosity (–)")
-    ax.set_ylabel("height z (µm)")
     ax.set_xlim(0, 1)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    _finish(ax, "porosity (–)", "height z (µm)", title)
+    ax.title.set_fontsize(10)
+    return save_png(fig, path)
 
 
 # --------------------------------------------------------------------------------------------- redraw
@@ -322,7 +297,3 @@ def plot_run(outdir, *, compare=()) -> list[Path]:
             zc, por = porosity_profile_z(z["centers_m"], z["radii_m"], z["box_m"])
         written.append(plot_porosity_profile(zc, por, outdir / "porosity_profile_z.png"))
     return written
-
-
-def _isfinite(x) -> bool:
-    return x is not None and math.isfinite(x)

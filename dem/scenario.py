@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dem.types import Die, Material, SimParams, Stage
+from dem.types import BULK_RESPONSE, Die, Material, SimParams, Stage
 
 __all__ = ["ScenarioError", "Scenario", "load_scenario", "parse_scenario", "to_engine", "expand_protocol",
            "CaptureSpec", "resolved_dict"]
@@ -88,14 +88,14 @@ class NumericsSection(_Strict):
     damping: float = Field(0.3, ge=0, lt=1)
     skin_fraction: float = Field(0.1, gt=0)
     volume_correction: bool = True
-    max_overlap_fraction: float = Field(0.5, gt=0, le=1)
+    max_overlap_fraction: float = Field(SimParams.max_overlap_fraction, gt=0, le=1)
     servo_gain: float = Field(0.5, gt=0)
     servo_integral: float = Field(0.05, ge=0)
     max_steps: int = Field(50_000_000, gt=0)
     bulk_model: Literal["elastic", "pore_collapse"] = Field(
         "elastic", description="high-density response of volume-capped particles: elastic bulk pressure only, "
                                "or plastic pore collapse p_f = p_c ln(φ_c/φ) with an elastic remainder")
-    bulk_stiffness_fraction: float = Field(0.23, gt=0, le=2, description="K_eff / K of the bulk response")
+    bulk_stiffness_fraction: float = Field(BULK_RESPONSE, gt=0, le=2, description="K_eff / K of the bulk response")
     pore_collapse_MPa: float | None = Field(None, gt=0, description="p_c of the pore collapse (required with "
                                                                     "bulk_model = \"pore_collapse\")")
 

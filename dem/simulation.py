@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,7 +38,7 @@ from fva.types import Packing
 from dem import simulation_kernels as SK
 from dem.contact import contact_params, rayleigh_time
 from dem.neighbours import NeighbourList
-from dem.types import HISTORY_COLUMNS, CompactionResult, Die, Material, ParticleFrame, SimParams, Stage
+from dem.types import BULK_RESPONSE, HISTORY_COLUMNS, CompactionResult, Die, Material, ParticleFrame, SimParams, Stage
 
 __all__ = ["Simulation", "SimulationError", "run_compaction", "time_step", "DT_BOUND_FRACTION"]
 
@@ -52,9 +51,6 @@ MAX_STEP_MOTION = 0.25
 # Simulation.volume_correction: a small particle flattened between large ones would otherwise diverge)
 MAX_RADIUS_GROWTH = 1.25
 MAX_GROWTH_PER_UPDATE = 0.01
-# K_eff / K of the bulk response (< 1: a penalty softened so that dt from the Rayleigh time stays stable;
-# the bulk term then limits ρ_rel to ≈ 0.95–0.98 at 1–2 GPa instead of ~1.0)
-BULK_RESPONSE = 0.23   # calibrated: in-die Py ≈ 0.95 GPa at p_y = 0.5 GPa (docs/calibration.md)
 # an unload stage to 0 ends (the punch stops) when p_top falls below this fraction of the peak pressure
 RELEASE_FRACTION = 2e-3
 # Steps fused into one kernel launch (SK.steps). One launch per step instead of three removes two thirds of
@@ -166,12 +162,6 @@ def _validate_protocol(protocol):
             raise ValueError(f"protocol[{k}] (hold): hold_time_s must be > 0")
         if s.target_pressure_Pa < 0 or (s.kind != "unload" and s.target_pressure_Pa <= 0):
             raise ValueError(f"protocol[{k}] ({s.kind}): target_pressure_Pa must be > 0 (≥ 0 for unload)")
-
-
-@dataclass
-class _Stats:
-    p_top: float = 0.0
-    p_bottom: float = 0.0
 
 
 class Simulation:
@@ -452,9 +442,6 @@ class Simulation:
     def _sum_col(self, arr, col) -> float:
         SK.chunk_sums(self.n, _CHUNK, arr, col, self._chunks)
         return float(np.sum(self._chunks.to_numpy()))
-
-    def punch_force(self) -> float:
-        return self._sum_col(self.fwall, 1)
 
     def pressures(self) -> tuple[float, float]:
         """(p_top, p_bottom) in Pa: wall forces over the die area (deterministic chunked sums)."""

@@ -6,8 +6,8 @@ Quick start::
     res = solve_conductivity(image, axis="z", sigma_bulk_S_per_m=1e-3)
     res.sigma_eff_S_per_m, res.tau
 
-Conventions (the discretisation of TauFactor, Cooper et al. 2016, SoftwareX 5:203, with Dirichlet
-electrodes half a voxel outside the first and last slab):
+Conventions (the discretisation of TauFactor, Cooper et al., SoftwareX 5 (2016) 203, with Dirichlet
+electrodes half a voxel outside the first and last slab; ``docs/references.md``):
 
 * Image arrays are indexed ``[z, y, x]``; axis ``"z"`` is array axis 0, ``"y"`` axis 1, ``"x"`` axis 2.
 * 7-point finite-volume operator; face conductance = harmonic mean 2σᵢσⱼ/(σᵢ+σⱼ) × face area /

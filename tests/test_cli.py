@@ -294,6 +294,19 @@ def test_analyze_image(tmp_path):
     assert list(out.glob("*.png"))
 
 
+def test_analyze_blocked_slab_reports_inf(tmp_path, capsys):
+    """A pore layer blocks 16 of the 64 sub-volumes along z: inf with the count, not τ ≈ 1 (issue 15)."""
+    p = tmp_path / "slab.npy"
+    ph = np.ones((16, 16, 16), np.uint8)
+    ph[1] = 0
+    np.save(p, ph)
+    out = tmp_path / "a"
+    assert main(["analyze", str(p), "--voxel-size", "1e-6", "--rve-grid", "4", "-o", str(out)]) == 0
+    assert "tau_throughplane = inf (16 of 64 sub-volumes do not conduct along z)" in capsys.readouterr().out
+    m = json.loads((out / "results.json").read_text())["microstructure"]
+    assert m["tau_throughplane"] is None and m["rve_n_nonpercolating"]["z"] == 16
+
+
 def test_plot_not_a_run_exit_2(tmp_path):
     assert main(["plot", str(tmp_path)]) == 2
 
@@ -308,7 +321,7 @@ def test_normalise_exact_and_interpolated():
 
 
 def test_json_safe_drops_non_finite():
-    from dem.pipeline import json_safe
+    from fva.report import json_safe
     out = json_safe({"a": float("inf"), "b": np.float32(2), "c": (1, np.nan), "d": np.arange(3)})
     assert out == {"a": None, "b": 2.0, "c": [1, None], "d": [0, 1, 2]}
     json.dumps(out, allow_nan=False)

@@ -15,6 +15,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
 import fva.microstructure as ms
+from fva.metrics import _common
 from fva.types import Packing, VoxelImage
 
 
@@ -95,7 +96,7 @@ def _have_conduction():
 def solver(request, monkeypatch):
     """Which solver fva.microstructure calls; returns a tolerance for its results."""
     if request.param == "reference":
-        monkeypatch.setattr(ms, "_solver", lambda: _ref_solve)
+        monkeypatch.setattr(_common, "solver", lambda: _ref_solve)
         return 1e-9
     if not _have_conduction():
         pytest.skip("fva.conduction.solve_conductivity not available yet")
@@ -243,10 +244,27 @@ def test_rve_blocked_subvolume_counted(solver, batch):
     out = ms.rve_tortuosity(img, grid=2, batch=batch)
     assert out["n_nonpercolating"] == {"x": 0, "y": 0, "z": 1}
     assert np.isinf(out["tau_map"]["z"][0, 0, 0])
-    assert out["tau_mean"]["z"] == pytest.approx(1.0, abs=solver)       # mean over the 7 others
+    assert np.isinf(out["tau_mean"]["z"]) and np.isinf(out["tau_throughplane"])   # never averaged away
+    assert out["tau_mean_conducting"]["z"] == pytest.approx(1.0, abs=solver)     # the 7 others
+    assert out["tau_mean"]["x"] == pytest.approx(1.0, abs=solver) and out["n_subvolumes"] == 8
     # x/y in the blocked block: 7 of 8 layers conduct → σ_eff = 7/8, ε = 7/8 → τ = 1
     assert out["tau_map"]["x"][0, 0, 0] == pytest.approx(1.0, abs=solver)
     assert out["porosity_map"][0, 0, 0] == pytest.approx(1 / 8)
+
+
+def test_analyze_reports_blocked_subvolumes(solver, capsys):
+    """A pore layer across a quarter of the sub-volumes (16 of 64 blocked along z): τ_z is inf with
+    the count, not the mean ≈ 1 of the 48 that conduct (issue 15)."""
+    ph = np.ones((16, 16, 16), np.uint8)
+    ph[1] = 0                                   # pore layer inside the bottom row of sub-volumes
+    summ = ms.analyze_image(VoxelImage(ph, 1e-6), rve_grid=4, contact_fraction=None)
+    assert summ["rve_n_nonpercolating"] == {"x": 0, "y": 0, "z": 16} and summ["rve_n_subvolumes"] == 64
+    assert summ["tau_throughplane"] is None and summ["rve_tau_mean"]["z"] is None
+    assert summ["rve_tau_mean_conducting"]["z"] == pytest.approx(1.0, abs=solver)
+    assert summ["tau_inplane"] == pytest.approx(1.0, abs=solver)
+    lines = ms.summary_lines(summ)
+    assert "tau_throughplane = inf (16 of 64 sub-volumes do not conduct along z)" in lines
+    assert any(ln.startswith("tau_inplane = 1.0") or ln.startswith("tau_inplane = 0.99") for ln in lines)
 
 
 def test_rve_batched_equals_one_by_one(solver):

@@ -317,3 +317,15 @@ def test_pore_collapse_needs_its_pressure():
     d["numerics"]["pore_collapse_MPa"] = 1500.0
     _, _, _, _, params = to_engine(parse_scenario(d, source_dir=TINY.parent))
     assert params.pore_collapse_pressure_Pa == pytest.approx(1.5e9)
+
+
+def test_numerics_defaults_are_the_engine_defaults():
+    """An omitted [numerics] key gives the engine's own default (one place of truth, dem.types)."""
+    from dem.types import SimParams
+
+    d = base()
+    for k in ("max_overlap_fraction", "bulk_stiffness_fraction"):
+        d.get("numerics", {}).pop(k, None)
+    params = to_engine(parse_scenario(d))[4]
+    assert params.max_overlap_fraction == SimParams().max_overlap_fraction == 1.0
+    assert params.bulk_stiffness_fraction == SimParams().bulk_stiffness_fraction
