@@ -24,6 +24,8 @@ class Terminated(KeyboardInterrupt):
 def _on_sigterm(signum, frame):
     raise Terminated(f"signal {signum}")
 
+VTI_DEFAULT_MAX_VOXELS = 2 ** 24   # fields (potential, current density) are written by default up to ~256³
+
 IMAGE_HELP = ("IMAGE is a .npy, .npz (--key), TIFF stack (.tif/.tiff) or .vti file. Arrays are indexed "
               "[z, y, x] (slice, row, column, as tifffile reads a stack); z is the through-plane axis. "
               "Phase 1 conducts by default (--phase to choose another label; 0 is pore).")
@@ -127,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spread of the plane currents, inlet/outlet included (0 < tol < 1, default 1e-4)")
     c.add_argument("--rtol", type=_unit_interval, default=None,
                    help="relative true residual ‖b − Ax‖/‖b‖ (0 < tol < 1, default 1e-6: σ within 1e-4)")
-    c.add_argument("--no-vti", action="store_true", help="do not write the .vti field files")
+    vti = c.add_mutually_exclusive_group()
+    vti.add_argument("--no-vti", action="store_true", help="do not write the .vti field files")
+    vti.add_argument("--vti", action="store_true",
+                     help=f"write the .vti field files also for images above {VTI_DEFAULT_MAX_VOXELS:.3g} voxels "
+                          "(about 20 B/voxel more memory and disk)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
     a = sub.add_parser("analyze", help="microstructure metrics of a voxel image (porosity profiles, pore "
@@ -270,6 +276,10 @@ def cmd_conductivity(args) -> int:
             "versions": _versions(), "backend": {"backend": info.backend, "device": info.device_name},
             "image_shape": list(image.shape), "voxel_m": list(image.voxel_m), "porosity": image.porosity(),
             "conducting_phase": image.conducting_phase, "sigma_bulk_S_per_m": sigma_bulk, "analysed": []}
+    write_vti = not args.no_vti and (args.vti or image.phase.size <= VTI_DEFAULT_MAX_VOXELS)
+    if not args.no_vti and not write_vti:
+        print(f"note: {image.phase.size:.3g} voxels: the .vti field files are not written by default above "
+              f"{VTI_DEFAULT_MAX_VOXELS:.3g} voxels (pass --vti to write them)", file=sys.stderr)
     phase_sig = None
     if args.phase_conductivity:
         phase_sig = _phase_conductivities(image, args.phase_conductivity)
@@ -278,10 +288,10 @@ def cmd_conductivity(args) -> int:
         for ax in axes:
             r = solve_conductivity(image, ax, sigma_bulk_S_per_m=sigma_bulk, preconditioner=args.preconditioner,
                                    phase_conductivities=phase_sig, flux_tol=args.flux_tol, rtol=args.rtol,
-                                   return_fields=not args.no_vti,
+                                   return_fields=write_vti,
                                    progress=None if args.quiet else SolveProgress(ax, rtol=args.rtol))
             entry = {"pressure_Pa": None, "label": f"{Path(args.image).name} axis {ax}", **json_safe(r.figures())}
-            if not args.no_vti:
+            if write_vti:
                 from fva.io import save_vti
                 vti = outdir / f"fields_{ax}.vti"
                 save_vti(vti, image, potential=r.potential_V, current=r.current_density_A_per_m2)  # atomic

@@ -84,3 +84,17 @@ def test_huge_npy_is_refused_with_the_memory_it_needs(tmp_path, capsys):
     assert main(["conductivity", str(f), "--voxel-size", "1e-6", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "GiB" in err and "available" in err and "huge.npy" in err
+
+
+def test_vti_fields_default_only_for_moderate_images(tmp_path, capsys, monkeypatch, taichi_runtime):
+    import dem.cli as cli
+
+    f = tmp_path / "a.npy"
+    np.save(f, np.ones((6, 5, 4), np.uint8))
+    monkeypatch.setattr(cli, "VTI_DEFAULT_MAX_VOXELS", 100)
+    out = tmp_path / "big"
+    assert main(["conductivity", str(f), "--voxel-size", "1e-6", "-o", str(out), "-q"]) == 0
+    assert not list(out.glob("*.vti")) and "--vti" in capsys.readouterr().err
+    out2 = tmp_path / "forced"
+    assert main(["conductivity", str(f), "--voxel-size", "1e-6", "-o", str(out2), "-q", "--vti"]) == 0
+    assert (out2 / "fields_z.vti").is_file()
