@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a scenario value with TOML syntax, e.g. --set particles.count=500 "
                         "--set protocol.0.target_pressure_GPa=0.8 (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--overwrite", action="store_true",
+                   help="OUTDIR may hold an earlier run: remove pelletsim's outputs there first (other files "
+                        "are kept)")
 
     v = sub.add_parser("validate", help="check a scenario and print it with every default filled in",
                        description="Validate SCENARIO.toml (after --set overrides) and print the resolved "
@@ -136,9 +139,9 @@ def _image_args(sp) -> None:
 
 # --------------------------------------------------------------------------------------------- commands
 def cmd_validate(args) -> int:
-    from dem.scenario import load_scenario, resolved_dict, to_engine, to_toml
+    from dem.scenario import load_scenario, preflight, resolved_dict, to_toml
     scen = load_scenario(args.scenario, args.overrides)
-    to_engine(scen)
+    preflight(scen)
     print(f"# {args.scenario}: valid", file=sys.stderr)
     print(to_toml(resolved_dict(scen)), end="")
     return EXIT_OK
@@ -152,7 +155,8 @@ def cmd_run(args) -> int:
     outdir = Path(args.outdir) if args.outdir else Path("out") / scen.run.name
     t = time.perf_counter()
     try:
-        data = run_scenario(scen, outdir, backend=args.backend, progress=not args.quiet)
+        data = run_scenario(scen, outdir, backend=args.backend, progress=not args.quiet,
+                            overwrite=args.overwrite)
     except KeyboardInterrupt as exc:
         why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"pelletsim: {why}; finished outputs are in {outdir} (results.json status 'interrupted')",

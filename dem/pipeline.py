@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dem.scenario import CaptureSpec, Scenario, expand_protocol, load_scenario, resolved_dict, to_engine, to_toml
+from dem.scenario import (CaptureSpec, Scenario, ScenarioError, expand_protocol, load_scenario, resolved_dict,
+                          to_engine, to_toml)
 from dem.types import HISTORY_COLUMNS, CompactionResult
 from fva.types import Packing
 from fva.atomic import atomic_path, write_json, write_text
@@ -83,8 +84,9 @@ def _fmt_s(s: float) -> str:
 class _Progress:
     """Turns the engine's progress dicts into one throttled line on stderr: stage, pressure, steps/s, ETA.
 
-    The engine reports ``stage_index``, ``stage`` (name), ``step``, ``p_top_Pa``, ``steps_per_s``; the ETA of a
-    load/unload stage is extrapolated from the recent rate of pressure change (rough: compaction stiffens).
+    The ETA is the engine's own (``eta_s``): the steps left of a hold, and on a load stage an upper bound
+    from the punch travel left to full density (printed "≤"); none for an unload stage. An earlier version
+    extrapolated the pressure in time, which read "30 s" for minutes: the pressure is not linear in time.
     """
 
     def __init__(self, enabled: bool, stages, every_s: float = 2.0):
@@ -92,32 +94,13 @@ class _Progress:
         self.stages = stages
         self.every_s = every_s
         self._last = 0.0
-        self._prev = None        # (time, stage_index, p)
-
-    window_s = 60.0     # ETA baseline: the pressure change over about the last minute
 
     @staticmethod
-    def _eta(st, samples):
-        """Seconds left in a load/unload stage from the pressure change over the sample window.
-
-        Loading stiffens the powder: the punch pressure grows about exponentially with punch travel, so the
-        rate of ln p (not of p) is extrapolated, t = ln(p_target/p) / (d ln p/dt); measured on a 500-particle
-        run of the study scenario this is within 1.2–4× of the true time left, a linear extrapolation of p
-        10–40× off. Unloading is extrapolated linearly. None when the trend is flat or the wrong way (the
-        approach to jamming, a servo hold)."""
-        if st.kind == "hold" or len(samples) < 2:
-            return None
-        (t0, p0), (t1, p1) = samples[0], samples[-1]
-        if t1 <= t0:
-            return None
-        if st.kind == "load":
-            if p0 <= 0 or p1 <= 0 or p1 >= st.target_pressure_Pa:
-                return None
-            rate = (math.log(p1) - math.log(p0)) / (t1 - t0)
-            return math.log(st.target_pressure_Pa / p1) / rate if rate > 0 else None
-        rate = (p1 - p0) / (t1 - t0)
-        rem = st.target_pressure_Pa - p1
-        return rem / rate if rate < 0 and rem < 0 else None
+    def format_eta(info: dict) -> str:
+        eta = info.get("eta_s")
+        if eta is None or not math.isfinite(float(eta)):
+            return "stage ETA ?"
+        return f"stage ETA {'≤ ' if info.get('eta_is_bound') else ''}{_fmt_s(float(eta))}"
 
     def __call__(self, *args, **kw):
         if not self.enabled:
@@ -148,17 +131,7 @@ class _Progress:
             parts.append(f"step {int(info['step'])}")
         if info.get("steps_per_s") is not None:
             parts.append(f"{float(info['steps_per_s']):,.0f} steps/s")
-        eta = info.get("eta_s")
-        if p is not None:
-            if self._prev is None or self._prev[1] != si:
-                self._prev = (now, si, [])
-            samples = self._prev[2]
-            samples.append((now, float(p)))
-            while len(samples) > 2 and now - samples[1][0] >= self.window_s:
-                samples.pop(0)
-        if eta is None and p is not None and si is not None and 0 <= int(si) < len(self.stages):
-            eta = self._eta(self.stages[int(si)], self._prev[2])
-        parts.append(f"stage ETA {_fmt_s(float(eta)) if eta is not None else '?'}")
+        parts.append(self.format_eta(info))
         if "message" in info:
             parts.append(str(info["message"]))
         _eprint("[pelletsim] " + ", ".join(parts))
@@ -252,6 +225,15 @@ def _history_value_at(history: dict, spec: CaptureSpec | None, p_Pa: float, key:
 
 
 # --------------------------------------------------------------------------------------------- writers
+def _csv_value(v, is_int: bool) -> str:
+    if is_int:
+        return str(int(v))
+    try:
+        return f"{float(v):.10g}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
 def write_history_csv(path: Path, history: dict) -> list[str]:
     cols = [c for c in HISTORY_COLUMNS if c in history] + [c for c in history if c not in HISTORY_COLUMNS]
     n = min((len(np.atleast_1d(history[c])) for c in cols), default=0)
@@ -260,19 +242,35 @@ def write_history_csv(path: Path, history: dict) -> list[str]:
     arrs = [np.asarray(history[c])[:n] for c in cols]
     ints = [c in ("step", "stage") or np.issubdtype(a.dtype, np.integer) for c, a in zip(cols, arrs)]
     for i in range(n):
-        row = []
-        for a, is_int in zip(arrs, ints):
-            v = a[i]
-            if is_int:
-                row.append(str(int(v)))
-            else:
-                try:
-                    row.append(f"{float(v):.10g}")
-                except (TypeError, ValueError):
-                    row.append(str(v))
-        buf.write(",".join(row) + "\n")
+        buf.write(",".join(_csv_value(a[i], is_int) for a, is_int in zip(arrs, ints)) + "\n")
     write_text(path, buf.getvalue())
     return cols
+
+
+class HistoryAppender:
+    """history.csv while the engine runs: the header at once, then each row appended as it comes, in whole
+    lines (one ``write`` per batch of rows, at most ``every_s`` apart), so that ``tail -f`` or a reader of a
+    running job sees complete rows. The finished file is rewritten atomically from the engine's history
+    (:func:`write_history_csv`, same columns and format)."""
+
+    def __init__(self, path: Path, every_s: float = 1.0):
+        self.path, self.every_s = Path(path), every_s
+        self._buf: list[str] = []
+        self._last = time.perf_counter()
+        with atomic_path(self.path) as tmp:
+            Path(tmp).write_text(",".join(HISTORY_COLUMNS) + "\n")
+
+    def __call__(self, row: dict) -> None:
+        self._buf.append(",".join(_csv_value(row[c], c in ("step", "stage")) for c in HISTORY_COLUMNS) + "\n")
+        if time.perf_counter() - self._last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            with open(self.path, "a") as fh:
+                fh.write("".join(self._buf))
+            self._buf.clear()
+        self._last = time.perf_counter()
 
 
 def write_packing_npz(path: Path, packing, **extra) -> None:
@@ -285,23 +283,36 @@ def write_packing_npz(path: Path, packing, **extra) -> None:
 
 
 class _Results:
-    def __init__(self, outdir: Path, data: dict, t0: float):
-        self.outdir, self.data, self.t0 = outdir, data, t0
+    """results.json of a run, rewritten atomically; ``files_written`` lists exactly the files this run
+    created or changed in its folder (``before``: the snapshot of the files that were there before it)."""
+
+    def __init__(self, outdir: Path, data: dict, t0: float, before: dict | None = None):
+        self.outdir, self.data, self.t0, self.before = outdir, data, t0, before
 
     def flush(self) -> None:
         self.data["wall_time_s"] = time.perf_counter() - self.t0
+        if self.before is not None:
+            from dem.outdir import files_written
+            self.data["files_written"] = sorted(set(files_written(self.outdir, self.before)) | {"results.json"})
         write_json(self.outdir / "results.json", json_safe(self.data))
 
 
 # --------------------------------------------------------------------------------------------- the run
-def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, progress: bool = True) -> dict:
+def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, progress: bool = True,
+                 overwrite: bool = False) -> dict:
     """Run a validated scenario into ``outdir`` and return the results dict (also in results.json).
 
+    Before anything is written the scenario passes :func:`dem.scenario.preflight` (ScenarioError) and the
+    folder :func:`dem.outdir.prepare_outdir` (OutdirError: not empty without ``overwrite``, not writable).
     Raises KeyboardInterrupt (after writing what was finished, status "interrupted"),
     ``dem.simulation.SimulationError`` or :class:`PipelineError` (status "failed").
     """
+    from dem.outdir import prepare_outdir
+    from dem.scenario import preflight
+
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    preflight(scenario, backend=backend)
+    before = prepare_outdir(outdir, overwrite=overwrite)
     t0 = time.perf_counter()
     data = {
         "status": "running",
@@ -312,7 +323,7 @@ def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, prog
         "scenario": resolved_dict(scenario),
         "timings_s": {},
     }
-    res = _Results(outdir, data, t0)
+    res = _Results(outdir, data, t0, before)
     write_text(outdir / "scenario.resolved.toml", to_toml(resolved_dict(scenario)))
     try:
         _run(scenario, outdir, res, backend, progress)
@@ -436,11 +447,18 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
         f"mean {d.mean() * 1e6:.2f} µm")
 
     # 2. loose packing -------------------------------------------------------------------------------
-    from dem.loose import in_spatial_order, insert_loose
+    from dem.loose import LooseInsertionError, in_spatial_order, insert_loose
     t = time.perf_counter()
     h_um = scen.die.fill_height_um or scen.die.column_height_um
-    loose = insert_loose(d, die.base_x_m, die.base_y_m, column_height_m=None if h_um is None else h_um * 1e-6,
-                         target_fraction=scen.die.loose_fraction, seed=scen.run.seed)
+    try:
+        loose = insert_loose(d, die.base_x_m, die.base_y_m, column_height_m=None if h_um is None else h_um * 1e-6,
+                             target_fraction=scen.die.loose_fraction, seed=scen.run.seed)
+    except LooseInsertionError as exc:
+        key = "die.fill_height_um" if scen.die.fill_height_um is not None else "die.column_height_um"
+        raise ScenarioError(f"{key}: the loose fill cannot be inserted: {exc.placed} of {exc.n} particles placed "
+                            f"at solid fraction {exc.fraction:.3f} in a column {exc.height_m * 1e6:.4g} µm high "
+                            f"(insertion jams near 0.35–0.4); give {key} ≥ {exc.need_height_m * 1e6:.4g} µm "
+                            "(solid fraction 0.30), or leave it out and set die.loose_fraction") from None
     # particles renumbered in spatial order (the sampled order is random): partners close in memory
     loose = in_spatial_order(loose)
     T["loose"] = time.perf_counter() - t
@@ -448,6 +466,10 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
     area = die.area_m2
     loose_frac = float(np.sum(np.pi / 6 * d ** 3) / (area * loose.box_m[2]))
     data["loose"] = {"height_m": float(loose.box_m[2]), "solid_fraction": loose_frac, "n": loose.n}
+    if h_um is None and loose_frac < 0.98 * scen.die.loose_fraction:
+        data.setdefault("warnings", []).append(
+            f"loose packing: solid fraction {loose_frac:.3f} below die.loose_fraction = {scen.die.loose_fraction:g} "
+            f"(a column of {loose.n} particles this low jams the insertion; inserted taller and settled)")
     if scen.run.write_packings:
         write_packing_npz(outdir / "packings" / "loose.npz", dataclasses.replace(loose, label="loose",
                                                                                   pressure_Pa=0.0),
@@ -460,8 +482,8 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
     t = time.perf_counter()
     say(f"[pelletsim] compaction: {len(stages)} stage(s), max {max(s.target_pressure_Pa for s in stages) / 1e9:g} GPa")
     try:
-        result = run_compaction(loose, material, die, stages, params,
-                                progress=_Progress(progress, stages), seed=scen.run.seed)
+        result = run_compaction(loose, material, die, stages, params, progress=_Progress(progress, stages),
+                                seed=scen.run.seed, on_row=HistoryAppender(outdir / "history.csv"))
     except BaseException as exc:
         # a failure or Ctrl-C during compaction: write the history, captures and frames finished so far
         partial = getattr(exc, "partial", None)

@@ -22,7 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dem.types import Die, Material, SimParams, Stage
 
 __all__ = ["ScenarioError", "Scenario", "load_scenario", "parse_scenario", "to_engine", "expand_protocol",
-           "CaptureSpec", "resolved_dict"]
+           "CaptureSpec", "resolved_dict", "preflight", "check_resources"]
+
+
+HISTOGRAM_COLUMNS = "d_low_um, d_high_um, count (or d_low_m, d_high_m; fraction/percent for count)"
 
 
 class ScenarioError(ValueError):
@@ -30,7 +33,8 @@ class ScenarioError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # every number must be finite: no key gives ``inf`` or ``nan`` a meaning (TOML's inf/nan are refused)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------- sections
@@ -46,6 +50,16 @@ class RunSection(_Strict):
     write_vti: bool = True
     write_packings: bool = True
     plots: bool = True
+    checkpoint_every_s: float = Field(300.0, gt=0, description="wall seconds between checkpoints of the engine "
+                                                                 "state (checkpoint.npz; --resume continues)")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v):
+        if not v.strip() or v.strip() in (".", "..") or any(c in v for c in "/\\\0"):
+            raise ValueError("must be a plain folder name (no '/', '\\', '..'; it names out/<run.name>); "
+                             "use -o to write elsewhere")
+        return v
 
 
 class ParticlesSection(_Strict):
@@ -56,7 +70,8 @@ class ParticlesSection(_Strict):
     d_min_um: float | None = Field(None, gt=0)
     d_max_um: float | None = Field(None, gt=0)
     weighting: Literal["number", "volume"] = "number"
-    histogram_csv: str | None = Field(None, description="CSV (diameter_um, weight); relative to the scenario file")
+    histogram_csv: str | None = Field(None, description=f"CSV with columns {HISTOGRAM_COLUMNS}; relative to the "
+                                                         "scenario file")
     diameter_um: float | None = Field(None, gt=0, description="monodisperse diameter")
 
 
@@ -305,7 +320,10 @@ def load_scenario(path, overrides: list[str] | None = None) -> Scenario:
     if not path.is_file():
         raise ScenarioError(f"{path}: scenario file not found")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: not a text (UTF-8) file; give a TOML scenario such as "
+                            "scenarios/quickstart.toml") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML ({exc})") from None
     for ov in overrides or []:
@@ -354,11 +372,12 @@ def check_scenario(scen: Scenario) -> None:
     elif p.distribution == "histogram":
         if p.histogram_csv is None:
             raise ScenarioError("particles.histogram_csv: required for distribution = \"histogram\" "
-                                "(CSV with columns diameter_um, weight)")
+                                f"(CSV with columns {HISTOGRAM_COLUMNS})")
         hp = histogram_path(scen)
         if not hp.is_file():
             raise ScenarioError(f"particles.histogram_csv: file not found: {hp} "
                                 "(paths are relative to the scenario file)")
+        _check_histogram(scen, hp)
     elif p.distribution == "monodisperse":
         if p.diameter_um is None:
             raise ScenarioError("particles.diameter_um: required for distribution = \"monodisperse\"")
@@ -465,6 +484,7 @@ def check_scenario(scen: Scenario) -> None:
                 if not any(math.isclose(pg, a, rel_tol=1e-6, abs_tol=1e-9) for a in avail):
                     raise ScenarioError(f"conductivity.pressures_GPa: {pg:g} GPa is not a capture pressure "
                                         "(nor a pelletizing pressure) of the protocol")
+        _check_conductivity_values(scen)
     ms = scen.microstructure
     if ms.enabled:
         grid = [ms.rve_grid] * 3 if isinstance(ms.rve_grid, int) else list(ms.rve_grid)
@@ -473,6 +493,121 @@ def check_scenario(scen: Scenario) -> None:
         if not c.enabled:
             raise ScenarioError("microstructure.enabled: needs conductivity.enabled = true (it analyses the "
                                 "same voxelised packings)")
+
+
+def _check_histogram(scen: Scenario, path: Path) -> None:
+    """The histogram CSV's contents (columns, numbers, weight inside [d_min_um, d_max_um]), as run reads it."""
+    import numpy as np
+    from dem.sizes import read_histogram_csv
+
+    p = scen.particles
+    try:
+        lo, hi, w = read_histogram_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        msg = str(exc).replace(f"histogram_csv {path}: ", "").replace("histogram_csv: ", "")
+        raise ScenarioError(f"particles.histogram_csv: {path}: {msg} (columns: {HISTOGRAM_COLUMNS})") from None
+    lo_w = -np.inf if p.d_min_um is None else p.d_min_um * 1e-6
+    hi_w = np.inf if p.d_max_um is None else p.d_max_um * 1e-6
+    if not np.any((w > 0) & (np.minimum(hi, hi_w) > np.maximum(lo, lo_w))):
+        raise ScenarioError(f"particles.histogram_csv: no bin with weight lies inside [d_min_um, d_max_um] = "
+                            f"[{p.d_min_um}, {p.d_max_um}] µm; widen the window or check the CSV's units")
+
+
+def _check_conductivity_values(scen: Scenario) -> None:
+    """σ_bulk(p) = σ_ref·exp(−ΔV(p − p_ref)/(RT)) must be a finite, positive conductivity at every capture
+    pressure (Schneider et al. 2023, Eq. 3), checked with the scenario's own key names."""
+    c = scen.conductivity
+    if abs(c.activation_volume_cm3_per_mol) > 1000:
+        raise ScenarioError(f"conductivity.activation_volume_cm3_per_mol: {c.activation_volume_cm3_per_mol:g} is "
+                            "implausibly large (|ΔV| ≤ 1000 cm³/mol; t-Li7SiPS8: 1.4)")
+    r_gas = 8.314462618
+    caps = [cp.pressure_Pa for s in expand_protocol(scen) for cp in s.captures]
+    for p in caps:
+        arg = -c.activation_volume_cm3_per_mol * 1e-6 * (p - c.p_ref_GPa * 1e9) / (r_gas * c.temperature_K)
+        s_bulk = c.sigma_ref_mS_per_cm * 0.1 * math.exp(min(arg, 700.0))
+        if not (arg < 700.0 and s_bulk > 0 and math.isfinite(s_bulk)):
+            raise ScenarioError(f"conductivity.activation_volume_cm3_per_mol: σ_bulk at {p / 1e9:g} GPa "
+                                f"(sigma_ref_mS_per_cm·exp(−ΔV(p − p_ref_GPa)/(R·temperature_K))) is "
+                                f"{'infinite' if arg >= 700 else 'zero'} in double precision; check "
+                                "activation_volume_cm3_per_mol, p_ref_GPa and temperature_K")
+
+
+# --------------------------------------------------------------------------------------------- resources
+def _mem_available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (bytes), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+# host + device bytes per particle of a run (engine state ≈ 0.5 kB, a 12-pair-per-particle Verlet list with
+# its records and contact histories ≈ 2.8 kB, the host copies of frames, captures and the loose insertion):
+# a rounded-up estimate, so that a run refused here would certainly not have fitted
+BYTES_PER_PARTICLE = 4096
+
+
+def check_resources(scen: Scenario, available_bytes: int | None = None) -> None:
+    """Refuse, before anything is allocated or written, a scenario this machine cannot hold in memory:
+    the particles (``particles.count``) and the voxel grid of the conductivity stage (its smallest possible
+    size: the die base × the fully dense thickness, voxel from voxel_um or d_min/voxels_per_dmin)."""
+    avail = _mem_available_bytes() if available_bytes is None else int(available_bytes)
+    p = scen.particles
+    need = p.count * BYTES_PER_PARTICLE
+    gib = 2.0 ** 30
+    if avail is not None and need > avail:
+        raise ScenarioError(f"particles.count: {p.count:,} particles need about {need / gib:.3g} GiB of memory, "
+                            f"this machine has {avail / gib:.3g} GiB available; lower particles.count "
+                            f"(≈ {avail // BYTES_PER_PARTICLE:,} at most here)")
+    c = scen.conductivity
+    if not c.enabled:
+        return
+    d = scen.die
+    if p.distribution == "monodisperse":
+        d3 = p.diameter_um ** 3
+        d_min = p.d_min_um or p.diameter_um
+    elif p.distribution == "gamma":
+        d3 = p.shape * (p.shape + 1) * (p.shape + 2) * p.scale_um ** 3
+        d_min = p.d_min_um
+    else:
+        d3 = None
+        d_min = p.d_min_um
+    if c.voxel_um is not None:
+        vox = c.voxel_um
+    elif d_min is not None:
+        vox = d_min / (c.voxels_per_dmin or 4.0)
+    else:
+        return                       # the voxel follows the sampled sizes: checked by the run
+    if d3 is None:
+        return
+    t_dense = p.count * math.pi / 6 * d3 / (d.base_x_um * d.base_y_um)     # µm at relative density 1
+    shape = [max(1, math.ceil(t_dense / vox)), math.ceil(d.base_y_um / vox), math.ceil(d.base_x_um / vox)]
+    nvox = shape[0] * shape[1] * shape[2]
+    key = "conductivity.voxel_um" if c.voxel_um is not None else "conductivity.voxels_per_dmin"
+    if nvox > c.max_voxels:
+        raise ScenarioError(f"{key}: the voxel grid of a capture would hold at least {nvox:.3g} voxels "
+                            f"(voxel {vox:.3g} µm) > conductivity.max_voxels = {c.max_voxels:.3g}; use a larger "
+                            "voxel")
+    try:
+        from fva.conduction import estimate_memory_bytes
+        need_v = estimate_memory_bytes(shape, scen.run.default_fp, c.preconditioner if c.preconditioner in
+                                       ("mg", "jacobi") else "mg")
+    except Exception:
+        need_v = 48 * nvox
+    if avail is not None and need_v > avail:
+        raise ScenarioError(f"{key}: the conduction solve of a capture needs at least {need_v / gib:.3g} GiB "
+                            f"(grid {shape[2]}×{shape[1]}×{shape[0]} voxels of {vox:.3g} µm), this machine has "
+                            f"{avail / gib:.3g} GiB available; use a larger voxel or fewer particles")
+
+
+def preflight(scen: Scenario, *, backend: str | None = None) -> None:
+    """Everything ``run`` checks from the scenario before it starts: the engine objects and the resources."""
+    to_engine(scen, backend=backend)
+    check_resources(scen)
 
 
 # --------------------------------------------------------------------------------------------- engine

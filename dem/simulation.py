@@ -612,7 +612,7 @@ def _fmt_p(p):
 
 
 def run_compaction(packing: Packing, material: Material, die: Die, protocol: list[Stage],
-                   params: SimParams = SimParams(), *, progress=None, seed: int = 0,
+                   params: SimParams = SimParams(), *, progress=None, seed: int = 0, on_row=None,
                    **sim_kwargs) -> CompactionResult:
     """Compact ``packing`` in ``die`` following ``protocol`` (load / hold / unload stages).
 
@@ -620,7 +620,13 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     captures), packings captured when p_top crosses each ``stage.capture_pressures_Pa`` (rising on load,
     falling on unload, at the end of a hold), particle frames, ``final`` packing and ``info`` (dt_s,
     rayleigh_time_s, mass_scaling, n_steps, wall_s, backend, neighbour rebuilds, ...).
-    Raises ValueError for bad input, :class:`SimulationError` for a blow-up or a stage exceeding max_steps.
+    ``on_row(row)`` is called with every history row as it is recorded (e.g. to append it to a file), and
+    ``progress(info)`` about twice a second with the stage, step, pressure, steps/s and ``eta_s``: the hold
+    time left, or on a load stage an upper bound from the punch travel left to full density
+    (``eta_is_bound``); none on unloading, whose end depends on the elastic recovery.
+    Raises ValueError for bad input, :class:`SimulationError` for a blow-up, a stage exceeding max_steps or a
+    load target that cannot be reached (the pellet would pass full density, or it blew up on the way: the
+    message names the target, the highest pressure and the relative density reached).
     """
     _validate_protocol(protocol)
     t0 = time.perf_counter()
@@ -640,6 +646,8 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
         for c in HISTORY_COLUMNS:
             hist[c].append(row[c])
         state["last_hist"] = sim.step_count
+        if on_row is not None:
+            on_row(row)
 
     def add_frame():
         if sim.step_count != state["last_frame"]:
@@ -662,9 +670,10 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
             now = time.perf_counter()
             if now - state["last_progress"] >= 0.5:
                 sps = (sim.step_count - state["last_step"]) / (now - state["last_progress"])
+                eta, bound = _stage_eta(sim, state, sps)
                 progress(dict(stage_index=si, stage=stage_name, step=sim.step_count, p_top_Pa=p,
                               punch_z_m=sim.punch_z, steps_per_s=sps,
-                              particle_steps_per_s=sps * sim.n))
+                              particle_steps_per_s=sps * sim.n, eta_s=eta, eta_is_bound=bound))
                 state["last_progress"], state["last_step"] = now, sim.step_count
 
     def result(completed: bool, stopped: str | None = None) -> CompactionResult:
@@ -687,6 +696,11 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     except (SimulationError, KeyboardInterrupt) as exc:
         # keep what was finished: the history up to the last check, the captures and frames so far
         # (no new history row: after a blow-up the current state is not a valid point of the curve)
+        st = state.get("stage")
+        if isinstance(exc, SimulationError) and st is not None and st.kind == "load" \
+                and not getattr(exc, "unreachable", False):
+            exc.args = (f"{_not_reached(sim, state)}; then the packing failed: {exc}",)
+        _drop_unphysical_rows(hist, warnings)
         try:
             exc.partial = result(False, f"{type(exc).__name__}: {exc}")
         except Exception:  # the partial result must never mask the real error
@@ -697,12 +711,53 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     return result(True)
 
 
+def _stage_eta(sim, state, steps_per_s):
+    """(seconds left in the current stage or None, whether it is an upper bound). Hold: the steps left;
+    load: the punch travel left to full density (t = Σ V_solid / A) at the stage's punch speed — an upper
+    bound, as the target is reached before full density; unload: None (the release length depends on the
+    elastic recovery)."""
+    st = state.get("stage")
+    if st is None or not steps_per_s > 0:
+        return None, False
+    if st.kind == "hold":
+        return max(0, state.get("hold_end_step", sim.step_count) - sim.step_count) / steps_per_s, False
+    if st.kind == "load" and st.punch_speed_m_per_s > 0:
+        travel = sim.punch_z - sim.solid_volume / sim.area
+        return max(0.0, travel) / (st.punch_speed_m_per_s * sim.dt) / steps_per_s, True
+    return None, False
+
+
+def _not_reached(sim, state) -> str:
+    st = state["stage"]
+    rho = state.get("rho_at_peak")
+    return (f"{state.get('ctx', 'load stage')}: target {_fmt_p(st.target_pressure_Pa)} cannot be reached — the "
+            f"highest pressure reached was {_fmt_p(state['p_peak'])} at relative density "
+            f"{'?' if rho is None else f'{rho:.4f}'} (step {sim.step_count}); lower target_pressure_GPa")
+
+
+def _drop_unphysical_rows(hist: dict, warnings: list) -> None:
+    """Cut the history at its first row that is no point of a pellet (relative density outside (0, 1],
+    thickness ≤ 0, non-finite pressure): after a blow-up such rows are artefacts, never results."""
+    rho = np.asarray(hist["relative_density"], float)
+    t = np.asarray(hist["thickness_m"], float)
+    p = np.asarray(hist["p_top_Pa"], float)
+    bad = ~((rho > 0) & (rho <= 1.0) & (t > 0) & np.isfinite(p) & np.isfinite(rho))
+    if bad.any():
+        k = int(np.argmax(bad))
+        warnings.append(f"{len(rho) - k} history row(s) from step {int(hist['step'][k])} on dropped: relative "
+                        f"density {rho[k]:.4g} is no state of a pellet (the run had failed)")
+        for c in hist:
+            del hist[c][k:]
+
+
 def _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
                 params_tau_waves, record, capture, periodic):
     """The stage loop of :func:`run_compaction` (see there)."""
     record(-1)
     for si, st in enumerate(protocol):
         name = st.name or f"{st.kind} {_fmt_p(st.target_pressure_Pa)}"
+        state["stage"] = st
+        state["ctx"] = f"stage {si} '{name}'"
         caps = sorted(float(c) for c in st.capture_pressures_Pa)
         start_step = sim.step_count
         p_prev = sim.pressures()[0]
@@ -738,6 +793,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                 return False
 
             steps_left = n_hold
+            state["hold_end_step"] = sim.step_count + n_hold
             while steps_left > 0:
                 if sim.step_count - start_step > params.max_steps:
                     raise SimulationError(f"{ctx}: exceeded params.max_steps = {params.max_steps}")
@@ -763,9 +819,17 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
         def ctl(s, st=st, si=si, name=name, flag=flag, pending=pending, target=target, z_start=z_start,
                 release_p=release_p):
             p, _ = s.pressures()
-            state["p_peak"] = max(state["p_peak"], p)
+            rho_punch = s.solid_volume / (s.area * s.punch_z) if s.punch_z > 0 else float("inf")
+            if p > state["p_peak"]:
+                state["p_peak"], state["rho_at_peak"] = p, rho_punch
             rate = p - flag["p_prev"]           # pressure change over the last check interval
             load_track.append((s.punch_z, p))
+            if st.kind == "load" and rho_punch > 1.0:
+                # the punch has passed the fully dense thickness Σ V_solid / A: no pellet state lies beyond
+                err = SimulationError(f"{_not_reached(s, state)} (the punch passed the thickness of the fully "
+                                      "dense pellet before it)")
+                err.unreachable = True
+                raise err
             if st.kind == "load":
                 while pending and p >= pending[0]:
                     c = pending.pop(0)
