@@ -63,6 +63,7 @@ def _clear_own(outdir: Path, info: dict) -> int:
     """Remove what an earlier pelletsim run wrote in ``outdir``; returns the number of files removed."""
     listed = [f for f in (info.get("files_written") or []) if isinstance(f, str)]
     n = 0
+    parents = set()
     for rel in listed:
         p = (outdir / rel)
         try:
@@ -71,6 +72,7 @@ def _clear_own(outdir: Path, info: dict) -> int:
             continue
         if p.is_file():
             p.unlink()
+            parents.add(p.parent)
             n += 1
     if not listed:                    # a run from before the manifest: its known names
         for name in OWN_FILES:
@@ -81,13 +83,14 @@ def _clear_own(outdir: Path, info: dict) -> int:
             if (outdir / name).is_dir():
                 n += sum(len(f) for _, _, f in os.walk(outdir / name))
                 shutil.rmtree(outdir / name)
-    # folders left empty by the removal
-    for root, dirs, files in sorted(os.walk(outdir), key=lambda t: -len(t[0])):
-        if Path(root) != outdir and not dirs and not files:
+    # the folders the removal left empty, deepest first, up to the run folder
+    for d in sorted(parents, key=lambda q: -len(q.parts)):
+        while d != outdir and outdir in d.parents:
             try:
-                Path(root).rmdir()
+                d.rmdir()
             except OSError:
-                pass
+                break
+            d = d.parent
     for stale in outdir.glob("checkpoint.npz*"):
         stale.unlink()
     return n

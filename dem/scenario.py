@@ -362,6 +362,20 @@ def d_max_estimate_um(scen: Scenario) -> float:
     return float("nan")
 
 
+# expected loose solid fraction above which a given fill height is refused (insertion jams near 0.35–0.4)
+LOOSE_JAM_FRACTION = 0.45
+
+
+def _mean_d3_um3(scen: Scenario) -> float | None:
+    """E[d³] in µm³ of the untruncated size model (gamma: a(a+1)(a+2) b³), None for a histogram."""
+    p = scen.particles
+    if p.distribution == "monodisperse":
+        return p.diameter_um ** 3
+    if p.distribution == "gamma" and p.shape is not None and p.scale_um is not None:
+        return p.shape * (p.shape + 1) * (p.shape + 2) * p.scale_um ** 3
+    return None
+
+
 def check_scenario(scen: Scenario) -> None:
     """Cross-field checks; raise ScenarioError naming the key path."""
     p = scen.particles
@@ -408,8 +422,17 @@ def check_scenario(scen: Scenario) -> None:
                 raise ScenarioError(f"die.{k}: must be ≥ 2·d_max = {2 * dmax:g} µm for a periodic die "
                                     f"(got {v:g}); widen the die or set particles.d_max_um smaller")
     h = d.fill_height_um or d.column_height_um
+    hkey = "die.fill_height_um" if d.fill_height_um is not None else "die.column_height_um"
     if h is not None and math.isfinite(dmax) and h < 2 * dmax:
-        raise ScenarioError(f"die.fill_height_um: must be ≥ 2·d_max = {2 * dmax:g} µm (got {h:g})")
+        raise ScenarioError(f"{hkey}: must be ≥ 2·d_max = {2 * dmax:g} µm (got {h:g})")
+    d3 = _mean_d3_um3(scen)
+    if h is not None and d3 is not None:
+        frac = p.count * math.pi / 6 * d3 / (d.base_x_um * d.base_y_um * h)
+        if frac > LOOSE_JAM_FRACTION:
+            need = p.count * math.pi / 6 * d3 / (0.3 * d.base_x_um * d.base_y_um)
+            raise ScenarioError(f"{hkey}: {p.count} particles would fill {frac:.2f} of a {h:g} µm column; random "
+                                f"insertion jams near 0.35–0.4: give {hkey} ≥ {need:.4g} µm (solid fraction "
+                                "0.30), or leave it out and set die.loose_fraction")
 
     # protocol: stage by stage, tracking the pressure the punch is at
     p_now = 0.0
@@ -567,15 +590,10 @@ def check_resources(scen: Scenario, available_bytes: int | None = None) -> None:
     if not c.enabled:
         return
     d = scen.die
-    if p.distribution == "monodisperse":
-        d3 = p.diameter_um ** 3
-        d_min = p.d_min_um or p.diameter_um
-    elif p.distribution == "gamma":
-        d3 = p.shape * (p.shape + 1) * (p.shape + 2) * p.scale_um ** 3
-        d_min = p.d_min_um
-    else:
-        d3 = None
-        d_min = p.d_min_um
+    d3 = _mean_d3_um3(scen)
+    if d3 is not None and p.d_max_um is not None:
+        d3 = min(d3, p.d_max_um ** 3)         # a lower bound of the truncated mean
+    d_min = p.diameter_um if p.distribution == "monodisperse" else p.d_min_um
     if c.voxel_um is not None:
         vox = c.voxel_um
     elif d_min is not None:
