@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a scenario end to end (compaction, conductivity, figures)",
                        description="Run SCENARIO.toml: sizes → loose packing → compaction → conductivity of the "
                                    "captured packings → results.json, history.csv, packings/, PNGs, ParaView files.")
-    r.add_argument("scenario", metavar="SCENARIO", help="scenario TOML file")
+    r.add_argument("scenario", metavar="SCENARIO", nargs="?",
+                   help="scenario TOML file (optional with --resume: the checkpoint holds it)")
     r.add_argument("-o", "--outdir", metavar="OUTDIR", help="output folder (default: out/<run.name>)")
     r.add_argument("--backend", choices=["cpu", "cuda", "vulkan", "auto"],
                    help="override run.backend (auto: CUDA, then Vulkan, then CPU)")
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true",
                    help="OUTDIR may hold an earlier run: remove pelletsim's outputs there first (other files "
                         "are kept)")
+    r.add_argument("--resume", metavar="OUTDIR",
+                   help="continue the interrupted run in OUTDIR from its checkpoint.npz (written every "
+                        "run.checkpoint_every_s and on SIGTERM/Ctrl-C)")
 
     v = sub.add_parser("validate", help="check a scenario and print it with every default filled in",
                        description="Validate SCENARIO.toml (after --set overrides) and print the resolved "
@@ -148,18 +152,34 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from dem.pipeline import run_scenario
+    from dem.pipeline import read_resume, run_scenario
     from dem.scenario import load_scenario
-    scen = load_scenario(args.scenario, args.overrides)
+    tree = None
+    if args.resume:
+        if args.overwrite:
+            raise UsageError("--resume continues a run, --overwrite replaces it: give one of them")
+        outdir = Path(args.resume)
+        if args.outdir and Path(args.outdir).resolve() != outdir.resolve():
+            raise UsageError(f"--resume {outdir} writes into that folder; leave out -o {args.outdir}")
+        given = load_scenario(args.scenario, args.overrides) if args.scenario else None
+        if given is None and args.overrides:
+            raise UsageError("--set cannot change a resumed run (its checkpoint fixes the scenario)")
+        scen, tree = read_resume(outdir, given)
+    else:
+        if not args.scenario:
+            raise UsageError("run: give a SCENARIO file (or --resume OUTDIR)")
+        scen = load_scenario(args.scenario, args.overrides)
+        outdir = Path(args.outdir) if args.outdir else Path("out") / scen.run.name
     _check_backend(args.backend or scen.run.backend)
-    outdir = Path(args.outdir) if args.outdir else Path("out") / scen.run.name
     t = time.perf_counter()
     try:
         data = run_scenario(scen, outdir, backend=args.backend, progress=not args.quiet,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, resume=tree)
     except KeyboardInterrupt as exc:
         why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"pelletsim: {why}; finished outputs are in {outdir} (results.json status 'interrupted')",
+        ck = outdir / "checkpoint.npz"
+        more = f"; continue with: pelletsim run --resume {outdir}" if ck.is_file() else ""
+        print(f"pelletsim: {why}; finished outputs are in {outdir} (results.json status 'interrupted'){more}",
               file=sys.stderr)
         return EXIT_TERM if isinstance(exc, Terminated) else EXIT_INTERRUPT
     if not args.quiet:

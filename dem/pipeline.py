@@ -253,12 +253,13 @@ class HistoryAppender:
     running job sees complete rows. The finished file is rewritten atomically from the engine's history
     (:func:`write_history_csv`, same columns and format)."""
 
-    def __init__(self, path: Path, every_s: float = 1.0):
+    def __init__(self, path: Path, every_s: float = 1.0, initial: dict | None = None):
+        """``initial``: the rows a resumed run starts from (the file is rewritten with exactly those)."""
         self.path, self.every_s = Path(path), every_s
         self._buf: list[str] = []
         self._last = time.perf_counter()
-        with atomic_path(self.path) as tmp:
-            Path(tmp).write_text(",".join(HISTORY_COLUMNS) + "\n")
+        write_history_csv(self.path, initial if initial is not None else
+                          {c: np.zeros(0, np.int64 if c in ("step", "stage") else float) for c in HISTORY_COLUMNS})
 
     def __call__(self, row: dict) -> None:
         self._buf.append(",".join(_csv_value(row[c], c in ("step", "stage")) for c in HISTORY_COLUMNS) + "\n")
@@ -299,34 +300,49 @@ class _Results:
 
 # --------------------------------------------------------------------------------------------- the run
 def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, progress: bool = True,
-                 overwrite: bool = False) -> dict:
+                 overwrite: bool = False, resume: dict | None = None) -> dict:
     """Run a validated scenario into ``outdir`` and return the results dict (also in results.json).
 
     Before anything is written the scenario passes :func:`dem.scenario.preflight` (ScenarioError) and the
     folder :func:`dem.outdir.prepare_outdir` (OutdirError: not empty without ``overwrite``, not writable).
+    ``resume``: the checkpoint tree of an interrupted run in ``outdir`` (:func:`read_resume`): the compaction
+    continues from it. The compaction checkpoints itself to ``outdir/checkpoint.npz`` every
+    ``run.checkpoint_every_s`` and on SIGTERM/SIGINT; the file is removed when the run completes.
     Raises KeyboardInterrupt (after writing what was finished, status "interrupted"),
     ``dem.simulation.SimulationError`` or :class:`PipelineError` (status "failed").
     """
-    from dem.outdir import prepare_outdir
+    from dem.outdir import pelletsim_run_info, prepare_outdir
     from dem.scenario import preflight
 
     outdir = Path(outdir)
     preflight(scenario, backend=backend)
-    before = prepare_outdir(outdir, overwrite=overwrite)
-    t0 = time.perf_counter()
-    data = {
-        "status": "running",
-        "name": scenario.run.name,
-        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "seed": scenario.run.seed,
-        "scenario": resolved_dict(scenario),
-        "timings_s": {},
-    }
+    before = prepare_outdir(outdir, overwrite=overwrite, resume=resume is not None)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if resume is not None:
+        data = pelletsim_run_info(outdir) or {}
+        earlier = set(data.get("files_written") or [])
+        before = {k: v for k, v in before.items() if k not in earlier}   # the earlier part's files are this run's
+        data.pop("error", None)
+        data.update(status="running", resumed_utc=now, resumed_from_step=int(resume["meta_step"]),
+                    versions=_versions())
+        data.setdefault("timings_s", {})
+        t0 = time.perf_counter() - float(data.get("wall_time_s") or 0.0)
+    else:
+        t0 = time.perf_counter()
+        data = {
+            "status": "running",
+            "name": scenario.run.name,
+            "started_utc": now,
+            "versions": _versions(),
+            "seed": scenario.run.seed,
+            "scenario": resolved_dict(scenario),
+            "timings_s": {},
+        }
     res = _Results(outdir, data, t0, before)
-    write_text(outdir / "scenario.resolved.toml", to_toml(resolved_dict(scenario)))
+    if resume is None:
+        write_text(outdir / "scenario.resolved.toml", to_toml(resolved_dict(scenario)))
     try:
-        _run(scenario, outdir, res, backend, progress)
+        _run(scenario, outdir, res, backend, progress, resume)
         data["status"] = "complete"
     except KeyboardInterrupt:
         data["status"] = "interrupted"
@@ -337,8 +353,49 @@ def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, prog
         data["error"] = f"{type(exc).__name__}: {exc}"
         _finish(scenario, outdir, res, progress, failed=True)
         raise
+    from dem.checkpoint import CHECKPOINT_NAME
+    (outdir / CHECKPOINT_NAME).unlink(missing_ok=True)     # complete: nothing left to resume
     _finish(scenario, outdir, res, progress, failed=False)
     return data
+
+
+def _checkpoint_meta(scen: Scenario) -> dict:
+    from dem.checkpoint import FORMAT, scenario_sha
+    text = to_toml(resolved_dict(scen))
+    return {"format": FORMAT, "pelletsim": _versions()["pelletsim"], "scenario_toml": text,
+            "scenario_sha256": scenario_sha(text), "source_dir": scen.source_dir}
+
+
+def read_resume(outdir, scenario: Scenario | None = None) -> tuple[Scenario, dict]:
+    """(scenario, checkpoint tree) of the interrupted run in ``outdir``. Raises
+    :class:`dem.checkpoint.CheckpointError` (exit 2) without a checkpoint, for one written by another
+    pelletsim version or format, or when ``scenario`` is given and differs from the checkpoint's."""
+    import tomllib
+
+    from dem.checkpoint import CHECKPOINT_NAME, FORMAT, CheckpointError, load_checkpoint, scenario_sha
+    from dem.scenario import parse_scenario
+
+    outdir = Path(outdir)
+    path = outdir / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"--resume {outdir}: no {CHECKPOINT_NAME} there (the run completed, or stopped "
+                              "before its first checkpoint); run the scenario again with --overwrite")
+    tree = load_checkpoint(path)
+    meta = tree.get("meta") or {}
+    version = _versions()["pelletsim"]
+    if meta.get("pelletsim") != version or meta.get("format") != FORMAT:
+        raise CheckpointError(f"--resume {outdir}: the checkpoint was written by pelletsim {meta.get('pelletsim')} "
+                              f"(format {meta.get('format')}), this is pelletsim {version} (format {FORMAT}); "
+                              "run it again with --overwrite")
+    text = meta.get("scenario_toml") or ""
+    if scenario_sha(text) != meta.get("scenario_sha256"):
+        raise CheckpointError(f"--resume {outdir}: the checkpoint's scenario is damaged; run it again with "
+                              "--overwrite")
+    ck_scen = parse_scenario(tomllib.loads(text), source_dir=meta.get("source_dir"))
+    if scenario is not None and to_toml(resolved_dict(scenario)) != text:
+        raise CheckpointError(f"--resume {outdir}: the scenario given differs from the one the checkpoint was "
+                              "written for; resume without a scenario, or start a new run (--overwrite or another -o)")
+    return ck_scen, tree
 
 
 def _finish(scenario, outdir, res, progress, failed):
@@ -421,22 +478,18 @@ def _write_compaction(scen: Scenario, outdir: Path, res: _Results, result, specs
     return history, cap_meta
 
 
-def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progress: bool) -> None:
-    from fva.backend import ensure_init
+def _resume_inputs(tree: dict):
+    """(sampled diameters, loose packing) saved in a checkpoint."""
+    pl = tree["pipeline"]
+    loose = Packing(centers_m=pl["loose"]["centers_m"], radii_m=pl["loose"]["radii_m"], box_m=pl["loose"]["box_m"],
+                    periodic=(True, True, False), pressure_Pa=0.0, label="loose")
+    return np.asarray(pl["d"], float), loose
 
+
+def _sizes_and_loose(scen: Scenario, outdir: Path, res: _Results, sizes_cfg, die, say):
+    """Stages 1–2: the sampled diameters and the loose packing (renumbered in spatial order)."""
     data = res.data
     T = data["timings_s"]
-    say = _eprint if progress else (lambda *_: None)
-    sizes_cfg, material, die, stages, params = to_engine(scen, backend=backend)
-    expanded = expand_protocol(scen)
-    specs = [c for e in expanded for c in e.captures]
-
-    info = ensure_init(backend or scen.run.backend, scen.run.default_fp)
-    data["backend"] = {"requested": info.requested, "backend": info.backend, "device": info.device_name,
-                       "default_fp": info.default_fp, "taichi_version": info.taichi_version}
-    params = dataclasses.replace(params, backend=info.backend)
-    say(f"[pelletsim] {scen.run.name}: backend {info.backend} ({info.device_name}), seed {scen.run.seed}")
-
     # 1. sizes -------------------------------------------------------------------------------------
     from dem.sizes import sample_diameters, size_stats
     t = time.perf_counter()
@@ -476,14 +529,47 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
                           diameters_sampled_m=d)
     say(f"[pelletsim] loose packing: height {loose.box_m[2] * 1e6:.1f} µm, solid fraction {loose_frac:.3f}")
     res.flush()
+    return d, loose, die
+
+
+def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progress: bool,
+         resume: dict | None = None) -> None:
+    from fva.backend import ensure_init
+
+    data = res.data
+    T = data["timings_s"]
+    say = _eprint if progress else (lambda *_: None)
+    sizes_cfg, material, die, stages, params = to_engine(scen, backend=backend)
+    expanded = expand_protocol(scen)
+    specs = [c for e in expanded for c in e.captures]
+
+    info = ensure_init(backend or scen.run.backend, scen.run.default_fp)
+    data["backend"] = {"requested": info.requested, "backend": info.backend, "device": info.device_name,
+                       "default_fp": info.default_fp, "taichi_version": info.taichi_version}
+    params = dataclasses.replace(params, backend=info.backend)
+    say(f"[pelletsim] {scen.run.name}: backend {info.backend} ({info.device_name}), seed {scen.run.seed}")
+
+    if resume is not None:
+        d, loose = _resume_inputs(resume)
+        die = dataclasses.replace(die, fill_height_m=float(loose.box_m[2]))
+        say(f"[pelletsim] resuming the compaction at step {int(resume['meta_step'])} from {outdir}/checkpoint.npz")
+    else:
+        d, loose, die = _sizes_and_loose(scen, outdir, res, sizes_cfg, die, say)
 
     # 3. compaction ----------------------------------------------------------------------------------
+    from dem.checkpoint import CHECKPOINT_NAME, Checkpointer
     from dem.simulation import run_compaction
     t = time.perf_counter()
+    ckpt = Checkpointer(outdir / CHECKPOINT_NAME, scen.run.checkpoint_every_s,
+                        extra={"meta": _checkpoint_meta(scen),
+                               "pipeline": {"d": d, "loose": {"centers_m": loose.centers_m, "radii_m": loose.radii_m,
+                                                              "box_m": np.asarray(loose.box_m, float)}}})
+    rows = HistoryAppender(outdir / "history.csv", initial=None if resume is None else resume["driver"]["history"])
     say(f"[pelletsim] compaction: {len(stages)} stage(s), max {max(s.target_pressure_Pa for s in stages) / 1e9:g} GPa")
     try:
-        result = run_compaction(loose, material, die, stages, params, progress=_Progress(progress, stages),
-                                seed=scen.run.seed, on_row=HistoryAppender(outdir / "history.csv"))
+        with ckpt.signals():
+            result = run_compaction(loose, material, die, stages, params, progress=_Progress(progress, stages),
+                                    seed=scen.run.seed, on_row=rows, checkpoint=ckpt, resume=resume)
     except BaseException as exc:
         # a failure or Ctrl-C during compaction: write the history, captures and frames finished so far
         partial = getattr(exc, "partial", None)

@@ -467,6 +467,67 @@ class Simulation:
                     f=self.fc.to_numpy(), ncont=self.ncont.to_numpy(), punch_z=self.punch_z, time=self.time_s,
                     step=self.step_count)
 
+    # ------------------------------------------------------------------ state (checkpoints)
+    STATE_FORMAT = 1
+    # named parts of the engine state: per-particle arrays, per-pair contact records, scalars
+    _PARTICLE_ARRAYS = ("x", "v", "w", "r", "f", "fc", "tq", "eps_v", "eps_p", "phi_c", "wall_hist", "fwall",
+                        "ewall", "ncont")
+    _PAIR_ARRAYS = ("partner", "pair_owner", "hist", "rev_pairs")
+    _ROW_ARRAYS = ("row_start", "rev_start", "x_build", "r_build")
+
+    def state_dict(self) -> dict:
+        """The whole dynamic state, as named parts of host (numpy) data: ``particles`` (positions, velocities,
+        spins, radii and their growth, forces of the last step, wall-contact histories), ``contacts`` (the
+        Verlet list with each pair's history and force record, its build snapshot and counters), ``control``
+        (punch position/velocity/time, step, check interval, capture cap). With :meth:`load_state_dict` on a
+        Simulation built from the same packing, material, die and params, the run continues bitwise (CPU).
+        Everything else (masses, contact parameters, the time step, the solid-fraction points) follows from
+        the constructor's inputs; the engine draws no random numbers while it runs."""
+        nl = self.nlist
+        m = nl.npairs
+        return {
+            "format": self.STATE_FORMAT,
+            "particles": {k: getattr(self, k).to_numpy() for k in self._PARTICLE_ARRAYS},
+            "contacts": {**{k: getattr(nl, k).to_numpy()[:m] for k in self._PAIR_ARRAYS},
+                         **{k: getattr(nl, k).to_numpy() for k in self._ROW_ARRAYS},
+                         "pair_record": self.pw.to_numpy()[:m],
+                         "npairs": int(m), "capacity": int(nl.capacity), "builds": int(nl.builds),
+                         "grow_events": int(nl.grow_events)},
+            "control": {"ctrl": self.ctrl.to_numpy(), "step_count": int(self.step_count),
+                        "check_interval": int(getattr(self, "_k", 1)),
+                        "k_cap": None if self.k_cap is None else int(self.k_cap)},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (see there); raises ValueError when it belongs to another system."""
+        if int(state.get("format", -1)) != self.STATE_FORMAT:
+            raise ValueError(f"engine state format {state.get('format')} is not {self.STATE_FORMAT}")
+        P, C, K = state["particles"], state["contacts"], state["control"]
+        if P["x"].shape != (self.n, 3):
+            raise ValueError(f"engine state holds {P['x'].shape[0]} particles, this simulation {self.n}")
+        for k in self._PARTICLE_ARRAYS:
+            getattr(self, k).from_numpy(np.ascontiguousarray(P[k]))
+        nl = self.nlist
+        cap, m = int(C["capacity"]), int(C["npairs"])
+        if cap != nl.capacity:
+            nl._alloc_pairs(cap)
+        if cap != self._pair_cap:
+            self._alloc_pair_work(cap)
+        for k in self._PAIR_ARRAYS:
+            a = getattr(nl, k).to_numpy()
+            a[:m] = C[k]
+            getattr(nl, k).from_numpy(a)
+        for k in self._ROW_ARRAYS:
+            getattr(nl, k).from_numpy(np.ascontiguousarray(C[k]))
+        pw = self.pw.to_numpy()
+        pw[:m] = C["pair_record"]
+        self.pw.from_numpy(pw)
+        nl.npairs, nl.builds, nl.grow_events, nl._has_old = m, int(C["builds"]), int(C["grow_events"]), 1
+        self.ctrl.from_numpy(np.ascontiguousarray(K["ctrl"]))
+        self.step_count = int(K["step_count"])
+        self._k = int(K["check_interval"])
+        self.k_cap = None if K["k_cap"] is None else int(K["k_cap"])
+
     def pair_table(self, history: bool = True) -> dict:
         """Host copy of the pair list: owner, partner, force on owner, overlap fraction, energy, history
         (columns ξx, ξy, ξz, δ_max, δ_p, R_p*)."""
@@ -613,13 +674,17 @@ def _fmt_p(p):
 
 def run_compaction(packing: Packing, material: Material, die: Die, protocol: list[Stage],
                    params: SimParams = SimParams(), *, progress=None, seed: int = 0, on_row=None,
-                   **sim_kwargs) -> CompactionResult:
+                   checkpoint=None, resume: dict | None = None, **sim_kwargs) -> CompactionResult:
     """Compact ``packing`` in ``die`` following ``protocol`` (load / hold / unload stages).
 
     Returns a :class:`CompactionResult`: history (HISTORY_COLUMNS, every ``params.history_every`` steps and at
     captures), packings captured when p_top crosses each ``stage.capture_pressures_Pa`` (rising on load,
     falling on unload, at the end of a hold), particle frames, ``final`` packing and ``info`` (dt_s,
     rayleigh_time_s, mass_scaling, n_steps, wall_s, backend, neighbour rebuilds, ...).
+    ``checkpoint`` (a :class:`dem.checkpoint.Checkpointer`) is asked between blocks of steps whether to save
+    the whole state (engine :meth:`Simulation.state_dict` + driver); ``resume`` is such a saved tree (same
+    packing, material, die, protocol and params): the run continues from it and, on the CPU, ends bitwise
+    where the uninterrupted run would have.
     ``on_row(row)`` is called with every history row as it is recorded (e.g. to append it to a file), and
     ``progress(info)`` about twice a second with the stage, step, pressure, steps/s and ``eta_s``: the hold
     time left, or on a load stage an upper bound from the punch travel left to full density
@@ -691,8 +756,18 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
                                 final=sim.packing(sim.pressures()[0], "final") if completed else None)
 
     try:
+        resume_stage = None
+        if resume is not None:
+            resume_stage = _restore_driver(sim, resume, state, hist, packings, frames, warnings, load_track)
+
+        def between_blocks(ds):
+            if checkpoint.due():
+                checkpoint.write(_driver_tree(sim, ds, state, hist, packings, frames, warnings, load_track))
+                checkpoint.after_write()
+
         _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
-                    params_tau_waves, record, capture, periodic)
+                    params_tau_waves, record, capture, periodic, resume_stage=resume_stage,
+                    between_blocks=None if checkpoint is None else between_blocks)
     except (SimulationError, KeyboardInterrupt) as exc:
         # keep what was finished: the history up to the last check, the captures and frames so far
         # (no new history row: after a blow-up the current state is not a valid point of the curve)
@@ -709,6 +784,61 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     record(len(protocol) - 1) if sim.step_count != state["last_hist"] else None
     add_frame()
     return result(True)
+
+
+_STATE_KEYS = ("last_hist", "last_frame", "last_step", "p_peak", "hb", "fb", "rho_at_peak", "hold_end_step")
+_FRAME_FIELDS = ("time_s", "step", "centers_m", "radii_m", "velocities_m_per_s", "forces_N", "contact_count",
+                 "stress_Pa", "box_m")
+_PACKING_FIELDS = ("centers_m", "radii_m", "box_m", "periodic", "pressure_Pa", "label")
+
+
+def _driver_tree(sim, ds, state, hist, packings, frames, warnings, load_track) -> dict:
+    """Engine + driver state at a block boundary (see :mod:`dem.checkpoint`)."""
+    return {
+        "engine": sim.state_dict(),
+        "driver": {"stage": json_ready(ds), "state": {k: state[k] for k in _STATE_KEYS if k in state},
+                   "load_track": np.asarray(load_track, dtype=np.float64).reshape(-1, 2),
+                   "warnings": list(warnings),
+                   "history": {c: np.asarray(hist[c], dtype=np.int64 if c in ("step", "stage") else np.float64)
+                               for c in HISTORY_COLUMNS},
+                   "packings": [{k: (np.asarray(getattr(pk, k)) if k in ("centers_m", "radii_m", "box_m")
+                                     else getattr(pk, k)) for k in _PACKING_FIELDS} for pk in packings],
+                   "frames": [{k: getattr(fr, k) for k in _FRAME_FIELDS} for fr in frames]},
+        "meta_step": int(sim.step_count),
+    }
+
+
+def json_ready(d: dict) -> dict:
+    """A copy of a driver stage dict with plain Python numbers (lists copied)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, list):
+            out[k] = [float(x) for x in v]
+        elif isinstance(v, (bool, np.bool_)):
+            out[k] = bool(v)
+        elif isinstance(v, (int, np.integer)):
+            out[k] = int(v)
+        elif isinstance(v, (float, np.floating)):
+            out[k] = float(v)
+        else:
+            out[k] = v
+    return out
+
+
+def _restore_driver(sim, tree, state, hist, packings, frames, warnings, load_track) -> dict:
+    """Load a checkpoint tree into the engine and the driver's containers; returns the stage to resume."""
+    sim.load_state_dict(tree["engine"])
+    drv = tree["driver"]
+    state.update(drv["state"])
+    for c in HISTORY_COLUMNS:
+        hist[c][:] = np.asarray(drv["history"][c]).tolist()
+    packings[:] = [Packing(centers_m=p["centers_m"], radii_m=p["radii_m"], box_m=p["box_m"],
+                           periodic=tuple(bool(b) for b in p["periodic"]), pressure_Pa=float(p["pressure_Pa"]),
+                           label=str(p["label"])) for p in drv["packings"]]
+    frames[:] = [ParticleFrame(**{k: f[k] for k in _FRAME_FIELDS}) for f in drv["frames"]]
+    warnings[:] = list(drv["warnings"])
+    load_track[:] = [tuple(row) for row in np.asarray(drv["load_track"]).tolist()]
+    return dict(drv["stage"])
 
 
 def _stage_eta(sim, state, steps_per_s):
@@ -750,35 +880,59 @@ def _drop_unphysical_rows(hist: dict, warnings: list) -> None:
             del hist[c][k:]
 
 
+def _start_stage(sim, st, si, material, load_track, params_tau_waves, state) -> dict:
+    """The driver's state of stage ``si`` at its start (plain data: saved in checkpoints as it is)."""
+    caps = sorted(float(c) for c in st.capture_pressures_Pa)
+    ds = dict(si=si, start_step=sim.step_count, caps=caps)
+    p_prev = sim.pressures()[0]
+    if st.kind == "hold":
+        n_hold = max(1, int(math.ceil(st.hold_time_s / sim.dt)))
+        ds["k_est"] = punch_stiffness_estimate(load_track, sim.area,
+                                               1e-3 * material.youngs_modulus_Pa * sim.area / sim.punch_z)
+        c_wave = math.sqrt(material.youngs_modulus_Pa / sim.rho_s)
+        ds["tau"] = max(params_tau_waves * sim.punch_z / c_wave, 50 * sim.dt)
+        ds["integ"] = 0.0
+        ds["steps_left"] = n_hold
+        ds["hold_end_step"] = sim.step_count + n_hold
+        return ds
+    if st.kind == "load":
+        sim.set_punch_velocity(-st.punch_speed_m_per_s)
+        ds["pending"] = list(caps)
+    else:
+        sim.set_punch_velocity(+st.punch_speed_m_per_s)
+        ds["pending"] = sorted(caps, reverse=True)
+    # release to 0 ends at contact loss, p_top ≤ RELEASE_FRACTION × the peak pressure so far: without
+    # gravity, the top layer would otherwise drift after the punch at a vanishing contact force
+    ds["release_p"] = RELEASE_FRACTION * state["p_peak"] if st.kind == "unload" and st.target_pressure_Pa <= 0 \
+        else 0.0
+    ds["done"], ds["p_prev"] = False, p_prev
+    load_track.clear()     # stiffness for a following hold: from this ramp (loading or elastic unloading)
+    ds["z_start"] = sim.punch_z
+    return ds
+
+
 def _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
-                params_tau_waves, record, capture, periodic):
-    """The stage loop of :func:`run_compaction` (see there)."""
-    record(-1)
-    for si, st in enumerate(protocol):
+                params_tau_waves, record, capture, periodic, resume_stage=None, between_blocks=None):
+    """The stage loop of :func:`run_compaction` (see there). Each stage's driver state is one dict of plain
+    data (``ds``); ``between_blocks(ds)`` runs after every block of steps, where the engine and the driver
+    are consistent (a checkpoint taken there resumes bitwise: pass it back as ``resume_stage``)."""
+    if resume_stage is None:
+        record(-1)
+    first = 0 if resume_stage is None else int(resume_stage["si"])
+    for si in range(first, len(protocol)):
+        st = protocol[si]
         name = st.name or f"{st.kind} {_fmt_p(st.target_pressure_Pa)}"
         state["stage"] = st
-        state["ctx"] = f"stage {si} '{name}'"
-        caps = sorted(float(c) for c in st.capture_pressures_Pa)
-        start_step = sim.step_count
-        p_prev = sim.pressures()[0]
-        if st.kind == "load":
-            sim.set_punch_velocity(-st.punch_speed_m_per_s)
-            pending = [c for c in caps]
-        elif st.kind == "unload":
-            sim.set_punch_velocity(+st.punch_speed_m_per_s)
-            pending = sorted(caps, reverse=True)
+        ctx = state["ctx"] = f"stage {si} '{name}'"
+        if resume_stage is not None and int(resume_stage["si"]) == si:
+            ds = resume_stage
         else:
-            pending = []
-        ctx = f"stage {si} '{name}'"
+            ds = _start_stage(sim, st, si, material, load_track, params_tau_waves, state)
+        caps = ds["caps"]
         if st.kind == "hold":
-            n_hold = max(1, int(math.ceil(st.hold_time_s / sim.dt)))
-            k_est = punch_stiffness_estimate(load_track, sim.area,
-                                             1e-3 * material.youngs_modulus_Pa * sim.area / sim.punch_z)
-            c_wave = math.sqrt(material.youngs_modulus_Pa / sim.rho_s)
-            tau = max(params_tau_waves * sim.punch_z / c_wave, 50 * sim.dt)
-            integ = [0.0]
+            state["hold_end_step"] = ds["hold_end_step"]
 
-            def ctl(s, st=st, si=si, name=name, k_est=k_est, tau=tau, integ=integ):
+            def ctl(s, st=st, si=si, name=name, ds=ds):
                 # PI on the punch stress: v = −(A/k_est)(Kp·e + Ki·∫e dt/τ)/τ; the integral only runs
                 # within 5 % of the target (conditional integration: no wind-up during large transients)
                 p, _ = s.pressures()
@@ -786,19 +940,21 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                 err = st.target_pressure_Pa - p
                 T = s._k * s.dt
                 if abs(err) < 0.05 * st.target_pressure_Pa:
-                    integ[0] += err * T
-                vel = -(params.servo_gain * err + params.servo_integral * integ[0] / tau) * s.area / (k_est * tau)
+                    ds["integ"] += err * T
+                tau = ds["tau"]
+                vel = -(params.servo_gain * err + params.servo_integral * ds["integ"] / tau) * s.area \
+                    / (ds["k_est"] * tau)
                 s.set_punch_velocity(float(np.clip(vel, -v_cap, v_cap)))
                 periodic(si, name, p)
                 return False
 
-            steps_left = n_hold
-            state["hold_end_step"] = sim.step_count + n_hold
-            while steps_left > 0:
-                if sim.step_count - start_step > params.max_steps:
+            while ds["steps_left"] > 0:
+                if sim.step_count - ds["start_step"] > params.max_steps:
                     raise SimulationError(f"{ctx}: exceeded params.max_steps = {params.max_steps}")
-                done = sim.advance(min(steps_left, 1000), ctx, on_check=ctl)
-                steps_left -= done
+                done = sim.advance(min(ds["steps_left"], 1000), ctx, on_check=ctl)
+                ds["steps_left"] -= done
+                if between_blocks is not None and ds["steps_left"] > 0:
+                    between_blocks(ds)
             sim.set_punch_velocity(0.0)
             p_end = sim.pressures()[0]
             if caps:
@@ -809,20 +965,15 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
             continue
 
         target = st.target_pressure_Pa
-        # release to 0 ends at contact loss, p_top ≤ RELEASE_FRACTION × the peak pressure so far: without
-        # gravity, the top layer would otherwise drift after the punch at a vanishing contact force
-        release_p = RELEASE_FRACTION * state["p_peak"] if st.kind == "unload" and target <= 0 else 0.0
-        flag = dict(done=False, p_prev=p_prev)
-        load_track.clear()     # stiffness for a following hold: from this ramp (loading or elastic unloading)
-        z_start = sim.punch_z
+        release_p = ds["release_p"]
+        pending = ds["pending"]
 
-        def ctl(s, st=st, si=si, name=name, flag=flag, pending=pending, target=target, z_start=z_start,
-                release_p=release_p):
+        def ctl(s, st=st, si=si, name=name, ds=ds, pending=pending, target=target, release_p=release_p):
             p, _ = s.pressures()
             rho_punch = s.solid_volume / (s.area * s.punch_z) if s.punch_z > 0 else float("inf")
             if p > state["p_peak"]:
                 state["p_peak"], state["rho_at_peak"] = p, rho_punch
-            rate = p - flag["p_prev"]           # pressure change over the last check interval
+            rate = p - ds["p_prev"]             # pressure change over the last check interval
             load_track.append((s.punch_z, p))
             if st.kind == "load" and rho_punch > 1.0:
                 # the punch has passed the fully dense thickness Σ V_solid / A: no pellet state lies beyond
@@ -835,7 +986,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                     c = pending.pop(0)
                     capture(si, p, f"load {_fmt_p(c)}")
                 if p >= target:
-                    flag["done"] = True
+                    ds["done"] = True
                 nxt = min(pending[:1] + [target])
                 near = p + 2.0 * max(rate, 0.0) >= nxt
             else:
@@ -843,30 +994,31 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                     c = pending.pop(0)
                     capture(si, p, f"unload {_fmt_p(c)}")
                 if p <= max(target, release_p):
-                    flag["done"] = True        # contact lost (release) or target reached: the punch stops
-                elif s.punch_z > max(z_start, sim.punch_z0) + 2 * s.skin and p <= 0:
-                    flag["done"] = True
+                    ds["done"] = True          # contact lost (release) or target reached: the punch stops
+                elif s.punch_z > max(ds["z_start"], sim.punch_z0) + 2 * s.skin and p <= 0:
+                    ds["done"] = True
                 nxt = max(pending[:1] + [target])
                 near = p + 2.0 * min(rate, 0.0) <= nxt
             # approach a capture / target pressure one step at a time (captures within one step's change)
             s.k_cap = 1 if near else None
-            flag["p_prev"] = p
+            ds["p_prev"] = p
             periodic(si, name, p)
-            return flag["done"]
+            return ds["done"]
 
-        while not flag["done"]:
-            if sim.step_count - start_step > params.max_steps:
+        while not ds["done"]:
+            if sim.step_count - ds["start_step"] > params.max_steps:
                 raise SimulationError(f"{ctx}: did not reach {_fmt_p(target)} within params.max_steps = "
-                                      f"{params.max_steps} steps (p_top = {flag['p_prev']:.4g} Pa, punch at "
+                                      f"{params.max_steps} steps (p_top = {ds['p_prev']:.4g} Pa, punch at "
                                       f"{sim.punch_z:.4g} m); raise max_steps or punch_speed_m_per_s")
             if st.kind == "load" and sim.punch_z <= 0.0:
                 raise SimulationError(f"{ctx}: punch reached the bottom wall without reaching "
                                       f"{_fmt_p(target)}")
             sim.advance(1000, ctx, on_check=ctl)
+            if between_blocks is not None and not ds["done"]:
+                between_blocks(ds)
         sim.set_punch_velocity(0.0)
         sim.k_cap = None
         record(si)
         for c in pending:
-            if st.kind == "unload" and c <= 0 and flag["p_prev"] <= release_p:
-                capture(si, flag["p_prev"], f"unload {_fmt_p(c)}")
-
+            if st.kind == "unload" and c <= 0 and ds["p_prev"] <= release_p:
+                capture(si, ds["p_prev"], f"unload {_fmt_p(c)}")
