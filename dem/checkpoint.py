@@ -136,6 +136,12 @@ class Checkpointer:
         if self.held is not None:          # a second signal: stop now
             self._pass_on(signum, frame)
         self.held = (signum, frame)
+        try:
+            import sys
+            print("pelletsim: stopping after the current block of steps to write a checkpoint "
+                  "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        except Exception:
+            pass
 
     def _restore(self):
         for sig, h in self._old.items():

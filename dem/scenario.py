@@ -359,6 +359,15 @@ def d_max_estimate_um(scen: Scenario) -> float:
     if p.distribution == "gamma":
         from scipy.stats import gamma
         return float(gamma.ppf(0.9999, p.shape, scale=p.scale_um))
+    hp = histogram_path(scen)
+    if hp is not None and hp.is_file():        # the largest bin edge with weight
+        try:
+            from dem.sizes import read_histogram_csv
+            lo, hi, w = read_histogram_csv(hp)
+            if (w > 0).any():
+                return float(hi[w > 0].max() * 1e6)
+        except (ValueError, OSError, UnicodeDecodeError):
+            pass
     return float("nan")
 
 
@@ -622,9 +631,37 @@ def check_resources(scen: Scenario, available_bytes: int | None = None) -> None:
                             f"{avail / gib:.3g} GiB available; use a larger voxel or fewer particles")
 
 
+def _check_sizes_and_dt(scen: Scenario) -> None:
+    """The size model as the sampler reads it (a draw of up to 256 diameters: truncation window, weighting)
+    and an explicit numerics.dt_s against the stability bound 0.5 t_R of the smallest particle drawn,
+    t_R = π r √(ρ_s/G)/(0.1631ν + 0.8766) (ρ_s = mass_scaling·ρ; as dem.simulation.time_step)."""
+    from dem.sizes import sample_diameters
+
+    sizes = to_engine(scen)[0]
+    try:
+        d = sample_diameters(min(sizes.n, 256), **sizes.kwargs(), seed=scen.run.seed)
+    except ValueError as exc:
+        msg = str(exc)
+        for a, b in (("d_min_m", "d_min_um"), ("d_max_m", "d_max_um"), ("scale_m", "scale_um"),
+                     ("diameter_m", "diameter_um")):
+            msg = msg.replace(a, b)
+        raise ScenarioError(f"particles: {msg}") from None
+    n, m = scen.numerics, scen.material
+    if n.dt_s is not None:
+        r_min = 0.5 * float(min(d.min(), (scen.particles.d_min_um or float("inf")) * 1e-6))
+        G = m.youngs_modulus_GPa * 1e9 / (2 * (1 + m.poisson_ratio))
+        t_r = math.pi * r_min * math.sqrt(m.density_kg_m3 * n.mass_scaling / G) / (0.1631 * m.poisson_ratio + 0.8766)
+        if n.dt_s > 0.5 * t_r:
+            raise ScenarioError(f"numerics.dt_s: {n.dt_s:.4g} s is above the stability bound {0.5 * t_r:.4g} s "
+                                f"(0.5 × the Rayleigh time of a particle of d = {2 * r_min * 1e6:.3g} µm); lower "
+                                "dt_s or leave it out and use numerics.dt_safety")
+
+
 def preflight(scen: Scenario, *, backend: str | None = None) -> None:
-    """Everything ``run`` checks from the scenario before it starts: the engine objects and the resources."""
+    """Everything ``run`` checks from the scenario before it starts: the engine objects, the size model and
+    time step, and the resources."""
     to_engine(scen, backend=backend)
+    _check_sizes_and_dt(scen)
     check_resources(scen)
 
 

@@ -308,3 +308,12 @@ def test_drop_unphysical_rows():
     warnings = []
     _drop_unphysical_rows(hist, warnings)
     assert hist["relative_density"] == [0.5, 0.9] and hist["step"] == [0, 100] and len(warnings) == 1
+
+
+def test_validate_checks_time_step_and_size_window(capsys):
+    assert main(["validate", str(TINY), "--set", "numerics.dt_s=1e-3"]) == 2
+    assert "numerics.dt_s" in capsys.readouterr().err
+    assert main(["validate", str(TINY), "--set", "particles.shape=1.0", "--set", "particles.scale_um=0.01",
+                 "--set", "particles.d_min_um=25", "--set", "particles.d_max_um=26"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pelletsim: error: particles:") and "d_min_um" in err and "d_min_m" not in err
