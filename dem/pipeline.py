@@ -558,11 +558,9 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
 
     # 3. compaction ----------------------------------------------------------------------------------
     from dem.checkpoint import CHECKPOINT_NAME, Checkpointer
-    from dem.simulation import run_compaction, time_step
-    try:     # the smallest particle drawn sets the time step: refused in the scenario's key names
-        time_step(material, float(np.min(loose.radii_m)), params)
-    except ValueError as exc:
-        raise ScenarioError(str(exc).replace("params.", "numerics.")) from None
+    from dem.scenario import check_time_step
+    from dem.simulation import run_compaction
+    check_time_step(scen, float(np.min(loose.radii_m)))   # the smallest particle drawn sets the bound
     t = time.perf_counter()
     ckpt = Checkpointer(outdir / CHECKPOINT_NAME, scen.run.checkpoint_every_s,
                         extra={"meta": _checkpoint_meta(scen),

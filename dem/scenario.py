@@ -646,15 +646,21 @@ def _check_sizes_and_dt(scen: Scenario) -> None:
                      ("diameter_m", "diameter_um")):
             msg = msg.replace(a, b)
         raise ScenarioError(f"particles: {msg}") from None
+    check_time_step(scen, 0.5 * float(min(d.min(), (scen.particles.d_min_um or float("inf")) * 1e-6)))
+
+
+def check_time_step(scen: Scenario, r_min_m: float) -> None:
+    """An explicit numerics.dt_s must be ≤ 0.5 t_R of the smallest particle (radius ``r_min_m``),
+    t_R = π r √(ρ_s/G)/(0.1631ν + 0.8766), ρ_s = mass_scaling·ρ (as dem.simulation.time_step)."""
     n, m = scen.numerics, scen.material
-    if n.dt_s is not None:
-        r_min = 0.5 * float(min(d.min(), (scen.particles.d_min_um or float("inf")) * 1e-6))
-        G = m.youngs_modulus_GPa * 1e9 / (2 * (1 + m.poisson_ratio))
-        t_r = math.pi * r_min * math.sqrt(m.density_kg_m3 * n.mass_scaling / G) / (0.1631 * m.poisson_ratio + 0.8766)
-        if n.dt_s > 0.5 * t_r:
-            raise ScenarioError(f"numerics.dt_s: {n.dt_s:.4g} s is above the stability bound {0.5 * t_r:.4g} s "
-                                f"(0.5 × the Rayleigh time of a particle of d = {2 * r_min * 1e6:.3g} µm); lower "
-                                "dt_s or leave it out and use numerics.dt_safety")
+    if n.dt_s is None:
+        return
+    G = m.youngs_modulus_GPa * 1e9 / (2 * (1 + m.poisson_ratio))
+    t_r = math.pi * r_min_m * math.sqrt(m.density_kg_m3 * n.mass_scaling / G) / (0.1631 * m.poisson_ratio + 0.8766)
+    if n.dt_s > 0.5 * t_r:
+        raise ScenarioError(f"numerics.dt_s: {n.dt_s:.4g} s is above the stability bound {0.5 * t_r:.4g} s "
+                            f"(0.5 × the Rayleigh time of a particle of d = {2 * r_min_m * 1e6:.3g} µm); lower "
+                            "dt_s or leave it out and use numerics.dt_safety")
 
 
 def preflight(scen: Scenario, *, backend: str | None = None) -> None:
