@@ -79,7 +79,7 @@ def test_overwrite_clears_only_pelletsims_files_and_lists_what_it_wrote(tmp_path
     _old_run(out, manifest=manifest)
     seen = {}
 
-    def fail(packing, material, die, stages, params, *, progress=None, seed=0, on_row=None):
+    def fail(packing, material, die, stages, params, *, on_row=None, **kw):
         seen["old_vti_gone"] = not (out / "fields" / "07_old.vti").exists()
         raise SimulationError("stopped on purpose")
 
@@ -252,7 +252,7 @@ def test_history_rows_visible_while_running(tmp_path, monkeypatch):
     out = tmp_path / "run"
     seen = {}
 
-    def engine(packing, material, die, stages, params, *, progress=None, seed=0, on_row=None):
+    def engine(packing, material, die, stages, params, *, on_row=None, **kw):
         on_row.every_s = 0.0
         for k in range(3):
             on_row({c: (k if c in ("step", "stage") else 0.5 + k) for c in HISTORY_COLUMNS})
