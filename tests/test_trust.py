@@ -230,7 +230,7 @@ def test_default_loose_fill_unchanged_where_it_did_not_jam():
 # ------------------------------------------------------------------------------------------ progress
 def test_eta_from_steps_left_and_punch_travel():
     from dem.pipeline import _Progress
-    from dem.simulation import _stage_eta
+    from dem.protocol import _stage_eta
     from dem.types import Stage
 
     sim = types.SimpleNamespace(punch_z=2e-4, solid_volume=1e-12, area=1e-8, dt=1e-9, step_count=1000)
@@ -301,7 +301,7 @@ def test_unreachable_target_named_and_no_unphysical_rows(tmp_path, capsys):
 
 
 def test_drop_unphysical_rows():
-    from dem.simulation import _drop_unphysical_rows
+    from dem.protocol import _drop_unphysical_rows
 
     hist = {"step": [0, 100, 200, 300], "relative_density": [0.5, 0.9, 27.1, -8.6],
             "thickness_m": [1e-4, 9e-5, 1e-6, -1e-6], "p_top_Pa": [0.0, 1e8, 1e9, 1e9]}
