@@ -143,7 +143,8 @@ def _image_args(sp) -> None:
 
 # --------------------------------------------------------------------------------------------- commands
 def cmd_validate(args) -> int:
-    from dem.scenario import load_scenario, preflight, resolved_dict, to_toml
+    from dem.preflight import preflight
+    from dem.scenario import load_scenario, resolved_dict, to_toml
     scen = load_scenario(args.scenario, args.overrides)
     preflight(scen)
     print(f"# {args.scenario}: valid", file=sys.stderr)

@@ -303,7 +303,7 @@ def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, prog
                  overwrite: bool = False, resume: dict | None = None) -> dict:
     """Run a validated scenario into ``outdir`` and return the results dict (also in results.json).
 
-    Before anything is written the scenario passes :func:`dem.scenario.preflight` (ScenarioError) and the
+    Before anything is written the scenario passes :func:`dem.preflight.preflight` (ScenarioError) and the
     folder :func:`dem.outdir.prepare_outdir` (OutdirError: not empty without ``overwrite``, not writable).
     ``resume``: the checkpoint tree of an interrupted run in ``outdir`` (:func:`read_resume`): the compaction
     continues from it. The compaction checkpoints itself to ``outdir/checkpoint.npz`` every
@@ -312,7 +312,7 @@ def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, prog
     ``dem.simulation.SimulationError`` or :class:`PipelineError` (status "failed").
     """
     from dem.outdir import pelletsim_run_info, prepare_outdir
-    from dem.scenario import preflight
+    from dem.preflight import preflight
 
     outdir = Path(outdir)
     preflight(scenario, backend=backend)
@@ -558,7 +558,7 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
 
     # 3. compaction ----------------------------------------------------------------------------------
     from dem.checkpoint import CHECKPOINT_NAME, Checkpointer
-    from dem.scenario import check_time_step
+    from dem.preflight import check_time_step
     from dem.simulation import run_compaction
     check_time_step(scen, float(np.min(loose.radii_m)))   # the smallest particle drawn sets the bound
     t = time.perf_counter()

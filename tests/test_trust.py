@@ -141,7 +141,8 @@ def test_conductivity_overflow_refused_by_validate(capsys):
 
 
 def test_memory_refused_up_front(capsys):
-    from dem.scenario import ScenarioError, check_resources, load_scenario
+    from dem.preflight import check_resources
+    from dem.scenario import ScenarioError, load_scenario
 
     assert main(["validate", str(TINY), "--set", "particles.count=1000000000000"]) == 2
     err = capsys.readouterr().err
