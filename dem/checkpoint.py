@@ -28,7 +28,7 @@ import numpy as np
 from fva.atomic import atomic_path
 
 __all__ = ["save_checkpoint", "load_checkpoint", "Checkpointer", "CheckpointError", "scenario_sha",
-           "CHECKPOINT_NAME", "FORMAT"]
+           "CHECKPOINT_NAME", "FORMAT", "checkpoint_meta", "read_resume"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
 FORMAT = 1
@@ -166,3 +166,44 @@ class Checkpointer:
             if held is not None:
                 self._pass_on(*held)
             self._restore()
+
+
+def checkpoint_meta(scen) -> dict:
+    """The ``meta`` part of a run's checkpoints: format, pelletsim version, the resolved scenario and its hash."""
+    from dem.scenario import resolved_dict, to_toml
+    import dem
+    text = to_toml(resolved_dict(scen))
+    return {"format": FORMAT, "pelletsim": dem.__version__, "scenario_toml": text,
+            "scenario_sha256": scenario_sha(text), "source_dir": scen.source_dir}
+
+
+def read_resume(outdir, scenario=None):
+    """(scenario, checkpoint tree) of the interrupted run in ``outdir``. Raises
+    :class:`dem.checkpoint.CheckpointError` (exit 2) without a checkpoint, for one written by another
+    pelletsim version or format, or when ``scenario`` is given and differs from the checkpoint's."""
+    import tomllib
+
+    import dem
+    from dem.scenario import parse_scenario, resolved_dict, to_toml
+
+    outdir = Path(outdir)
+    path = outdir / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"--resume {outdir}: no {CHECKPOINT_NAME} there (the run completed, or stopped "
+                              "before its first checkpoint); run the scenario again with --overwrite")
+    tree = load_checkpoint(path)
+    meta = tree.get("meta") or {}
+    version = dem.__version__
+    if meta.get("pelletsim") != version or meta.get("format") != FORMAT:
+        raise CheckpointError(f"--resume {outdir}: the checkpoint was written by pelletsim {meta.get('pelletsim')} "
+                              f"(format {meta.get('format')}), this is pelletsim {version} (format {FORMAT}); "
+                              "run it again with --overwrite")
+    text = meta.get("scenario_toml") or ""
+    if scenario_sha(text) != meta.get("scenario_sha256"):
+        raise CheckpointError(f"--resume {outdir}: the checkpoint's scenario is damaged; run it again with "
+                              "--overwrite")
+    ck_scen = parse_scenario(tomllib.loads(text), source_dir=meta.get("source_dir"))
+    if scenario is not None and to_toml(resolved_dict(scenario)) != text:
+        raise CheckpointError(f"--resume {outdir}: the scenario given differs from the one the checkpoint was "
+                              "written for; resume without a scenario, or start a new run (--overwrite or another -o)")
+    return ck_scen, tree

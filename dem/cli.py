@@ -153,7 +153,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from dem.pipeline import read_resume, run_scenario
+    from dem.checkpoint import read_resume
+    from dem.pipeline import run_scenario
     from dem.scenario import load_scenario
     tree = None
     if args.resume:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import io
 import json
 import math
 import platform
@@ -22,9 +21,10 @@ import numpy as np
 
 from dem.scenario import (CaptureSpec, Scenario, ScenarioError, expand_protocol, load_scenario, resolved_dict,
                           to_engine, to_toml)
-from dem.types import HISTORY_COLUMNS, CompactionResult
+from dem.types import CompactionResult
 from fva.types import Packing
 from fva.atomic import atomic_path, write_json, write_text
+from dem.history_csv import HistoryAppender, write_history_csv  # noqa: F401 (re-exported)
 
 __all__ = ["run_scenario", "PipelineError", "json_safe", "select_captures", "normalise"]
 
@@ -225,55 +225,6 @@ def _history_value_at(history: dict, spec: CaptureSpec | None, p_Pa: float, key:
 
 
 # --------------------------------------------------------------------------------------------- writers
-def _csv_value(v, is_int: bool) -> str:
-    if is_int:
-        return str(int(v))
-    try:
-        return f"{float(v):.10g}"
-    except (TypeError, ValueError):
-        return str(v)
-
-
-def write_history_csv(path: Path, history: dict) -> list[str]:
-    cols = [c for c in HISTORY_COLUMNS if c in history] + [c for c in history if c not in HISTORY_COLUMNS]
-    n = min((len(np.atleast_1d(history[c])) for c in cols), default=0)
-    buf = io.StringIO()
-    buf.write(",".join(cols) + "\n")
-    arrs = [np.asarray(history[c])[:n] for c in cols]
-    ints = [c in ("step", "stage") or np.issubdtype(a.dtype, np.integer) for c, a in zip(cols, arrs)]
-    for i in range(n):
-        buf.write(",".join(_csv_value(a[i], is_int) for a, is_int in zip(arrs, ints)) + "\n")
-    write_text(path, buf.getvalue())
-    return cols
-
-
-class HistoryAppender:
-    """history.csv while the engine runs: the header at once, then each row appended as it comes, in whole
-    lines (one ``write`` per batch of rows, at most ``every_s`` apart), so that ``tail -f`` or a reader of a
-    running job sees complete rows. The finished file is rewritten atomically from the engine's history
-    (:func:`write_history_csv`, same columns and format)."""
-
-    def __init__(self, path: Path, every_s: float = 1.0, initial: dict | None = None):
-        """``initial``: the rows a resumed run starts from (the file is rewritten with exactly those)."""
-        self.path, self.every_s = Path(path), every_s
-        self._buf: list[str] = []
-        self._last = time.perf_counter()
-        write_history_csv(self.path, initial if initial is not None else
-                          {c: np.zeros(0, np.int64 if c in ("step", "stage") else float) for c in HISTORY_COLUMNS})
-
-    def __call__(self, row: dict) -> None:
-        self._buf.append(",".join(_csv_value(row[c], c in ("step", "stage")) for c in HISTORY_COLUMNS) + "\n")
-        if time.perf_counter() - self._last >= self.every_s:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._buf:
-            with open(self.path, "a") as fh:
-                fh.write("".join(self._buf))
-            self._buf.clear()
-        self._last = time.perf_counter()
-
-
 def write_packing_npz(path: Path, packing, **extra) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -305,7 +256,7 @@ def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, prog
 
     Before anything is written the scenario passes :func:`dem.preflight.preflight` (ScenarioError) and the
     folder :func:`dem.outdir.prepare_outdir` (OutdirError: not empty without ``overwrite``, not writable).
-    ``resume``: the checkpoint tree of an interrupted run in ``outdir`` (:func:`read_resume`): the compaction
+    ``resume``: the checkpoint tree of an interrupted run in ``outdir`` (:func:`dem.checkpoint.read_resume`): the compaction
     continues from it. The compaction checkpoints itself to ``outdir/checkpoint.npz`` every
     ``run.checkpoint_every_s`` and on SIGTERM/SIGINT; the file is removed when the run completes.
     Raises KeyboardInterrupt (after writing what was finished, status "interrupted"),
@@ -357,45 +308,6 @@ def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, prog
     (outdir / CHECKPOINT_NAME).unlink(missing_ok=True)     # complete: nothing left to resume
     _finish(scenario, outdir, res, progress, failed=False)
     return data
-
-
-def _checkpoint_meta(scen: Scenario) -> dict:
-    from dem.checkpoint import FORMAT, scenario_sha
-    text = to_toml(resolved_dict(scen))
-    return {"format": FORMAT, "pelletsim": _versions()["pelletsim"], "scenario_toml": text,
-            "scenario_sha256": scenario_sha(text), "source_dir": scen.source_dir}
-
-
-def read_resume(outdir, scenario: Scenario | None = None) -> tuple[Scenario, dict]:
-    """(scenario, checkpoint tree) of the interrupted run in ``outdir``. Raises
-    :class:`dem.checkpoint.CheckpointError` (exit 2) without a checkpoint, for one written by another
-    pelletsim version or format, or when ``scenario`` is given and differs from the checkpoint's."""
-    import tomllib
-
-    from dem.checkpoint import CHECKPOINT_NAME, FORMAT, CheckpointError, load_checkpoint, scenario_sha
-    from dem.scenario import parse_scenario
-
-    outdir = Path(outdir)
-    path = outdir / CHECKPOINT_NAME
-    if not path.is_file():
-        raise CheckpointError(f"--resume {outdir}: no {CHECKPOINT_NAME} there (the run completed, or stopped "
-                              "before its first checkpoint); run the scenario again with --overwrite")
-    tree = load_checkpoint(path)
-    meta = tree.get("meta") or {}
-    version = _versions()["pelletsim"]
-    if meta.get("pelletsim") != version or meta.get("format") != FORMAT:
-        raise CheckpointError(f"--resume {outdir}: the checkpoint was written by pelletsim {meta.get('pelletsim')} "
-                              f"(format {meta.get('format')}), this is pelletsim {version} (format {FORMAT}); "
-                              "run it again with --overwrite")
-    text = meta.get("scenario_toml") or ""
-    if scenario_sha(text) != meta.get("scenario_sha256"):
-        raise CheckpointError(f"--resume {outdir}: the checkpoint's scenario is damaged; run it again with "
-                              "--overwrite")
-    ck_scen = parse_scenario(tomllib.loads(text), source_dir=meta.get("source_dir"))
-    if scenario is not None and to_toml(resolved_dict(scenario)) != text:
-        raise CheckpointError(f"--resume {outdir}: the scenario given differs from the one the checkpoint was "
-                              "written for; resume without a scenario, or start a new run (--overwrite or another -o)")
-    return ck_scen, tree
 
 
 def _finish(scenario, outdir, res, progress, failed):
@@ -557,13 +469,13 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
         d, loose, die = _sizes_and_loose(scen, outdir, res, sizes_cfg, die, say)
 
     # 3. compaction ----------------------------------------------------------------------------------
-    from dem.checkpoint import CHECKPOINT_NAME, Checkpointer
+    from dem.checkpoint import CHECKPOINT_NAME, Checkpointer, checkpoint_meta
     from dem.preflight import check_time_step
     from dem.simulation import run_compaction
     check_time_step(scen, float(np.min(loose.radii_m)))   # the smallest particle drawn sets the bound
     t = time.perf_counter()
     ckpt = Checkpointer(outdir / CHECKPOINT_NAME, scen.run.checkpoint_every_s,
-                        extra={"meta": _checkpoint_meta(scen),
+                        extra={"meta": checkpoint_meta(scen),
                                "pipeline": {"d": d, "loose": {"centers_m": loose.centers_m, "radii_m": loose.radii_m,
                                                               "box_m": np.asarray(loose.box_m, float)}}})
     rows = HistoryAppender(outdir / "history.csv", initial=None if resume is None else resume["driver"]["history"])

@@ -128,11 +128,11 @@ def test_sigterm_checkpoints_then_resume_is_bitwise(reference, tmp_path):
 # ------------------------------------------------------------------------------------------ refusals
 def _fake_checkpoint(folder: Path, **meta_changes) -> None:
     from dem.checkpoint import save_checkpoint
-    from dem.pipeline import _checkpoint_meta
+    from dem.checkpoint import checkpoint_meta
     from dem.scenario import load_scenario
 
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {**_checkpoint_meta(load_scenario(TINY)), **meta_changes}
+    meta = {**checkpoint_meta(load_scenario(TINY)), **meta_changes}
     save_checkpoint(folder / "checkpoint.npz", {"meta": meta, "meta_step": 10, "engine": {"x": np.zeros(3)}})
 
 
