@@ -464,7 +464,8 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
     if resume is not None:
         d, loose = _resume_inputs(resume)
         die = dataclasses.replace(die, fill_height_m=float(loose.box_m[2]))
-        say(f"[pelletsim] resuming the compaction at step {int(resume['meta_step'])} from {outdir}/checkpoint.npz")
+        where = "after the compaction" if "completed" in resume else f"the compaction at step {int(resume['meta_step'])}"
+        say(f"[pelletsim] resuming {where} from {outdir}/checkpoint.npz")
     else:
         d, loose, die = _sizes_and_loose(scen, outdir, res, sizes_cfg, die, say)
 
@@ -478,12 +479,20 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
                         extra={"meta": checkpoint_meta(scen),
                                "pipeline": {"d": d, "loose": {"centers_m": loose.centers_m, "radii_m": loose.radii_m,
                                                               "box_m": np.asarray(loose.box_m, float)}}})
-    rows = HistoryAppender(outdir / "history.csv", initial=None if resume is None else resume["driver"]["history"])
+    initial = None
+    if resume is not None:
+        initial = (resume["driver"] if "driver" in resume else resume["completed"])["history"]
+    rows = HistoryAppender(outdir / "history.csv", initial=initial)
     say(f"[pelletsim] compaction: {len(stages)} stage(s), max {max(s.target_pressure_Pa for s in stages) / 1e9:g} GPa")
+    done = None if resume is None else resume.get("completed")
     try:
-        with ckpt.signals():
-            result = run_compaction(loose, material, die, stages, params, progress=_Progress(progress, stages),
-                                    seed=scen.run.seed, on_row=rows, checkpoint=ckpt, resume=resume)
+        if done is not None:       # interrupted after its compaction: only the later stages are redone
+            from dem.protocol import result_from_tree
+            result = result_from_tree(done)
+        else:
+            with ckpt.signals():
+                result = run_compaction(loose, material, die, stages, params, progress=_Progress(progress, stages),
+                                        seed=scen.run.seed, on_row=rows, checkpoint=ckpt, resume=resume)
     except BaseException as exc:
         # a failure or Ctrl-C during compaction: write the history, captures and frames finished so far
         partial = getattr(exc, "partial", None)
@@ -501,7 +510,11 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
             except Exception as wexc:  # never mask the error that stopped the run
                 res.data.setdefault("warnings", []).append(f"partial compaction output incomplete: {wexc}")
         raise
-    T["compaction"] = time.perf_counter() - t
+    if done is None:
+        T["compaction"] = time.perf_counter() - t
+        # the finished compaction is the checkpoint now: a run stopped later resumes at the conductivity stage
+        from dem.protocol import result_tree
+        ckpt.write({"completed": result_tree(result), "meta_step": int(result.info.get("n_steps", 0))})
     history, cap_meta = _write_compaction(scen, outdir, res, result, specs, stages, say)
     _conductivity_stage(scen, outdir, res, result, specs, cap_meta, d, say)
 

@@ -18,7 +18,7 @@ from fva.types import Packing
 from dem.simulation import RELEASE_FRACTION, Simulation, SimulationError
 from dem.types import HISTORY_COLUMNS, CompactionResult, Die, Material, ParticleFrame, SimParams, Stage
 
-__all__ = ["run_compaction", "punch_stiffness_estimate"]
+__all__ = ["run_compaction", "punch_stiffness_estimate", "result_tree", "result_from_tree"]
 
 
 def _validate_protocol(protocol):
@@ -198,6 +198,31 @@ def _driver_tree(sim, ds, state, hist, packings, frames, warnings, load_track) -
     }
 
 
+def result_tree(result: CompactionResult) -> dict:
+    """A finished compaction as checkpoint data (history, captures, frames, final packing, info)."""
+    def pk(p):
+        return {k: (np.asarray(getattr(p, k)) if k in ("centers_m", "radii_m", "box_m") else getattr(p, k))
+                for k in _PACKING_FIELDS}
+    return {"history": {c: np.asarray(v) for c, v in result.history.items()},
+            "packings": [pk(p) for p in result.packings],
+            "frames": [{k: getattr(fr, k) for k in _FRAME_FIELDS} for fr in result.frames],
+            "final": None if result.final is None else pk(result.final), "info": dict(result.info)}
+
+
+def _packing_from(p: dict) -> Packing:
+    return Packing(centers_m=p["centers_m"], radii_m=p["radii_m"], box_m=p["box_m"],
+                   periodic=tuple(bool(b) for b in p["periodic"]), pressure_Pa=float(p["pressure_Pa"]),
+                   label=str(p["label"]))
+
+
+def result_from_tree(tree: dict) -> CompactionResult:
+    """Inverse of :func:`result_tree`."""
+    return CompactionResult(history={c: np.asarray(v) for c, v in tree["history"].items()},
+                            packings=[_packing_from(p) for p in tree["packings"]],
+                            frames=[ParticleFrame(**{k: f[k] for k in _FRAME_FIELDS}) for f in tree["frames"]],
+                            info=dict(tree["info"]), final=None if tree["final"] is None else _packing_from(tree["final"]))
+
+
 def json_ready(d: dict) -> dict:
     """A copy of a driver stage dict with plain Python numbers (lists copied)."""
     out = {}
@@ -222,9 +247,7 @@ def _restore_driver(sim, tree, state, hist, packings, frames, warnings, load_tra
     state.update(drv["state"])
     for c in HISTORY_COLUMNS:
         hist[c][:] = np.asarray(drv["history"][c]).tolist()
-    packings[:] = [Packing(centers_m=p["centers_m"], radii_m=p["radii_m"], box_m=p["box_m"],
-                           periodic=tuple(bool(b) for b in p["periodic"]), pressure_Pa=float(p["pressure_Pa"]),
-                           label=str(p["label"])) for p in drv["packings"]]
+    packings[:] = [_packing_from(p) for p in drv["packings"]]
     frames[:] = [ParticleFrame(**{k: f[k] for k in _FRAME_FIELDS}) for f in drv["frames"]]
     warnings[:] = list(drv["warnings"])
     load_track[:] = [tuple(row) for row in np.asarray(drv["load_track"]).tolist()]

@@ -168,3 +168,24 @@ def test_checkpoint_round_trip_keeps_bits(tmp_path):
     assert np.array_equal(back["a"]["x"], tree["a"]["x"]) and back["a"]["f"] == 0.1 + 0.2
     assert back["a"]["none"] is None and np.isnan(back["a"]["nan"]) and back["l"][1] == 1.0 / 3.0
     assert back["l"][0]["y"].dtype == np.int32 and back["s"] == "text"
+
+
+def test_interrupted_after_compaction_resumes_at_conductivity(reference, tmp_path, monkeypatch):
+    """Stopped in the conductivity stage: the checkpoint holds the finished compaction, so --resume redoes
+    only the later stages — with the uninterrupted run's numbers."""
+    import dem.pipeline as P
+
+    out = tmp_path / "run"
+    real = P._conductivity_stage
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(P, "_conductivity_stage", stop)
+    assert main(["run", str(TINY), "-o", str(out), "-q", *SETS]) == 130
+    from dem.checkpoint import load_checkpoint
+    assert "completed" in load_checkpoint(out / "checkpoint.npz")
+    monkeypatch.setattr(P, "_conductivity_stage", real)
+    import dem.protocol
+    monkeypatch.setattr(dem.protocol, "run_compaction", None)     # the compaction must not run again
+    assert main(["run", "--resume", str(out), "-q"]) == 0
+    _assert_same_run(reference, out)
