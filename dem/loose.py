@@ -10,7 +10,12 @@ The result is the *initial* state for the DEM run (which then settles it under g
 its solid fraction is the box fraction Σ(π d³/6)/(Lx·Ly·H), returned by ``initial_solid_fraction``.
 
 RSI saturates (jams) near a solid fraction of ~0.38 for equal spheres and somewhat higher for wide size
-distributions, so ask for 0.2–0.35 (default 0.3) and let the DEM settling densify the packing.
+distributions, so ask for 0.2–0.35 (default 0.3) and let the DEM settling densify the packing. A short
+column jams earlier (the walls exclude a layer r thick at each end: 30 particles of the quick start fill a
+column only 1.4 d_max high): without a given height, a jammed insertion is retried in a column 1.25× taller
+(up to 12 times) and the spheres are then dropped straight down (:func:`settle_down`); the box height is the
+larger of the requested one and the settled top, so the fill is never denser than asked and its real solid
+fraction is what the caller reports. A fill that inserts at the first try is unchanged by this.
 
 >>> from dem.sizes import sample_diameters
 >>> from dem.loose import insert_loose, initial_solid_fraction
@@ -26,7 +31,8 @@ import numpy as np
 
 from fva.types import Packing
 
-__all__ = ["insert_loose", "settle_down", "LooseInsertionError", "initial_solid_fraction", "column_height_for_fraction", "in_spatial_order"]
+__all__ = ["insert_loose", "settle_down", "LooseInsertionError", "initial_solid_fraction", "column_height_for_fraction",
+           "in_spatial_order"]
 
 
 # a jammed insertion without a given column height retries in a column this much taller, up to this many times
@@ -108,8 +114,9 @@ def insert_loose(diameters_m, base_x_m, base_y_m, *, column_height_m=None, targe
 
     Raises
     ------
-    ValueError for bad sizes/box, and when a sphere cannot be placed: the message gives how many were
-    placed, the solid fraction reached and how to fix it.
+    ValueError for bad sizes/box; :class:`LooseInsertionError` (a ValueError) when a sphere cannot be placed
+    in a given column (or in the tallest retry): the message gives how many were placed, the solid fraction
+    reached and how to fix it.
     """
     d = np.asarray(diameters_m, dtype=np.float64).ravel()
     if d.size == 0:
@@ -231,7 +238,8 @@ def _rsi(d, Lx, Ly, H, rng, n_att):
             total = float(np.sum(np.pi / 6.0 * d ** 3))
             need = total / (0.3 * Lx * Ly)
             raise LooseInsertionError(
-                n_placed, d.size, v_placed / box_vol, H, need, f"random sequential insertion placed {n_placed} of {d.size} particles (largest first) "
+                n_placed, d.size, v_placed / box_vol, H, need,
+                f"random sequential insertion placed {n_placed} of {d.size} particles (largest first) "
                 f"in a {Lx:.4g} × {Ly:.4g} × {H:.4g} m column; particle {n_placed + 1} (d = {d[idx]:.4g} m) "
                 f"found no free spot in {n_att} attempts at solid fraction {v_placed / box_vol:.3f} "
                 f"(requested {total / box_vol:.3f}; insertion jams near 0.35-0.4). Fix: a taller column "

@@ -256,8 +256,8 @@ def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, prog
 
     Before anything is written the scenario passes :func:`dem.preflight.preflight` (ScenarioError) and the
     folder :func:`dem.outdir.prepare_outdir` (OutdirError: not empty without ``overwrite``, not writable).
-    ``resume``: the checkpoint tree of an interrupted run in ``outdir`` (:func:`dem.checkpoint.read_resume`): the compaction
-    continues from it. The compaction checkpoints itself to ``outdir/checkpoint.npz`` every
+    ``resume``: the checkpoint tree of an interrupted run in ``outdir`` (:func:`dem.checkpoint.read_resume`): the
+    compaction continues from it (or, when it had finished, the later stages run again). The compaction checkpoints itself to ``outdir/checkpoint.npz`` every
     ``run.checkpoint_every_s`` and on SIGTERM/SIGINT; the file is removed when the run completes.
     Raises KeyboardInterrupt (after writing what was finished, status "interrupted"),
     ``dem.simulation.SimulationError`` or :class:`PipelineError` (status "failed").
@@ -464,7 +464,8 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
     if resume is not None:
         d, loose = _resume_inputs(resume)
         die = dataclasses.replace(die, fill_height_m=float(loose.box_m[2]))
-        where = "after the compaction" if "completed" in resume else f"the compaction at step {int(resume['meta_step'])}"
+        where = ("after the compaction" if "completed" in resume
+                 else f"the compaction at step {int(resume['meta_step'])}")
         say(f"[pelletsim] resuming {where} from {outdir}/checkpoint.npz")
     else:
         d, loose, die = _sizes_and_loose(scen, outdir, res, sizes_cfg, die, say)

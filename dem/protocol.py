@@ -125,7 +125,10 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
             now = time.perf_counter()
             if now - state["last_progress"] >= 0.5:
                 sps = (sim.step_count - state["last_step"]) / (now - state["last_progress"])
-                eta, bound = _stage_eta(sim, state, sps)
+                # a rate over a few steps (the first report includes the kernels' compilation) says nothing
+                eta, bound = (None, False)
+                if sim.step_count - state["last_step"] >= 100:
+                    eta, bound = _stage_eta(sim, state, sps)
                 progress(dict(stage_index=si, stage=stage_name, step=sim.step_count, p_top_Pa=p,
                               punch_z_m=sim.punch_z, steps_per_s=sps,
                               particle_steps_per_s=sps * sim.n, eta_s=eta, eta_is_bound=bound))
@@ -220,7 +223,8 @@ def result_from_tree(tree: dict) -> CompactionResult:
     return CompactionResult(history={c: np.asarray(v) for c, v in tree["history"].items()},
                             packings=[_packing_from(p) for p in tree["packings"]],
                             frames=[ParticleFrame(**{k: f[k] for k in _FRAME_FIELDS}) for f in tree["frames"]],
-                            info=dict(tree["info"]), final=None if tree["final"] is None else _packing_from(tree["final"]))
+                            info=dict(tree["info"]),
+                            final=None if tree["final"] is None else _packing_from(tree["final"]))
 
 
 def json_ready(d: dict) -> dict:
