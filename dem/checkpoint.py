@@ -43,6 +43,22 @@ def scenario_sha(toml_text: str) -> str:
     return hashlib.sha256(toml_text.encode()).hexdigest()
 
 
+ENGINE_FILES = ("simulation.py", "simulation_kernels.py", "protocol.py", "contact.py", "contact_kernels.py",
+                "neighbours.py", "neighbours_kernels.py", "types.py")
+
+
+def engine_sha() -> str:
+    """SHA-256 of the engine's source files: a resume under other engine code is not bitwise (warned)."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in ENGINE_FILES:
+        try:
+            h.update((here / name).read_bytes())
+        except OSError:
+            pass
+    return h.hexdigest()
+
+
 def _split(node, path: str, arrays: dict):
     if isinstance(node, np.ndarray):
         key = path or "root"
@@ -174,7 +190,7 @@ def checkpoint_meta(scen) -> dict:
     import dem
     text = to_toml(resolved_dict(scen))
     return {"format": FORMAT, "pelletsim": dem.__version__, "scenario_toml": text,
-            "scenario_sha256": scenario_sha(text), "source_dir": scen.source_dir}
+            "scenario_sha256": scenario_sha(text), "source_dir": scen.source_dir, "engine_sha256": engine_sha()}
 
 
 def read_resume(outdir, scenario=None):

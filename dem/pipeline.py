@@ -277,6 +277,13 @@ def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, prog
         data.update(status="running", resumed_utc=now, resumed_from_step=int(resume["meta_step"]),
                     versions=_versions())
         data.setdefault("timings_s", {})
+        from dem.checkpoint import engine_sha
+        if (resume.get("meta") or {}).get("engine_sha256") != engine_sha():
+            msg = ("resumed under engine code that differs from the checkpoint's (same pelletsim version): the "
+                   "result is valid but not bitwise the uninterrupted run's")
+            data.setdefault("warnings", []).append(msg)
+            if progress:
+                _eprint(f"[pelletsim] warning: {msg}")
         t0 = time.perf_counter() - float(data.get("wall_time_s") or 0.0)
     else:
         t0 = time.perf_counter()

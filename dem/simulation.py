@@ -464,7 +464,8 @@ class Simulation:
     def state_dict(self) -> dict:
         """The whole dynamic state, as named parts of host (numpy) data: ``particles`` (positions, velocities,
         spins, radii and their growth, forces of the last step, wall-contact histories), ``contacts`` (the
-        Verlet list with each pair's history and force record, its build snapshot and counters), ``control``
+        Verlet list with each pair's contact history, its build snapshot and counters; the per-pair force
+        records are derived, recomputed on load), ``control``
         (punch position/velocity/time, step, check interval, capture cap). With :meth:`load_state_dict` on a
         Simulation built from the same packing, material, die and params, the run continues bitwise (CPU).
         Everything else (masses, contact parameters, the time step, the solid-fraction points) follows from
@@ -476,7 +477,6 @@ class Simulation:
             "particles": {k: getattr(self, k).to_numpy() for k in self._PARTICLE_ARRAYS},
             "contacts": {**{k: getattr(nl, k).to_numpy()[:m] for k in self._PAIR_ARRAYS},
                          **{k: getattr(nl, k).to_numpy() for k in self._ROW_ARRAYS},
-                         "pair_record": self.pw.to_numpy()[:m],
                          "npairs": int(m), "capacity": int(nl.capacity), "builds": int(nl.builds),
                          "grow_events": int(nl.grow_events)},
             "control": {"ctrl": self.ctrl.to_numpy(), "step_count": int(self.step_count),
@@ -505,10 +505,8 @@ class Simulation:
             getattr(nl, k).from_numpy(a)
         for k in self._ROW_ARRAYS:
             getattr(nl, k).from_numpy(np.ascontiguousarray(C[k]))
-        pw = self.pw.to_numpy()
-        pw[:m] = C["pair_record"]
-        self.pw.from_numpy(pw)
         nl.npairs, nl.builds, nl.grow_events, nl._has_old = m, int(C["builds"]), int(C["grow_events"]), 1
+        self._pair_forces_eval()    # the per-pair force records (derived data: every step rewrites them first)
         self.ctrl.from_numpy(np.ascontiguousarray(K["ctrl"]))
         self.step_count = int(K["step_count"])
         self._k = int(K["check_interval"])
