@@ -240,9 +240,10 @@ def _start_image_command(args, what: str):
     """Shared start of the image subcommands: load the image, make OUTDIR, start the clock, init the backend."""
     from fva.backend import ensure_init
 
+    from dem.outdir import ensure_writable_dir
+
     image = _load_image(args)
-    outdir = _image_outdir(args, what)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = ensure_writable_dir(_image_outdir(args, what))
     t0 = time.perf_counter()
     _check_backend(args.backend)
     return image, outdir, t0, ensure_init(args.backend, "f64")

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["OutdirError", "prepare_outdir", "files_written", "snapshot", "pelletsim_run_info",
+__all__ = ["OutdirError", "prepare_outdir", "ensure_writable_dir", "files_written", "snapshot", "pelletsim_run_info",
            "OWN_FILES", "OWN_DIRS"]
 
 # what a pelletsim run writes at the top of its folder (figures from dem.plots, ParaView, checkpoint)
@@ -103,6 +103,27 @@ def prepare_outdir(outdir, *, overwrite: bool = False, resume: bool = False) -> 
     a non-empty folder without ``overwrite``/``resume``.
     """
     outdir = Path(outdir)
+    ensure_writable_dir(outdir)
+    present = snapshot(outdir)
+    if resume:
+        return present
+    if present:
+        info = pelletsim_run_info(outdir)
+        if not overwrite:
+            what = (f"the outputs of run '{info.get('name')}' (status {info.get('status')})" if info else
+                    f"{len(present)} file(s) not written by pelletsim")
+            raise OutdirError(f"-o {outdir}: the folder is not empty ({what}); give --overwrite to replace "
+                              "pelletsim's outputs there (other files are kept), --resume to continue an "
+                              "interrupted run, or another -o")
+        if info is not None:
+            _clear_own(outdir, info)
+        present = snapshot(outdir)
+    return present
+
+
+def ensure_writable_dir(outdir) -> Path:
+    """Create ``outdir`` if needed and check that files can be written in it (OutdirError otherwise)."""
+    outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise OutdirError(f"-o {outdir}: is a file, not a folder; give a folder for the outputs")
     try:
@@ -119,18 +140,4 @@ def prepare_outdir(outdir, *, overwrite: bool = False, resume: bool = False) -> 
     except OSError as exc:
         raise OutdirError(f"-o {outdir}: cannot write in the output folder ({exc.strerror or exc}); "
                           "give a writable place") from None
-    present = snapshot(outdir)
-    if resume:
-        return present
-    if present:
-        info = pelletsim_run_info(outdir)
-        if not overwrite:
-            what = (f"the outputs of run '{info.get('name')}' (status {info.get('status')})" if info else
-                    f"{len(present)} file(s) not written by pelletsim")
-            raise OutdirError(f"-o {outdir}: the folder is not empty ({what}); give --overwrite to replace "
-                              "pelletsim's outputs there (other files are kept), --resume to continue an "
-                              "interrupted run, or another -o")
-        if info is not None:
-            _clear_own(outdir, info)
-        present = snapshot(outdir)
-    return present
+    return outdir

@@ -318,3 +318,13 @@ def test_validate_checks_time_step_and_size_window(capsys):
                  "--set", "particles.d_min_um=25", "--set", "particles.d_max_um=26"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pelletsim: error: particles:") and "d_min_um" in err and "d_min_m" not in err
+
+
+def test_image_commands_bad_outdir_exit_2(tmp_path, capsys):
+    img = tmp_path / "img.npy"
+    np.save(img, np.ones((4, 4, 4), np.uint8))
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["conductivity", str(img), "--voxel-size", "1e-6", "-o", str(f)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0]
