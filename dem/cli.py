@@ -147,6 +147,10 @@ def cmd_validate(args) -> int:
     from dem.scenario import load_scenario, resolved_dict, to_toml
     scen = load_scenario(args.scenario, args.overrides)
     preflight(scen)
+    try:
+        _check_backend(scen.run.backend)
+    except UsageError as exc:
+        raise UsageError(f"run.backend: {exc}") from None
     print(f"# {args.scenario}: valid", file=sys.stderr)
     print(to_toml(resolved_dict(scen)), end="")
     return EXIT_OK

@@ -102,6 +102,9 @@ def check_resources(scen: Scenario, available_bytes: int | None = None) -> None:
     shape = [max(1, math.ceil(t_dense / vox)), math.ceil(d.base_y_um / vox), math.ceil(d.base_x_um / vox)]
     nvox = shape[0] * shape[1] * shape[2]
     key = "conductivity.voxel_um" if c.voxel_um is not None else "conductivity.voxels_per_dmin"
+    if nvox > 2 ** 31 - 1:
+        raise ScenarioError(f"{key}: the voxel grid of a capture would hold at least {nvox:.3g} voxels, above "
+                            "Taichi's 2**31-element array limit; use a larger voxel")
     if nvox > c.max_voxels:
         raise ScenarioError(f"{key}: the voxel grid of a capture would hold at least {nvox:.3g} voxels "
                             f"(voxel {vox:.3g} µm) > conductivity.max_voxels = {c.max_voxels:.3g}; use a larger "

@@ -328,3 +328,12 @@ def test_image_commands_bad_outdir_exit_2(tmp_path, capsys):
     assert main(["conductivity", str(img), "--voxel-size", "1e-6", "-o", str(f)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file" in err[0]
+
+
+def test_validate_refuses_an_unavailable_backend(capsys):
+    from fva.backend import _arch_available
+
+    if _arch_available("cuda"):
+        pytest.skip("this machine has CUDA")
+    assert main(["validate", str(TINY), "--set", "run.backend=\"cuda\""]) == 2
+    assert "run.backend" in capsys.readouterr().err
