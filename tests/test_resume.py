@@ -189,3 +189,40 @@ def test_interrupted_after_compaction_resumes_at_conductivity(reference, tmp_pat
     monkeypatch.setattr(dem.protocol, "run_compaction", None)     # the compaction must not run again
     assert main(["run", "--resume", str(out), "-q"]) == 0
     _assert_same_run(reference, out)
+
+
+def test_engine_state_dict_round_trip_bitwise_with_grown_pair_capacity(taichi_runtime, monkeypatch):
+    """Simulation.state_dict → a fresh Simulation.load_state_dict continues bitwise, also when the saved
+    Verlet list had grown past the fresh one's capacity (or is smaller than it)."""
+    import dem.simulation as S
+    from dem.loose import insert_loose
+    from dem.types import Material, SimParams
+
+    d = np.random.default_rng(3).uniform(14e-6, 26e-6, 60)
+    pk = insert_loose(d, 60e-6, 60e-6, target_fraction=0.3, seed=3)
+    mat = Material(1900.0, 20e9, 0.3, yield_stress_Pa=5e8, friction=0.3, wall_friction=0.1)
+    params = SimParams(mass_scaling=1e5, dt_safety=0.2)
+    real = S.NeighbourList
+
+    def run(sim, n):
+        sim.advance(n, on_check=lambda s: False)
+        return sim.x.to_numpy(), sim.v.to_numpy(), sim.nlist.hist.to_numpy()[:sim.nlist.npairs]
+
+    for small_first in (True, False):
+        # the saved run starts with a 16-pair list (it grows) and the fresh one with the default, or the reverse
+        monkeypatch.setattr(S, "NeighbourList", (lambda *a, capacity=None, **k: real(*a, capacity=16, **k))
+                            if small_first else real)
+        a = S.Simulation(pk, mat, None, params)
+        a.set_punch_velocity(-0.05)
+        run(a, 400)
+        state = a.state_dict()
+        xa, va, ha = run(a, 400)
+        monkeypatch.setattr(S, "NeighbourList", real if small_first else
+                            (lambda *a, capacity=None, **k: real(*a, capacity=16, **k)))
+        b = S.Simulation(pk, mat, None, params)
+        assert b.nlist.capacity != state["contacts"]["capacity"]
+        b.load_state_dict(state)
+        xb, vb, hb = run(b, 400)
+        assert a.nlist.npairs > 16 and a.step_count == b.step_count
+        assert np.array_equal(xa, xb) and np.array_equal(va, vb) and np.array_equal(ha, hb)
+        assert a.punch_z == b.punch_z and a.time_s == b.time_s
