@@ -14,7 +14,7 @@ $(BIN)/pelletsim: pyproject.toml
 venv: $(BIN)/pelletsim
 
 demo: venv
-	$(BIN)/pelletsim run scenarios/quickstart.toml -o out/quickstart
+	$(BIN)/pelletsim run scenarios/quickstart.toml -o out/quickstart --overwrite
 
 test: venv
 	$(BIN)/python -m pytest -q tests

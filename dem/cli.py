@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a scenario end to end (compaction, conductivity, figures)",
                        description="Run SCENARIO.toml: sizes → loose packing → compaction → conductivity of the "
                                    "captured packings → results.json, history.csv, packings/, PNGs, ParaView files.")
-    r.add_argument("scenario", metavar="SCENARIO", help="scenario TOML file")
+    r.add_argument("scenario", metavar="SCENARIO", nargs="?",
+                   help="scenario TOML file (optional with --resume: the checkpoint holds it)")
     r.add_argument("-o", "--outdir", metavar="OUTDIR", help="output folder (default: out/<run.name>)")
     r.add_argument("--backend", choices=["cpu", "cuda", "vulkan", "auto"],
                    help="override run.backend (auto: CUDA, then Vulkan, then CPU)")
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a scenario value with TOML syntax, e.g. --set particles.count=500 "
                         "--set protocol.0.target_pressure_GPa=0.8 (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--overwrite", action="store_true",
+                   help="OUTDIR may hold an earlier run: remove pelletsim's outputs there first (other files "
+                        "are kept)")
+    r.add_argument("--resume", metavar="OUTDIR",
+                   help="continue the interrupted run in OUTDIR from its checkpoint.npz (written every "
+                        "run.checkpoint_every_s and on SIGTERM/Ctrl-C)")
 
     v = sub.add_parser("validate", help="check a scenario and print it with every default filled in",
                        description="Validate SCENARIO.toml (after --set overrides) and print the resolved "
@@ -176,26 +183,49 @@ def _image_args(sp) -> None:
 
 # --------------------------------------------------------------------------------------------- commands
 def cmd_validate(args) -> int:
-    from dem.scenario import load_scenario, resolved_dict, to_engine, to_toml
+    from dem.preflight import preflight
+    from dem.scenario import load_scenario, resolved_dict, to_toml
     scen = load_scenario(args.scenario, args.overrides)
-    to_engine(scen)
+    preflight(scen)
+    try:
+        _check_backend(scen.run.backend)
+    except UsageError as exc:
+        raise UsageError(f"run.backend: {exc}") from None
     print(f"# {args.scenario}: valid", file=sys.stderr)
     print(to_toml(resolved_dict(scen)), end="")
     return EXIT_OK
 
 
 def cmd_run(args) -> int:
+    from dem.checkpoint import read_resume
     from dem.pipeline import run_scenario
     from dem.scenario import load_scenario
-    scen = load_scenario(args.scenario, args.overrides)
+    tree = None
+    if args.resume:
+        if args.overwrite:
+            raise UsageError("--resume continues a run, --overwrite replaces it: give one of them")
+        outdir = Path(args.resume)
+        if args.outdir and Path(args.outdir).resolve() != outdir.resolve():
+            raise UsageError(f"--resume {outdir} writes into that folder; leave out -o {args.outdir}")
+        given = load_scenario(args.scenario, args.overrides) if args.scenario else None
+        if given is None and args.overrides:
+            raise UsageError("--set cannot change a resumed run (its checkpoint fixes the scenario)")
+        scen, tree = read_resume(outdir, given)
+    else:
+        if not args.scenario:
+            raise UsageError("run: give a SCENARIO file (or --resume OUTDIR)")
+        scen = load_scenario(args.scenario, args.overrides)
+        outdir = Path(args.outdir) if args.outdir else Path("out") / scen.run.name
     _check_backend(args.backend or scen.run.backend)
-    outdir = Path(args.outdir) if args.outdir else Path("out") / scen.run.name
     t = time.perf_counter()
     try:
-        data = run_scenario(scen, outdir, backend=args.backend, progress=not args.quiet)
+        data = run_scenario(scen, outdir, backend=args.backend, progress=not args.quiet,
+                            overwrite=args.overwrite, resume=tree)
     except KeyboardInterrupt as exc:
         why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"pelletsim: {why}; finished outputs are in {outdir} (results.json status 'interrupted')",
+        ck = outdir / "checkpoint.npz"
+        more = f"; continue with: pelletsim run --resume {outdir}" if ck.is_file() else ""
+        print(f"pelletsim: {why}; finished outputs are in {outdir} (results.json status 'interrupted'){more}",
               file=sys.stderr)
         return EXIT_TERM if isinstance(exc, Terminated) else EXIT_INTERRUPT
     if not args.quiet:
@@ -256,9 +286,10 @@ def _start_image_command(args, what: str):
     """Shared start of the image subcommands: load the image, make OUTDIR, start the clock, init the backend."""
     from fva.backend import ensure_init
 
+    from dem.outdir import ensure_writable_dir
+
     image = _load_image(args)
-    outdir = _image_outdir(args, what)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = ensure_writable_dir(_image_outdir(args, what))
     t0 = time.perf_counter()
     _check_backend(args.backend)
     return image, outdir, t0, ensure_init(args.backend, "f64")

@@ -10,7 +10,12 @@ The result is the *initial* state for the DEM run (which then settles it under g
 its solid fraction is the box fraction Σ(π d³/6)/(Lx·Ly·H), returned by ``initial_solid_fraction``.
 
 RSI saturates (jams) near a solid fraction of ~0.38 for equal spheres and somewhat higher for wide size
-distributions, so ask for 0.2–0.35 (default 0.3) and let the DEM settling densify the packing.
+distributions, so ask for 0.2–0.35 (default 0.3) and let the DEM settling densify the packing. A short
+column jams earlier (the walls exclude a layer r thick at each end: 30 particles of the quick start fill a
+column only 1.4 d_max high): without a given height, a jammed insertion is retried in a column 1.25× taller
+(up to 12 times) and the spheres are then dropped straight down (:func:`settle_down`); the box height is the
+larger of the requested one and the settled top, so the fill is never denser than asked and its real solid
+fraction is what the caller reports. A fill that inserts at the first try is unchanged by this.
 
 >>> from dem.sizes import sample_diameters
 >>> from dem.loose import insert_loose, initial_solid_fraction
@@ -26,7 +31,56 @@ import numpy as np
 
 from fva.types import Packing
 
-__all__ = ["insert_loose", "initial_solid_fraction", "column_height_for_fraction", "in_spatial_order"]
+__all__ = ["insert_loose", "settle_down", "LooseInsertionError", "initial_solid_fraction", "column_height_for_fraction",
+           "in_spatial_order"]
+
+
+# a jammed insertion without a given column height retries in a column this much taller, up to this many times
+COLUMN_GROWTH = 1.25
+MAX_COLUMN_GROWTHS = 12
+
+
+class LooseInsertionError(ValueError):
+    """Random sequential insertion found no free spot: ``placed`` of ``n`` spheres at solid fraction
+    ``fraction`` in a column ``height_m`` high; ``need_height_m`` gives a solid fraction of 0.30."""
+
+    def __init__(self, placed, n, fraction, height_m, need_height_m, message):
+        super().__init__(message)
+        self.placed, self.n, self.fraction = int(placed), int(n), float(fraction)
+        self.height_m, self.need_height_m = float(height_m), float(need_height_m)
+
+
+def settle_down(centers_m, radii_m, base_x_m, base_y_m) -> np.ndarray:
+    """Each sphere, lowest first, dropped straight down until it rests on the floor (z = r) or on a sphere
+    dropped before it (periodic in x, y); returns the new centres. No overlap is created: a sphere stops at
+    z_j + sqrt((r_i + r_j)² − h_ij²) above every lower sphere j it overlaps horizontally (h_ij < r_i + r_j),
+    and never moves up (the insertion left it at least that high above the spheres' original places)."""
+    c = np.array(centers_m, dtype=np.float64)
+    r = np.asarray(radii_m, dtype=np.float64)
+    Lx, Ly = float(base_x_m), float(base_y_m)
+    order = np.argsort(c[:, 2] - r, kind="stable")
+    dmax = 2.0 * float(r.max())
+    ncx, ncy = max(1, int(Lx // dmax)), max(1, int(Ly // dmax))
+    cells: list[list[int]] = [[] for _ in range(ncx * ncy)]
+    offx = sorted({(-1) % ncx, 0, 1 % ncx})
+    offy = sorted({(-1) % ncy, 0, 1 % ncy})
+    for i in order:
+        ix, iy = int(c[i, 0] / Lx * ncx) % ncx, int(c[i, 1] / Ly * ncy) % ncy
+        cand = [j for ox in offx for oy in offy for j in cells[((ix + ox) % ncx) * ncy + (iy + oy) % ncy]]
+        z = r[i]
+        if cand:
+            cj = np.asarray(cand, dtype=np.int64)
+            dx = c[cj, 0] - c[i, 0]
+            dy = c[cj, 1] - c[i, 1]
+            dx -= Lx * np.round(dx / Lx)
+            dy -= Ly * np.round(dy / Ly)
+            s2 = (r[cj] + r[i]) ** 2 - dx * dx - dy * dy
+            hit = s2 > 0
+            if np.any(hit):
+                z = max(z, float(np.max(c[cj[hit], 2] + np.sqrt(s2[hit]))))
+        c[i, 2] = min(c[i, 2], z)
+        cells[ix * ncy + iy].append(int(i))
+    return c
 
 
 def column_height_for_fraction(diameters_m, base_x_m, base_y_m, target_fraction) -> float:
@@ -60,8 +114,9 @@ def insert_loose(diameters_m, base_x_m, base_y_m, *, column_height_m=None, targe
 
     Raises
     ------
-    ValueError for bad sizes/box, and when a sphere cannot be placed: the message gives how many were
-    placed, the solid fraction reached and how to fix it.
+    ValueError for bad sizes/box; :class:`LooseInsertionError` (a ValueError) when a sphere cannot be placed
+    in a given column (or in the tallest retry): the message gives how many were placed, the solid fraction
+    reached and how to fix it.
     """
     d = np.asarray(diameters_m, dtype=np.float64).ravel()
     if d.size == 0:
@@ -96,6 +151,34 @@ def insert_loose(diameters_m, base_x_m, base_y_m, *, column_height_m=None, targe
     n_att = int(max_attempts_per_particle)
 
     rng = np.random.default_rng(np.random.SeedSequence(seed))
+    H_fill = H
+    for attempt in range(MAX_COLUMN_GROWTHS + 1):
+        try:
+            pos, order = _rsi(d, Lx, Ly, H, rng, n_att)
+            break
+        except LooseInsertionError as exc:
+            # a short column jams first (the walls exclude a layer r thick at both ends; 30 particles in a
+            # column 1.4 d_max high): insert into a taller one, then settle down to the requested fill
+            if column_height_m is not None or attempt == MAX_COLUMN_GROWTHS:
+                raise exc from None
+            H *= COLUMN_GROWTH
+    if H > H_fill:
+        pos = settle_down(pos, 0.5 * d[order], Lx, Ly)
+        top = float(np.max(pos[:, 2] + 0.5 * d[order]))
+        H = max(H_fill, top)
+
+    # back to the caller's order
+    centers = np.empty_like(pos)
+    centers[order] = pos
+    centers[:, 0] %= Lx
+    centers[:, 1] %= Ly
+    return Packing(centers_m=centers, radii_m=0.5 * d, box_m=np.array([Lx, Ly, H]),
+                   periodic=(True, True, False), label="loose (random sequential insertion)")
+
+
+def _rsi(d, Lx, Ly, H, rng, n_att):
+    """Random sequential insertion, largest first: (positions in insertion order, the order)."""
+    dmax = float(d.max())
     r = 0.5 * d
     order = np.argsort(-d, kind="stable")
 
@@ -154,7 +237,8 @@ def insert_loose(diameters_m, base_x_m, base_y_m, *, column_height_m=None, targe
         if not placed:
             total = float(np.sum(np.pi / 6.0 * d ** 3))
             need = total / (0.3 * Lx * Ly)
-            raise ValueError(
+            raise LooseInsertionError(
+                n_placed, d.size, v_placed / box_vol, H, need,
                 f"random sequential insertion placed {n_placed} of {d.size} particles (largest first) "
                 f"in a {Lx:.4g} × {Ly:.4g} × {H:.4g} m column; particle {n_placed + 1} (d = {d[idx]:.4g} m) "
                 f"found no free spot in {n_att} attempts at solid fraction {v_placed / box_vol:.3f} "
@@ -162,13 +246,7 @@ def insert_loose(diameters_m, base_x_m, base_y_m, *, column_height_m=None, targe
                 f"(column_height_m ≥ {need:.4g} m gives 0.30, or a lower target_fraction), fewer "
                 f"particles, or smaller particles (lower d_max_m).")
 
-    # back to the caller's order
-    centers = np.empty_like(pos)
-    centers[order] = pos
-    centers[:, 0] %= Lx
-    centers[:, 1] %= Ly
-    return Packing(centers_m=centers, radii_m=r.copy(), box_m=np.array([Lx, Ly, H]),
-                   periodic=(True, True, False), label="loose (random sequential insertion)")
+    return pos, order
 
 
 def in_spatial_order(packing: Packing, cell_m: float | None = None) -> Packing:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import io
 import json
 import math
 import re
@@ -19,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dem.scenario import CaptureSpec, Scenario, expand_protocol, load_scenario, resolved_dict, to_engine, to_toml
-from dem.types import HISTORY_COLUMNS, CompactionResult
+from dem.scenario import (CaptureSpec, Scenario, ScenarioError, expand_protocol, load_scenario, resolved_dict,
+                          to_engine, to_toml)
+from dem.types import CompactionResult
 from fva.types import Packing
 from fva.atomic import atomic_path, write_json, write_text
 from fva.report import fmt_tau as _fmt_tau, json_safe, versions as _versions
+from dem.history_csv import HistoryAppender, write_history_csv  # noqa: F401 (re-exported)
 
 __all__ = ["run_scenario", "PipelineError", "json_safe", "select_captures", "normalise"]
 
@@ -55,8 +56,9 @@ def _fmt_s(s: float) -> str:
 class _Progress:
     """Turns the engine's progress dicts into one throttled line on stderr: stage, pressure, steps/s, ETA.
 
-    The engine reports ``stage_index``, ``stage`` (name), ``step``, ``p_top_Pa``, ``steps_per_s``; the ETA of a
-    load/unload stage is extrapolated from the recent rate of pressure change (rough: compaction stiffens).
+    The ETA is the engine's own (``eta_s``): the steps left of a hold, and on a load stage an upper bound
+    from the punch travel left to full density (printed "≤"); none for an unload stage. An earlier version
+    extrapolated the pressure in time, which read "30 s" for minutes: the pressure is not linear in time.
     """
 
     def __init__(self, enabled: bool, stages, every_s: float = 2.0):
@@ -64,32 +66,13 @@ class _Progress:
         self.stages = stages
         self.every_s = every_s
         self._last = 0.0
-        self._prev = None        # (time, stage_index, p)
-
-    window_s = 60.0     # ETA baseline: the pressure change over about the last minute
 
     @staticmethod
-    def _eta(st, samples):
-        """Seconds left in a load/unload stage from the pressure change over the sample window.
-
-        Loading stiffens the powder: the punch pressure grows about exponentially with punch travel, so the
-        rate of ln p (not of p) is extrapolated, t = ln(p_target/p) / (d ln p/dt); measured on a 500-particle
-        run of the study scenario this is within 1.2–4× of the true time left, a linear extrapolation of p
-        10–40× off. Unloading is extrapolated linearly. None when the trend is flat or the wrong way (the
-        approach to jamming, a servo hold)."""
-        if st.kind == "hold" or len(samples) < 2:
-            return None
-        (t0, p0), (t1, p1) = samples[0], samples[-1]
-        if t1 <= t0:
-            return None
-        if st.kind == "load":
-            if p0 <= 0 or p1 <= 0 or p1 >= st.target_pressure_Pa:
-                return None
-            rate = (math.log(p1) - math.log(p0)) / (t1 - t0)
-            return math.log(st.target_pressure_Pa / p1) / rate if rate > 0 else None
-        rate = (p1 - p0) / (t1 - t0)
-        rem = st.target_pressure_Pa - p1
-        return rem / rate if rate < 0 and rem < 0 else None
+    def format_eta(info: dict) -> str:
+        eta = info.get("eta_s")
+        if eta is None or not math.isfinite(float(eta)):
+            return "stage ETA ?"
+        return f"stage ETA {'≤ ' if info.get('eta_is_bound') else ''}{_fmt_s(float(eta))}"
 
     def __call__(self, *args, **kw):
         if not self.enabled:
@@ -120,17 +103,7 @@ class _Progress:
             parts.append(f"step {int(info['step'])}")
         if info.get("steps_per_s") is not None:
             parts.append(f"{float(info['steps_per_s']):,.0f} steps/s")
-        eta = info.get("eta_s")
-        if p is not None:
-            if self._prev is None or self._prev[1] != si:
-                self._prev = (now, si, [])
-            samples = self._prev[2]
-            samples.append((now, float(p)))
-            while len(samples) > 2 and now - samples[1][0] >= self.window_s:
-                samples.pop(0)
-        if eta is None and p is not None and si is not None and 0 <= int(si) < len(self.stages):
-            eta = self._eta(self.stages[int(si)], self._prev[2])
-        parts.append(f"stage ETA {_fmt_s(float(eta)) if eta is not None else '?'}")
+        parts.append(self.format_eta(info))
         if "message" in info:
             parts.append(str(info["message"]))
         _eprint("[pelletsim] " + ", ".join(parts))
@@ -208,29 +181,6 @@ def _history_value_at(history: dict, spec: CaptureSpec | None, p_Pa: float, key:
 
 
 # --------------------------------------------------------------------------------------------- writers
-def write_history_csv(path: Path, history: dict) -> list[str]:
-    cols = [c for c in HISTORY_COLUMNS if c in history] + [c for c in history if c not in HISTORY_COLUMNS]
-    n = min((len(np.atleast_1d(history[c])) for c in cols), default=0)
-    buf = io.StringIO()
-    buf.write(",".join(cols) + "\n")
-    arrs = [np.asarray(history[c])[:n] for c in cols]
-    ints = [c in ("step", "stage") or np.issubdtype(a.dtype, np.integer) for c, a in zip(cols, arrs)]
-    for i in range(n):
-        row = []
-        for a, is_int in zip(arrs, ints):
-            v = a[i]
-            if is_int:
-                row.append(str(int(v)))
-            else:
-                try:
-                    row.append(f"{float(v):.10g}")
-                except (TypeError, ValueError):
-                    row.append(str(v))
-        buf.write(",".join(row) + "\n")
-    write_text(path, buf.getvalue())
-    return cols
-
-
 def write_packing_npz(path: Path, packing, **extra) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -241,37 +191,72 @@ def write_packing_npz(path: Path, packing, **extra) -> None:
 
 
 class _Results:
-    def __init__(self, outdir: Path, data: dict, t0: float):
-        self.outdir, self.data, self.t0 = outdir, data, t0
+    """results.json of a run, rewritten atomically; ``files_written`` lists exactly the files this run
+    created or changed in its folder (``before``: the snapshot of the files that were there before it)."""
+
+    def __init__(self, outdir: Path, data: dict, t0: float, before: dict | None = None):
+        self.outdir, self.data, self.t0, self.before = outdir, data, t0, before
 
     def flush(self) -> None:
         self.data["wall_time_s"] = time.perf_counter() - self.t0
+        if self.before is not None:
+            from dem.outdir import files_written
+            self.data["files_written"] = sorted(set(files_written(self.outdir, self.before)) | {"results.json"})
         write_json(self.outdir / "results.json", json_safe(self.data))
 
 
 # --------------------------------------------------------------------------------------------- the run
-def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, progress: bool = True) -> dict:
+def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, progress: bool = True,
+                 overwrite: bool = False, resume: dict | None = None) -> dict:
     """Run a validated scenario into ``outdir`` and return the results dict (also in results.json).
 
+    Before anything is written the scenario passes :func:`dem.preflight.preflight` (ScenarioError) and the
+    folder :func:`dem.outdir.prepare_outdir` (OutdirError: not empty without ``overwrite``, not writable).
+    ``resume``: the checkpoint tree of an interrupted run in ``outdir`` (:func:`dem.checkpoint.read_resume`): the
+    compaction continues from it (or, when it had finished, the later stages run again). The compaction checkpoints itself to ``outdir/checkpoint.npz`` every
+    ``run.checkpoint_every_s`` and on SIGTERM/SIGINT; the file is removed when the run completes.
     Raises KeyboardInterrupt (after writing what was finished, status "interrupted"),
     ``dem.simulation.SimulationError`` or :class:`PipelineError` (status "failed").
     """
+    from dem.outdir import pelletsim_run_info, prepare_outdir
+    from dem.preflight import preflight
+
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    data = {
-        "status": "running",
-        "name": scenario.run.name,
-        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "seed": scenario.run.seed,
-        "scenario": resolved_dict(scenario),
-        "timings_s": {},
-    }
-    res = _Results(outdir, data, t0)
-    write_text(outdir / "scenario.resolved.toml", to_toml(resolved_dict(scenario)))
+    preflight(scenario, backend=backend)
+    before = prepare_outdir(outdir, overwrite=overwrite, resume=resume is not None)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if resume is not None:
+        data = pelletsim_run_info(outdir) or {}
+        earlier = set(data.get("files_written") or [])
+        before = {k: v for k, v in before.items() if k not in earlier}   # the earlier part's files are this run's
+        data.pop("error", None)
+        data.update(status="running", resumed_utc=now, resumed_from_step=int(resume["meta_step"]),
+                    versions=_versions())
+        data.setdefault("timings_s", {})
+        from dem.checkpoint import engine_sha
+        if (resume.get("meta") or {}).get("engine_sha256") != engine_sha():
+            msg = ("resumed under engine code that differs from the checkpoint's (same pelletsim version): the "
+                   "result is valid but not bitwise the uninterrupted run's")
+            data.setdefault("warnings", []).append(msg)
+            if progress:
+                _eprint(f"[pelletsim] warning: {msg}")
+        t0 = time.perf_counter() - float(data.get("wall_time_s") or 0.0)
+    else:
+        t0 = time.perf_counter()
+        data = {
+            "status": "running",
+            "name": scenario.run.name,
+            "started_utc": now,
+            "versions": _versions(),
+            "seed": scenario.run.seed,
+            "scenario": resolved_dict(scenario),
+            "timings_s": {},
+        }
+    res = _Results(outdir, data, t0, before)
+    if resume is None:
+        write_text(outdir / "scenario.resolved.toml", to_toml(resolved_dict(scenario)))
     try:
-        _run(scenario, outdir, res, backend, progress)
+        _run(scenario, outdir, res, backend, progress, resume)
         data["status"] = "complete"
     except KeyboardInterrupt:
         data["status"] = "interrupted"
@@ -282,6 +267,8 @@ def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, prog
         data["error"] = f"{type(exc).__name__}: {exc}"
         _finish(scenario, outdir, res, progress, failed=True)
         raise
+    from dem.checkpoint import CHECKPOINT_NAME
+    (outdir / CHECKPOINT_NAME).unlink(missing_ok=True)     # complete: nothing left to resume
     _finish(scenario, outdir, res, progress, failed=False)
     return data
 
@@ -366,7 +353,62 @@ def _write_compaction(scen: Scenario, outdir: Path, res: _Results, result, specs
     return history, cap_meta
 
 
-def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progress: bool) -> None:
+def _resume_inputs(tree: dict):
+    """(sampled diameters, loose packing) saved in a checkpoint."""
+    pl = tree["pipeline"]
+    loose = Packing(centers_m=pl["loose"]["centers_m"], radii_m=pl["loose"]["radii_m"], box_m=pl["loose"]["box_m"],
+                    periodic=(True, True, False), pressure_Pa=0.0, label="loose")
+    return np.asarray(pl["d"], float), loose
+
+
+def _sizes_and_loose(scen: Scenario, outdir: Path, res: _Results, sizes_cfg, die, say):
+    """Stages 1–2: the sampled diameters and the loose packing (renumbered in spatial order)."""
+    data = res.data
+    T = data["timings_s"]
+    # 1. sizes -------------------------------------------------------------------------------------
+    from dem.sizes import sample_diameters, size_stats
+    t = time.perf_counter()
+    d = np.asarray(sample_diameters(sizes_cfg.n, **sizes_cfg.kwargs(), seed=scen.run.seed), float)
+    data["sizes"] = size_stats(d)
+    T["sizes"] = time.perf_counter() - t
+    say(f"[pelletsim] sizes: {d.size} particles, d = {d.min() * 1e6:.2f}–{d.max() * 1e6:.2f} µm, "
+        f"mean {d.mean() * 1e6:.2f} µm")
+
+    # 2. loose packing -------------------------------------------------------------------------------
+    from dem.loose import LooseInsertionError, in_spatial_order, insert_loose
+    t = time.perf_counter()
+    h_um = scen.die.fill_height_um or scen.die.column_height_um
+    try:
+        loose = insert_loose(d, die.base_x_m, die.base_y_m, column_height_m=None if h_um is None else h_um * 1e-6,
+                             target_fraction=scen.die.loose_fraction, seed=scen.run.seed)
+    except LooseInsertionError as exc:
+        key = "die.fill_height_um" if scen.die.fill_height_um is not None else "die.column_height_um"
+        raise ScenarioError(f"{key}: the loose fill cannot be inserted: {exc.placed} of {exc.n} particles placed "
+                            f"at solid fraction {exc.fraction:.3f} in a column {exc.height_m * 1e6:.4g} µm high "
+                            f"(insertion jams near 0.35–0.4); give {key} ≥ {exc.need_height_m * 1e6:.4g} µm "
+                            "(solid fraction 0.30), or leave it out and set die.loose_fraction") from None
+    # particles renumbered in spatial order (the sampled order is random): partners close in memory
+    loose = in_spatial_order(loose)
+    T["loose"] = time.perf_counter() - t
+    die = dataclasses.replace(die, fill_height_m=float(loose.box_m[2]))
+    area = die.area_m2
+    loose_frac = float(np.sum(np.pi / 6 * d ** 3) / (area * loose.box_m[2]))
+    data["loose"] = {"height_m": float(loose.box_m[2]), "solid_fraction": loose_frac, "n": loose.n}
+    if h_um is None and loose_frac < 0.98 * scen.die.loose_fraction:
+        data.setdefault("warnings", []).append(
+            f"loose packing: solid fraction {loose_frac:.3f} below die.loose_fraction = {scen.die.loose_fraction:g} "
+            f"(a column of {loose.n} particles this low jams the insertion; inserted taller and settled)")
+    if scen.run.write_packings:
+        write_packing_npz(outdir / "packings" / "loose.npz", dataclasses.replace(loose, label="loose",
+                                                                                  pressure_Pa=0.0),
+                          diameters_sampled_m=d)
+    say(f"[pelletsim] loose packing: height {loose.box_m[2] * 1e6:.1f} µm, solid fraction {loose_frac:.3f}")
+    res.flush()
+    return d, loose, die
+
+
+def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progress: bool,
+         resume: dict | None = None) -> None:
     from fva.backend import ensure_init
 
     data = res.data
@@ -382,42 +424,39 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
     params = dataclasses.replace(params, backend=info.backend)
     say(f"[pelletsim] {scen.run.name}: backend {info.backend} ({info.device_name}), seed {scen.run.seed}")
 
-    # 1. sizes -------------------------------------------------------------------------------------
-    from dem.sizes import sample_diameters, size_stats
-    t = time.perf_counter()
-    d = np.asarray(sample_diameters(sizes_cfg.n, **sizes_cfg.kwargs(), seed=scen.run.seed), float)
-    data["sizes"] = size_stats(d)
-    T["sizes"] = time.perf_counter() - t
-    say(f"[pelletsim] sizes: {d.size} particles, d = {d.min() * 1e6:.2f}–{d.max() * 1e6:.2f} µm, "
-        f"mean {d.mean() * 1e6:.2f} µm")
-
-    # 2. loose packing -------------------------------------------------------------------------------
-    from dem.loose import in_spatial_order, insert_loose
-    t = time.perf_counter()
-    h_um = scen.die.fill_height_um or scen.die.column_height_um
-    loose = insert_loose(d, die.base_x_m, die.base_y_m, column_height_m=None if h_um is None else h_um * 1e-6,
-                         target_fraction=scen.die.loose_fraction, seed=scen.run.seed)
-    # particles renumbered in spatial order (the sampled order is random): partners close in memory
-    loose = in_spatial_order(loose)
-    T["loose"] = time.perf_counter() - t
-    die = dataclasses.replace(die, fill_height_m=float(loose.box_m[2]))
-    area = die.area_m2
-    loose_frac = float(np.sum(np.pi / 6 * d ** 3) / (area * loose.box_m[2]))
-    data["loose"] = {"height_m": float(loose.box_m[2]), "solid_fraction": loose_frac, "n": loose.n}
-    if scen.run.write_packings:
-        write_packing_npz(outdir / "packings" / "loose.npz", dataclasses.replace(loose, label="loose",
-                                                                                  pressure_Pa=0.0),
-                          diameters_sampled_m=d)
-    say(f"[pelletsim] loose packing: height {loose.box_m[2] * 1e6:.1f} µm, solid fraction {loose_frac:.3f}")
-    res.flush()
+    if resume is not None:
+        d, loose = _resume_inputs(resume)
+        die = dataclasses.replace(die, fill_height_m=float(loose.box_m[2]))
+        where = ("after the compaction" if "completed" in resume
+                 else f"the compaction at step {int(resume['meta_step'])}")
+        say(f"[pelletsim] resuming {where} from {outdir}/checkpoint.npz")
+    else:
+        d, loose, die = _sizes_and_loose(scen, outdir, res, sizes_cfg, die, say)
 
     # 3. compaction ----------------------------------------------------------------------------------
+    from dem.checkpoint import CHECKPOINT_NAME, Checkpointer, checkpoint_meta
+    from dem.preflight import check_time_step
     from dem.simulation import run_compaction
+    check_time_step(scen, float(np.min(loose.radii_m)))   # the smallest particle drawn sets the bound
     t = time.perf_counter()
+    ckpt = Checkpointer(outdir / CHECKPOINT_NAME, scen.run.checkpoint_every_s,
+                        extra={"meta": checkpoint_meta(scen),
+                               "pipeline": {"d": d, "loose": {"centers_m": loose.centers_m, "radii_m": loose.radii_m,
+                                                              "box_m": np.asarray(loose.box_m, float)}}})
+    initial = None
+    if resume is not None:
+        initial = (resume["driver"] if "driver" in resume else resume["completed"])["history"]
+    rows = HistoryAppender(outdir / "history.csv", initial=initial)
     say(f"[pelletsim] compaction: {len(stages)} stage(s), max {max(s.target_pressure_Pa for s in stages) / 1e9:g} GPa")
+    done = None if resume is None else resume.get("completed")
     try:
-        result = run_compaction(loose, material, die, stages, params,
-                                progress=_Progress(progress, stages), seed=scen.run.seed)
+        if done is not None:       # interrupted after its compaction: only the later stages are redone
+            from dem.protocol import result_from_tree
+            result = result_from_tree(done)
+        else:
+            with ckpt.signals():
+                result = run_compaction(loose, material, die, stages, params, progress=_Progress(progress, stages),
+                                        seed=scen.run.seed, on_row=rows, checkpoint=ckpt, resume=resume)
     except BaseException as exc:
         # a failure or Ctrl-C during compaction: write the history, captures and frames finished so far
         partial = getattr(exc, "partial", None)
@@ -435,7 +474,11 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
             except Exception as wexc:  # never mask the error that stopped the run
                 res.data.setdefault("warnings", []).append(f"partial compaction output incomplete: {wexc}")
         raise
-    T["compaction"] = time.perf_counter() - t
+    if done is None:
+        T["compaction"] = time.perf_counter() - t
+        # the finished compaction is the checkpoint now: a run stopped later resumes at the conductivity stage
+        from dem.protocol import result_tree
+        ckpt.write({"completed": result_tree(result), "meta_step": int(result.info.get("n_steps", 0))})
     history, cap_meta = _write_compaction(scen, outdir, res, result, specs, stages, say)
     _conductivity_stage(scen, outdir, res, result, specs, cap_meta, d, say)
 

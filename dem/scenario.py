@@ -25,12 +25,16 @@ __all__ = ["ScenarioError", "Scenario", "load_scenario", "parse_scenario", "to_e
            "CaptureSpec", "resolved_dict"]
 
 
+HISTOGRAM_COLUMNS = "d_low_um, d_high_um, count (or d_low_m, d_high_m; fraction/percent for count)"
+
+
 class ScenarioError(ValueError):
     """A scenario problem; the message names the key path and, where possible, the fix."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # every number must be finite: no key gives ``inf`` or ``nan`` a meaning (TOML's inf/nan are refused)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------- sections
@@ -46,6 +50,16 @@ class RunSection(_Strict):
     write_vti: bool = True
     write_packings: bool = True
     plots: bool = True
+    checkpoint_every_s: float = Field(300.0, gt=0, description="wall seconds between checkpoints of the engine "
+                                                                 "state (checkpoint.npz; --resume continues)")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v):
+        if not v.strip() or v.strip() in (".", "..") or any(c in v for c in "/\\\0"):
+            raise ValueError("must be a plain folder name (no '/', '\\', '..'; it names out/<run.name>); "
+                             "use -o to write elsewhere")
+        return v
 
 
 class ParticlesSection(_Strict):
@@ -56,7 +70,8 @@ class ParticlesSection(_Strict):
     d_min_um: float | None = Field(None, gt=0)
     d_max_um: float | None = Field(None, gt=0)
     weighting: Literal["number", "volume"] = "number"
-    histogram_csv: str | None = Field(None, description="CSV (diameter_um, weight); relative to the scenario file")
+    histogram_csv: str | None = Field(None, description=f"CSV with columns {HISTOGRAM_COLUMNS}; relative to the "
+                                                         "scenario file")
     diameter_um: float | None = Field(None, gt=0, description="monodisperse diameter")
 
 
@@ -305,7 +320,10 @@ def load_scenario(path, overrides: list[str] | None = None) -> Scenario:
     if not path.is_file():
         raise ScenarioError(f"{path}: scenario file not found")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: not a text (UTF-8) file; give a TOML scenario such as "
+                            "scenarios/quickstart.toml") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML ({exc})") from None
     for ov in overrides or []:
@@ -341,7 +359,30 @@ def d_max_estimate_um(scen: Scenario) -> float:
     if p.distribution == "gamma":
         from scipy.stats import gamma
         return float(gamma.ppf(0.9999, p.shape, scale=p.scale_um))
+    hp = histogram_path(scen)
+    if hp is not None and hp.is_file():        # the largest bin edge with weight
+        try:
+            from dem.sizes import read_histogram_csv
+            lo, hi, w = read_histogram_csv(hp)
+            if (w > 0).any():
+                return float(hi[w > 0].max() * 1e6)
+        except (ValueError, OSError, UnicodeDecodeError):
+            pass
     return float("nan")
+
+
+# expected loose solid fraction above which a given fill height is refused (insertion jams near 0.35–0.4)
+LOOSE_JAM_FRACTION = 0.45
+
+
+def _mean_d3_um3(scen: Scenario) -> float | None:
+    """E[d³] in µm³ of the untruncated size model (gamma: a(a+1)(a+2) b³), None for a histogram."""
+    p = scen.particles
+    if p.distribution == "monodisperse":
+        return p.diameter_um ** 3
+    if p.distribution == "gamma" and p.shape is not None and p.scale_um is not None:
+        return p.shape * (p.shape + 1) * (p.shape + 2) * p.scale_um ** 3
+    return None
 
 
 def check_scenario(scen: Scenario) -> None:
@@ -354,11 +395,13 @@ def check_scenario(scen: Scenario) -> None:
     elif p.distribution == "histogram":
         if p.histogram_csv is None:
             raise ScenarioError("particles.histogram_csv: required for distribution = \"histogram\" "
-                                "(CSV with columns diameter_um, weight)")
+                                f"(CSV with columns {HISTOGRAM_COLUMNS})")
         hp = histogram_path(scen)
         if not hp.is_file():
             raise ScenarioError(f"particles.histogram_csv: file not found: {hp} "
                                 "(paths are relative to the scenario file)")
+        from dem.preflight import check_histogram
+        check_histogram(scen, hp)
     elif p.distribution == "monodisperse":
         if p.diameter_um is None:
             raise ScenarioError("particles.diameter_um: required for distribution = \"monodisperse\"")
@@ -389,8 +432,17 @@ def check_scenario(scen: Scenario) -> None:
                 raise ScenarioError(f"die.{k}: must be ≥ 2·d_max = {2 * dmax:g} µm for a periodic die "
                                     f"(got {v:g}); widen the die or set particles.d_max_um smaller")
     h = d.fill_height_um or d.column_height_um
+    hkey = "die.fill_height_um" if d.fill_height_um is not None else "die.column_height_um"
     if h is not None and math.isfinite(dmax) and h < 2 * dmax:
-        raise ScenarioError(f"die.fill_height_um: must be ≥ 2·d_max = {2 * dmax:g} µm (got {h:g})")
+        raise ScenarioError(f"{hkey}: must be ≥ 2·d_max = {2 * dmax:g} µm (got {h:g})")
+    d3 = _mean_d3_um3(scen)
+    if h is not None and d3 is not None:
+        frac = p.count * math.pi / 6 * d3 / (d.base_x_um * d.base_y_um * h)
+        if frac > LOOSE_JAM_FRACTION:
+            need = p.count * math.pi / 6 * d3 / (0.3 * d.base_x_um * d.base_y_um)
+            raise ScenarioError(f"{hkey}: {p.count} particles would fill {frac:.2f} of a {h:g} µm column; random "
+                                f"insertion jams near 0.35–0.4: give {hkey} ≥ {need:.4g} µm (solid fraction "
+                                "0.30), or leave it out and set die.loose_fraction")
 
     # protocol: stage by stage, tracking the pressure the punch is at
     p_now = 0.0
@@ -465,6 +517,8 @@ def check_scenario(scen: Scenario) -> None:
                 if not any(math.isclose(pg, a, rel_tol=1e-6, abs_tol=1e-9) for a in avail):
                     raise ScenarioError(f"conductivity.pressures_GPa: {pg:g} GPa is not a capture pressure "
                                         "(nor a pelletizing pressure) of the protocol")
+        from dem.preflight import check_conductivity_values
+        check_conductivity_values(scen)
     ms = scen.microstructure
     if ms.enabled:
         grid = [ms.rve_grid] * 3 if isinstance(ms.rve_grid, int) else list(ms.rve_grid)

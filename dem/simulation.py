@@ -1,5 +1,6 @@
-"""Die-compaction DEM engine: :func:`run_compaction` (protocol of load / hold / unload stages) and the
-lower-level :class:`Simulation` (any packing, any number of steps; used by tests for collisions).
+"""Die-compaction DEM engine: :class:`Simulation` (any packing, any number of steps), its state as named parts
+(:meth:`Simulation.state_dict` / :meth:`Simulation.load_state_dict`, the checkpoint format). The protocol of
+load / hold / unload stages, :func:`dem.protocol.run_compaction`, drives it (also importable from here).
 
 Geometry: box periodic in x, y (die base Lx × Ly), rigid bottom wall z = 0, rigid punch at z = punch_z.
 Integration: velocity Verlet with rotation (I = 2/5 m r²), local (Cundall) damping ``params.damping``
@@ -29,7 +30,6 @@ solid fraction and the captured packings' box.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
@@ -38,9 +38,9 @@ from fva.types import Packing
 from dem import simulation_kernels as SK
 from dem.contact import contact_params, rayleigh_time
 from dem.neighbours import NeighbourList
-from dem.types import BULK_RESPONSE, HISTORY_COLUMNS, CompactionResult, Die, Material, ParticleFrame, SimParams, Stage
+from dem.types import BULK_RESPONSE, Die, Material, ParticleFrame, SimParams
 
-__all__ = ["Simulation", "SimulationError", "run_compaction", "time_step", "DT_BOUND_FRACTION"]
+__all__ = ["Simulation", "SimulationError", "time_step", "DT_BOUND_FRACTION"]   # run_compaction: dem.protocol
 
 DT_BOUND_FRACTION = 0.5   # stability bound: dt ≤ 0.5 t_R(r_min) (Rayleigh time, mass-scaled density)
 # blow-up test on the dynamics: no particle may move more than this fraction of its radius in one step (a
@@ -150,18 +150,6 @@ def _validate(packing: Packing, material: Material, die: Die, params: SimParams,
         raise ValueError(f"params.skin_fraction must be > 0, got {params.skin_fraction}")
 
 
-def _validate_protocol(protocol):
-    if not protocol:
-        raise ValueError("protocol is empty: give at least one Stage")
-    for k, s in enumerate(protocol):
-        if s.kind not in ("load", "hold", "unload"):
-            raise ValueError(f"protocol[{k}].kind must be 'load', 'hold' or 'unload', got {s.kind!r}")
-        if s.kind in ("load", "unload") and not (s.punch_speed_m_per_s > 0):
-            raise ValueError(f"protocol[{k}] ({s.kind}): punch_speed_m_per_s must be > 0")
-        if s.kind == "hold" and not (s.hold_time_s > 0):
-            raise ValueError(f"protocol[{k}] (hold): hold_time_s must be > 0")
-        if s.target_pressure_Pa < 0 or (s.kind != "unload" and s.target_pressure_Pa <= 0):
-            raise ValueError(f"protocol[{k}] ({s.kind}): target_pressure_Pa must be > 0 (≥ 0 for unload)")
 
 
 class Simulation:
@@ -454,6 +442,65 @@ class Simulation:
                     f=self.fc.to_numpy(), ncont=self.ncont.to_numpy(), punch_z=self.punch_z, time=self.time_s,
                     step=self.step_count)
 
+    # ------------------------------------------------------------------ state (checkpoints)
+    STATE_FORMAT = 1
+    # named parts of the engine state: per-particle arrays, per-pair contact records, scalars
+    _PARTICLE_ARRAYS = ("x", "v", "w", "r", "f", "fc", "tq", "eps_v", "eps_p", "phi_c", "wall_hist", "fwall",
+                        "ewall", "ncont")
+    _PAIR_ARRAYS = ("partner", "pair_owner", "hist", "rev_pairs")
+    _ROW_ARRAYS = ("row_start", "rev_start", "x_build", "r_build")
+
+    def state_dict(self) -> dict:
+        """The whole dynamic state, as named parts of host (numpy) data: ``particles`` (positions, velocities,
+        spins, radii and their growth, forces of the last step, wall-contact histories), ``contacts`` (the
+        Verlet list with each pair's contact history, its build snapshot and counters; the per-pair force
+        records are derived, recomputed on load), ``control``
+        (punch position/velocity/time, step, check interval, capture cap). With :meth:`load_state_dict` on a
+        Simulation built from the same packing, material, die and params, the run continues bitwise (CPU).
+        Everything else (masses, contact parameters, the time step, the solid-fraction points) follows from
+        the constructor's inputs; the engine draws no random numbers while it runs."""
+        nl = self.nlist
+        m = nl.npairs
+        return {
+            "format": self.STATE_FORMAT,
+            "particles": {k: getattr(self, k).to_numpy() for k in self._PARTICLE_ARRAYS},
+            "contacts": {**{k: getattr(nl, k).to_numpy()[:m] for k in self._PAIR_ARRAYS},
+                         **{k: getattr(nl, k).to_numpy() for k in self._ROW_ARRAYS},
+                         "npairs": int(m), "capacity": int(nl.capacity), "builds": int(nl.builds),
+                         "grow_events": int(nl.grow_events)},
+            "control": {"ctrl": self.ctrl.to_numpy(), "step_count": int(self.step_count),
+                        "check_interval": int(getattr(self, "_k", 1)),
+                        "k_cap": None if self.k_cap is None else int(self.k_cap)},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (see there); raises ValueError when it belongs to another system."""
+        if int(state.get("format", -1)) != self.STATE_FORMAT:
+            raise ValueError(f"engine state format {state.get('format')} is not {self.STATE_FORMAT}")
+        P, C, K = state["particles"], state["contacts"], state["control"]
+        if P["x"].shape != (self.n, 3):
+            raise ValueError(f"engine state holds {P['x'].shape[0]} particles, this simulation {self.n}")
+        for k in self._PARTICLE_ARRAYS:
+            getattr(self, k).from_numpy(np.ascontiguousarray(P[k]))
+        nl = self.nlist
+        cap, m = int(C["capacity"]), int(C["npairs"])
+        if cap != nl.capacity:
+            nl._alloc_pairs(cap)
+        if cap != self._pair_cap:
+            self._alloc_pair_work(cap)
+        for k in self._PAIR_ARRAYS:
+            a = getattr(nl, k).to_numpy()
+            a[:m] = C[k]
+            getattr(nl, k).from_numpy(a)
+        for k in self._ROW_ARRAYS:
+            getattr(nl, k).from_numpy(np.ascontiguousarray(C[k]))
+        nl.npairs, nl.builds, nl.grow_events, nl._has_old = m, int(C["builds"]), int(C["grow_events"]), 1
+        self._pair_forces_eval()    # the per-pair force records (derived data: every step rewrites them first)
+        self.ctrl.from_numpy(np.ascontiguousarray(K["ctrl"]))
+        self.step_count = int(K["step_count"])
+        self._k = int(K["check_interval"])
+        self.k_cap = None if K["k_cap"] is None else int(K["k_cap"])
+
     def pair_table(self, history: bool = True) -> dict:
         """Host copy of the pair list: owner, partner, force on owner, overlap fraction, energy, history
         (columns ξx, ξy, ξz, δ_max, δ_p, R_p*)."""
@@ -570,226 +617,9 @@ class Simulation:
                     coordination=coord, ke_ratio=ke_ratio, inertial_number=inertial, stage=stage_index)
 
 
-# ====================================================================== protocol driver
-def punch_stiffness_estimate(track, area_m2: float, floor_N_per_m: float) -> float:
-    """Punch stiffness k (N/m) for the hold servo from the (punch_z, p_top) checks of the preceding ramp.
-
-    k = A · max(2 |dp/dz|_tail, |Δp/Δz|_ramp), at least ``floor_N_per_m``: the tail slope is a least-squares fit
-    over the last 10 % of the checks (≥ 4), doubled because the elastic response to a hold correction is stiffer
-    than a plastic loading tangent; the secant over the whole ramp bounds it from below. On a slow elastic unload
-    the tail is as flat as the stress-wave noise of the readings (a 0.5 µm tail of a 1.4 mm pellet, ±5 MPa of
-    waves), so its fit alone can come out near zero — the servo gain ∝ 1/k then ran 400× too high on the floor,
-    and a full-size stack hold drove the punch off the pellet (p_top −2 MPa, end of hold 27 % off target)."""
-    k = 0.0
-    if len(track) >= 2:
-        zz, pp = np.asarray(track, dtype=np.float64).T
-        if len(track) >= 4:
-            tail = max(4, len(track) // 10)
-            zt, pt = zz[-tail:], pp[-tail:]
-            if np.ptp(zt) > 0:
-                k = 2.0 * abs(float(np.polyfit(zt - zt.mean(), pt, 1)[0]))
-        dz = float(zz[-1] - zz[0])
-        if dz != 0.0:
-            k = max(k, abs(float(pp[-1] - pp[0]) / dz))
-    return max(k * float(area_m2), float(floor_N_per_m))
-
-
-def _fmt_p(p):
-    return f"{p / 1e9:.2f} GPa" if p >= 1e8 else f"{p / 1e6:.1f} MPa"
-
-
-def run_compaction(packing: Packing, material: Material, die: Die, protocol: list[Stage],
-                   params: SimParams = SimParams(), *, progress=None, seed: int = 0,
-                   **sim_kwargs) -> CompactionResult:
-    """Compact ``packing`` in ``die`` following ``protocol`` (load / hold / unload stages).
-
-    Returns a :class:`CompactionResult`: history (HISTORY_COLUMNS, every ``params.history_every`` steps and at
-    captures), packings captured when p_top crosses each ``stage.capture_pressures_Pa`` (rising on load,
-    falling on unload, at the end of a hold), particle frames, ``final`` packing and ``info`` (dt_s,
-    rayleigh_time_s, mass_scaling, n_steps, wall_s, backend, neighbour rebuilds, ...).
-    Raises ValueError for bad input, :class:`SimulationError` for a blow-up or a stage exceeding max_steps.
-    """
-    _validate_protocol(protocol)
-    t0 = time.perf_counter()
-    sim = Simulation(packing, material, die, params, seed=seed, **sim_kwargs)
-    hist = {c: [] for c in HISTORY_COLUMNS}
-    packings, frames, warnings = [], [], []
-    state = dict(last_hist=-1, last_frame=-1, last_progress=time.perf_counter(), last_step=0, p_peak=0.0)
-    he, fe = max(1, int(params.history_every)), int(params.frames_every)
-    v_cap = params.servo_max_speed_m_per_s or max([s.punch_speed_m_per_s for s in protocol] + [0.0]) or 0.1
-    load_track = []   # (punch_z, p_top) at checks of the latest ramp: stiffness estimate for the servo
-    params_tau_waves = 10.0   # servo time scale in units of the wave transit time through the packing
-
-    def record(si):
-        if sim.step_count == state["last_hist"]:
-            return
-        row = sim.history_row(si)
-        for c in HISTORY_COLUMNS:
-            hist[c].append(row[c])
-        state["last_hist"] = sim.step_count
-
-    def add_frame():
-        if sim.step_count != state["last_frame"]:
-            frames.append(sim.frame())
-            state["last_frame"] = sim.step_count
-
-    def capture(si, p, label):
-        packings.append(sim.packing(p, label))
-        record(si)
-        add_frame()
-
-    def periodic(si, stage_name, p):
-        if sim.step_count // he != state.get("hb", -1):
-            state["hb"] = sim.step_count // he
-            record(si)
-        if fe > 0 and sim.step_count // fe != state.get("fb", -1):
-            state["fb"] = sim.step_count // fe
-            add_frame()
-        if progress is not None:
-            now = time.perf_counter()
-            if now - state["last_progress"] >= 0.5:
-                sps = (sim.step_count - state["last_step"]) / (now - state["last_progress"])
-                progress(dict(stage_index=si, stage=stage_name, step=sim.step_count, p_top_Pa=p,
-                              punch_z_m=sim.punch_z, steps_per_s=sps,
-                              particle_steps_per_s=sps * sim.n))
-                state["last_progress"], state["last_step"] = now, sim.step_count
-
-    def result(completed: bool, stopped: str | None = None) -> CompactionResult:
-        history = {c: np.asarray(hist[c], dtype=np.int64 if c in ("step", "stage") else np.float64)
-                   for c in HISTORY_COLUMNS}
-        wall = time.perf_counter() - t0
-        info = dict(dt_s=sim.dt, rayleigh_time_s=sim.t_rayleigh, mass_scaling=params.mass_scaling,
-                    n_steps=sim.step_count, wall_s=wall, backend=sim.backend.backend,
-                    device=sim.backend.device_name, default_fp=params.default_fp, n_particles=sim.n,
-                    skin_m=sim.skin, neighbour_builds=sim.nlist.builds, pair_capacity_grows=sim.nlist.grow_events,
-                    particle_steps_per_s=sim.n * sim.step_count / max(wall, 1e-9), max_radius_growth=sim.growth,
-                    contact_model=material.contact_model, seed=seed, punch_start_m=sim.punch_z0,
-                    warnings=warnings, completed=completed, stopped=stopped)
-        return CompactionResult(history=history, packings=packings, frames=frames, info=info,
-                                final=sim.packing(sim.pressures()[0], "final") if completed else None)
-
-    try:
-        _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
-                    params_tau_waves, record, capture, periodic)
-    except (SimulationError, KeyboardInterrupt) as exc:
-        # keep what was finished: the history up to the last check, the captures and frames so far
-        # (no new history row: after a blow-up the current state is not a valid point of the curve)
-        try:
-            exc.partial = result(False, f"{type(exc).__name__}: {exc}")
-        except Exception:  # the partial result must never mask the real error
-            exc.partial = None
-        raise
-    record(len(protocol) - 1) if sim.step_count != state["last_hist"] else None
-    add_frame()
-    return result(True)
-
-
-def _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
-                params_tau_waves, record, capture, periodic):
-    """The stage loop of :func:`run_compaction` (see there)."""
-    record(-1)
-    for si, st in enumerate(protocol):
-        name = st.name or f"{st.kind} {_fmt_p(st.target_pressure_Pa)}"
-        caps = sorted(float(c) for c in st.capture_pressures_Pa)
-        start_step = sim.step_count
-        p_prev = sim.pressures()[0]
-        if st.kind == "load":
-            sim.set_punch_velocity(-st.punch_speed_m_per_s)
-            pending = [c for c in caps]
-        elif st.kind == "unload":
-            sim.set_punch_velocity(+st.punch_speed_m_per_s)
-            pending = sorted(caps, reverse=True)
-        else:
-            pending = []
-        ctx = f"stage {si} '{name}'"
-        if st.kind == "hold":
-            n_hold = max(1, int(math.ceil(st.hold_time_s / sim.dt)))
-            k_est = punch_stiffness_estimate(load_track, sim.area,
-                                             1e-3 * material.youngs_modulus_Pa * sim.area / sim.punch_z)
-            c_wave = math.sqrt(material.youngs_modulus_Pa / sim.rho_s)
-            tau = max(params_tau_waves * sim.punch_z / c_wave, 50 * sim.dt)
-            integ = [0.0]
-
-            def ctl(s, st=st, si=si, name=name, k_est=k_est, tau=tau, integ=integ):
-                # PI on the punch stress: v = −(A/k_est)(Kp·e + Ki·∫e dt/τ)/τ; the integral only runs
-                # within 5 % of the target (conditional integration: no wind-up during large transients)
-                p, _ = s.pressures()
-                state["p_peak"] = max(state["p_peak"], p)
-                err = st.target_pressure_Pa - p
-                T = s._k * s.dt
-                if abs(err) < 0.05 * st.target_pressure_Pa:
-                    integ[0] += err * T
-                vel = -(params.servo_gain * err + params.servo_integral * integ[0] / tau) * s.area / (k_est * tau)
-                s.set_punch_velocity(float(np.clip(vel, -v_cap, v_cap)))
-                periodic(si, name, p)
-                return False
-
-            steps_left = n_hold
-            while steps_left > 0:
-                if sim.step_count - start_step > params.max_steps:
-                    raise SimulationError(f"{ctx}: exceeded params.max_steps = {params.max_steps}")
-                done = sim.advance(min(steps_left, 1000), ctx, on_check=ctl)
-                steps_left -= done
-            sim.set_punch_velocity(0.0)
-            p_end = sim.pressures()[0]
-            if caps:
-                capture(si, p_end, f"hold {_fmt_p(st.target_pressure_Pa)}")
-            rel = abs(p_end - st.target_pressure_Pa) / st.target_pressure_Pa
-            if rel > 0.05:
-                warnings.append(f"{ctx}: pressure at the end of the hold {p_end:.4g} Pa is {rel:.1%} off target")
-            continue
-
-        target = st.target_pressure_Pa
-        # release to 0 ends at contact loss, p_top ≤ RELEASE_FRACTION × the peak pressure so far: without
-        # gravity, the top layer would otherwise drift after the punch at a vanishing contact force
-        release_p = RELEASE_FRACTION * state["p_peak"] if st.kind == "unload" and target <= 0 else 0.0
-        flag = dict(done=False, p_prev=p_prev)
-        load_track.clear()     # stiffness for a following hold: from this ramp (loading or elastic unloading)
-        z_start = sim.punch_z
-
-        def ctl(s, st=st, si=si, name=name, flag=flag, pending=pending, target=target, z_start=z_start,
-                release_p=release_p):
-            p, _ = s.pressures()
-            state["p_peak"] = max(state["p_peak"], p)
-            rate = p - flag["p_prev"]           # pressure change over the last check interval
-            load_track.append((s.punch_z, p))
-            if st.kind == "load":
-                while pending and p >= pending[0]:
-                    c = pending.pop(0)
-                    capture(si, p, f"load {_fmt_p(c)}")
-                if p >= target:
-                    flag["done"] = True
-                nxt = min(pending[:1] + [target])
-                near = p + 2.0 * max(rate, 0.0) >= nxt
-            else:
-                while pending and p <= pending[0]:
-                    c = pending.pop(0)
-                    capture(si, p, f"unload {_fmt_p(c)}")
-                if p <= max(target, release_p):
-                    flag["done"] = True        # contact lost (release) or target reached: the punch stops
-                elif s.punch_z > max(z_start, sim.punch_z0) + 2 * s.skin and p <= 0:
-                    flag["done"] = True
-                nxt = max(pending[:1] + [target])
-                near = p + 2.0 * min(rate, 0.0) <= nxt
-            # approach a capture / target pressure one step at a time (captures within one step's change)
-            s.k_cap = 1 if near else None
-            flag["p_prev"] = p
-            periodic(si, name, p)
-            return flag["done"]
-
-        while not flag["done"]:
-            if sim.step_count - start_step > params.max_steps:
-                raise SimulationError(f"{ctx}: did not reach {_fmt_p(target)} within params.max_steps = "
-                                      f"{params.max_steps} steps (p_top = {flag['p_prev']:.4g} Pa, punch at "
-                                      f"{sim.punch_z:.4g} m); raise max_steps or punch_speed_m_per_s")
-            if st.kind == "load" and sim.punch_z <= 0.0:
-                raise SimulationError(f"{ctx}: punch reached the bottom wall without reaching "
-                                      f"{_fmt_p(target)}")
-            sim.advance(1000, ctx, on_check=ctl)
-        sim.set_punch_velocity(0.0)
-        sim.k_cap = None
-        record(si)
-        for c in pending:
-            if st.kind == "unload" and c <= 0 and flag["p_prev"] <= release_p:
-                capture(si, flag["p_prev"], f"unload {_fmt_p(c)}")
-
+def __getattr__(name):
+    """The protocol driver lives in :mod:`dem.protocol`; ``dem.simulation.run_compaction`` keeps working."""
+    if name in ("run_compaction", "punch_stiffness_estimate"):
+        from dem import protocol
+        return getattr(protocol, name)
+    raise AttributeError(f"module 'dem.simulation' has no attribute {name!r}")
