@@ -101,11 +101,11 @@ def _flatten(table: dict, where: str, prefix: str = "") -> dict:
     return out
 
 
-def _check_lists(table: dict, where: str) -> None:
+def _check_lists(table: dict, where: str, unique: bool = True) -> None:
     for k, v in table.items():
         if not isinstance(v, list) or not v:
             raise ScenarioError(f"{where}.\"{k}\": expected a non-empty list of values, got {v!r}")
-        if len({json.dumps(x, sort_keys=True) for x in v}) != len(v):
+        if unique and len({json.dumps(x, sort_keys=True) for x in v}) != len(v):
             raise ScenarioError(f"{where}.\"{k}\": a value is listed twice ({v!r}); list each value once")
 
 
@@ -150,7 +150,7 @@ def load_sweep(path) -> SweepSpec:
         tables[key] = _flatten(t, f"sweep.{key}")
     fixed, grid, zipped = tables["set"], tables["grid"], tables["zip"]
     _check_lists(grid, "sweep.grid")
-    _check_lists(zipped, "sweep.zip")
+    _check_lists(zipped, "sweep.zip", unique=False)    # a zip column may repeat a value; rows may not
     lens = {len(v) for v in zipped.values()}
     if len(lens) > 1:
         raise ScenarioError("sweep.zip: the lists must have equal lengths, got "
@@ -173,6 +173,10 @@ def load_sweep(path) -> SweepSpec:
         if seeds is not None:
             params["run.seed"] = seed
         points.append(Point(point_id(params), params))
+    ids = [p.id for p in points]
+    if len(set(ids)) != len(ids):
+        twice = next(p for p in points if ids.count(p.id) > 1)
+        raise ScenarioError(f"sweep.zip: the point {twice.label()} is listed twice; list each row once")
     name = sw.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise ScenarioError(f"sweep.name: expected a non-empty string, got {name!r}")
