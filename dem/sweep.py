@@ -109,11 +109,21 @@ def _check_lists(table: dict, where: str, unique: bool = True) -> None:
             raise ScenarioError(f"{where}.\"{k}\": a value is listed twice ({v!r}); list each value once")
 
 
+def _short(key: str, params: dict) -> str:
+    """The shortest dotted suffix of ``key`` that no other parameter ends with (``protocol.2.target_…`` → ``2.target_…``)."""
+    parts = key.split(".")
+    for n in range(1, len(parts) + 1):
+        suf = ".".join(parts[-n:])
+        if not any(o != key and (o == suf or o.endswith("." + suf)) for o in params):
+            return suf
+    return key
+
+
 def point_id(params: dict) -> str:
     """Stable folder name: the parameter values in words (≤ 60 characters) and 8 hex digits of their hash."""
     canon = json.dumps(sorted(params.items()), sort_keys=True, separators=(",", ":"))
     h = hashlib.sha1(canon.encode()).hexdigest()[:8]
-    words = "__".join(f"{k.rsplit('.', 1)[-1]}-{v}" for k, v in params.items())
+    words = "__".join(f"{_short(k, params)}-{v}" for k, v in params.items())
     words = re.sub(r"[^A-Za-z0-9._\-]+", "_", words).strip("_")[:60].rstrip("_.-")
     return f"{words}__{h}" if words else h
 

@@ -72,6 +72,14 @@ def test_validate_names_each_bad_point_and_exits_2(tmp_path, capsys):
     assert main(["validate", str(good)]) == 0
 
 
+def test_shipped_sweeps_validate(capsys):
+    for f in sorted((ROOT / "scenarios" / "sweeps").glob("*.toml")):
+        if "[sweep]" in f.read_text():
+            assert main(["validate", str(f)]) == 0, capsys.readouterr().err
+    assert main(["validate", str(ROOT / "scenarios" / "sweeps" / "quickstart_yield.toml")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 6          # 3 yield stresses × 2 seeds
+
+
 def test_sweep_refuses_bad_input_before_running(tmp_path, capsys):
     f = _sweep_file(tmp_path, '[sweep.grid]\nmaterial.yield_stress_MPa = [500.0, -1.0]\n')
     out = tmp_path / "out"
