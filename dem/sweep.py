@@ -23,29 +23,22 @@ Results: ``sweep.csv`` rewritten atomically as points finish, figures and a sens
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
-import math
-import os
 import re
-import socket
 import sys
-import time
 from pathlib import Path
 
-from dem.scenario import ScenarioError, apply_override, parse_scenario, resolved_dict
+from dem.scenario import ScenarioError, apply_override, parse_scenario
 
 try:
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["SweepSpec", "Point", "load_sweep", "is_sweep_file", "validate_points", "run_sweep", "run_point"]
-
-EXIT_KILLED = 137          # exit status recorded for a point whose worker kept dying (Dask gave up)
+__all__ = ["SweepSpec", "Point", "load_sweep", "is_sweep_file", "validate_points", "point_data", "point_id"]
 _SWEEP_KEYS = {"base", "name", "seeds", "set", "grid", "zip"}
 
 
@@ -221,178 +214,6 @@ def validate_points(spec: SweepSpec) -> dict:
     return good
 
 
-# --------------------------------------------------------------------------------------------- one point
-def run_point(task: dict) -> dict:
-    """Run one point in this (worker) process; never raises for a failed run: returns its record.
-
-    ``task``: id, outdir, data (scenario TOML data), source_dir, threads, backend. Taichi is initialised
-    here with ``threads`` CPU threads (one runtime per worker process, reused by the next point)."""
-    from dem.pipeline import PipelineError, run_scenario
-    from dem.simulation import SimulationError
-
-    t0 = time.perf_counter()
-    outdir = Path(task["outdir"])
-    outdir.mkdir(parents=True, exist_ok=True)
-    if task.get("threads"):     # read by ti.init (every init in this worker, whoever calls it)
-        os.environ["TI_CPU_MAX_NUM_THREADS"] = str(int(task["threads"]))
-    from fva.atomic import write_json
-    write_json(outdir / "sweep_point.json", {"id": task["id"], "params": task["params"], "host": socket.gethostname(),
-                                             "pid": os.getpid(), "threads": task.get("threads"),
-                                             "overrides": task["overrides"]})
-    rec = {"id": task["id"], "status": "failed", "exit_status": 1, "error": None}
-    try:
-        scen = parse_scenario(task["data"], source_dir=task["source_dir"])
-        from fva.backend import ensure_init
-        ensure_init(task.get("backend") or scen.run.backend, scen.run.default_fp)
-        data = run_scenario(scen, outdir, backend=task.get("backend"), progress=False)
-        rec.update(status=data.get("status", "complete"), exit_status=0)
-    except (ScenarioError, ValueError) as exc:
-        rec.update(exit_status=2, error=f"{type(exc).__name__}: {exc}")
-    except (SimulationError, PipelineError) as exc:
-        rec.update(exit_status=1, error=f"{type(exc).__name__}: {exc}")
-    except Exception as exc:  # noqa: BLE001 - a point's failure must stay local
-        rec.update(exit_status=1, error=f"{type(exc).__name__}: {exc}")
-    rec["wall_time_s"] = time.perf_counter() - t0
-    return rec
-
-
-def point_status(outdir: Path, scen) -> str | None:
-    """The status in a point folder's results.json, or None (missing, unreadable, other scenario)."""
-    try:
-        data = json.loads((outdir / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if scen is not None and data.get("scenario") != json.loads(json.dumps(resolved_dict(scen))):
-        return "stale"
-    return data.get("status")
-
-
-# --------------------------------------------------------------------------------------------- the sweep
-def _fmt_s(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    return f"{s:.0f} s" if s < 90 else (f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h")
-
-
-def plan_workers(workers: int | None, threads: int, cores: int | None = None) -> int:
-    """Workers for a LocalCluster: ``workers × threads ≤ cores``; raises ScenarioError (exit 2) otherwise."""
-    cores = cores or os.cpu_count() or 1
-    if threads < 1:
-        raise ScenarioError(f"--threads-per-worker: must be ≥ 1, got {threads}")
-    if workers is None:
-        return max(1, cores // threads)
-    if workers < 1:
-        raise ScenarioError(f"--workers: must be ≥ 1, got {workers}")
-    if workers * threads > cores:
-        raise ScenarioError(f"--workers {workers} × --threads-per-worker {threads} = {workers * threads} > {cores} "
-                            "cores here; lower one of them")
-    return workers
-
-
-@contextlib.contextmanager
-def _client(scheduler: str | None, n_workers: int):
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        with Client(scheduler, timeout="30s") as client:
-            yield client
-        return
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=40) as cluster, Client(cluster) as client:
-        yield client
-
-
-def run_sweep(spec: SweepSpec, outdir, *, workers: int | None = None, threads_per_worker: int = 1,
-              scheduler: str | None = None, resume: bool = False, backend: str | None = None,
-              progress: bool = True) -> list[dict]:
-    """Run every point not yet complete; returns one record per point (as the rows of sweep.csv)."""
-    from dem import sweep_report as rep
-    from distributed import as_completed
-    from fva.atomic import write_json
-
-    say = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
-    outdir = Path(outdir)
-    scens = validate_points(spec)
-    if resume and not (outdir / "sweep.json").is_file():
-        raise ScenarioError(f"--resume: {outdir} holds no sweep (no sweep.json); run without --resume to start it")
-    n_workers = plan_workers(workers, threads_per_worker) if not scheduler else None
-    outdir.mkdir(parents=True, exist_ok=True)
-    write_json(outdir / "sweep.json", {"name": spec.name, "sweep_file": str(spec.path), "base": str(spec.base),
-                                       "set": spec.fixed, "varied": spec.varied,
-                                       "points": [{"id": p.id, "params": p.params,
-                                                   "overrides": p.overrides(spec.fixed)} for p in spec.points]})
-    records = {p.id: {"id": p.id, "status": "pending", "exit_status": None, "error": None, "wall_time_s": None}
-               for p in spec.points}
-    todo = []
-    for p in spec.points:
-        st = point_status(outdir / "points" / p.id, scens[p.id])
-        if st == "complete":
-            records[p.id].update(rep.read_point_record(outdir / "points" / p.id), status="complete", exit_status=0)
-        else:
-            todo.append(p)
-    rep.write_sweep_csv(outdir, spec, records)
-    skipped = len(spec.points) - len(todo)
-    say(f"[sweep] {spec.name}: {len(spec.points)} point(s), {skipped} already complete, {len(todo)} to run "
-        f"→ {outdir}")
-    if todo:
-        with _client(scheduler, n_workers) as client:
-            slots = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 1
-            link = getattr(client, "dashboard_link", None) if (scheduler or n_workers) else None
-            where = f"scheduler {scheduler}" if scheduler else f"{n_workers} local worker process(es)"
-            say(f"[sweep] {where} × {threads_per_worker} Taichi thread(s)"
-                + (f"; dashboard {link}{_bokeh_note()}" if link and _has_dashboard(client) else ""))
-            futs = {}
-            for p in todo:
-                task = {"id": p.id, "params": p.params, "overrides": p.overrides(spec.fixed),
-                        "outdir": str((outdir / "points" / p.id).resolve()), "data": point_data(spec, p),
-                        "source_dir": str(spec.base.parent), "threads": threads_per_worker, "backend": backend}
-                futs[client.submit(run_point, task, key=f"pelletsim-point-{spec.name}-{p.id}", pure=False)] = p
-                records[p.id]["status"] = "queued"
-            t0, done, failed = time.perf_counter(), 0, 0
-            for fut in as_completed(futs):
-                p = futs[fut]
-                try:
-                    rec = fut.result()
-                except Exception as exc:  # KilledWorker after Dask's retries, or a lost scheduler
-                    rec = {"id": p.id, "status": "failed", "exit_status": EXIT_KILLED,
-                           "error": f"{type(exc).__name__}: {exc}", "wall_time_s": None}
-                if rec["status"] == "complete":
-                    rec.update(rep.read_point_record(outdir / "points" / p.id), status="complete",
-                               wall_time_s=rec["wall_time_s"])
-                records[p.id].update(rec)
-                done += 1
-                failed += rec["status"] != "complete"
-                rep.write_sweep_csv(outdir, spec, records)
-                left = len(todo) - done
-                el = time.perf_counter() - t0
-                eta = el / done * left if done else float("nan")
-                say(f"[sweep] {done}/{len(todo)} done ({failed} failed), {min(left, slots)} running, "
-                    f"{max(left - slots, 0)} queued, ETA {_fmt_s(eta)} — {p.label() or p.id}: {rec['status']}"
-                    + (f" ({rec['error'][:160]})" if rec.get("error") else ""))
-    rows = [records[p.id] for p in spec.points]
-    try:
-        files = rep.plot_sweep(outdir)
-        say(f"[sweep] figures: {', '.join(Path(f).name for f in files)}")
-    except Exception as exc:  # noqa: BLE001 - figures must never hide the numbers
-        say(f"[sweep] warning: figures failed: {type(exc).__name__}: {exc}")
-    return rows
-
-
-def _bokeh_note() -> str:
-    try:
-        import bokeh  # noqa: F401
-        return ""
-    except ImportError:
-        return " (its pages need bokeh: pip install bokeh)"
-
-
-def _has_dashboard(client) -> bool:
-    try:
-        return bool(client.scheduler_info().get("services", {}).get("dashboard"))
-    except Exception:  # noqa: BLE001
-        return False
-
-
 # --------------------------------------------------------------------------------------------- command line
 def add_parser(sub) -> None:
     """The ``pelletsim sweep`` subcommand (called by dem.cli.build_parser)."""
@@ -417,6 +238,8 @@ def add_parser(sub) -> None:
 
 
 def cmd_sweep(args) -> int:
+    from dem.sweep_run import run_sweep
+
     spec = load_sweep(args.sweep)
     outdir = Path(args.outdir) if args.outdir else Path("out") / spec.name
     rows = run_sweep(spec, outdir, workers=args.workers, threads_per_worker=args.threads_per_worker,

@@ -17,7 +17,8 @@ import pytest
 
 from dem.cli import main
 from dem.scenario import ScenarioError
-from dem.sweep import load_sweep, plan_workers, point_id, run_sweep
+from dem.sweep import load_sweep, point_id
+from dem.sweep_run import plan_workers, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.toml"
@@ -76,6 +77,7 @@ def test_shipped_sweeps_validate(capsys):
     for f in sorted((ROOT / "scenarios" / "sweeps").glob("*.toml")):
         if "[sweep]" in f.read_text():
             assert main(["validate", str(f)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
     assert main(["validate", str(ROOT / "scenarios" / "sweeps" / "quickstart_yield.toml")]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 6          # 3 yield stresses × 2 seeds
 
