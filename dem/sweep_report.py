@@ -108,7 +108,9 @@ def sensitivity(rows: list[dict], inputs: list[str], outputs: list[str]) -> list
             xs = np.array([a for a, _ in pts])
             ys = np.array([b for _, b in pts])
             S = None
-            if len(pts) >= 2 and np.ptp(xs) > 0 and ys.mean() != 0 and xs.mean() != 0:
+            if len(pts) >= 2 and np.ptp(xs) > 0 and np.ptp(ys) == 0:
+                S = 0.0                                  # the output does not move (e.g. σ at the normalising p)
+            elif len(pts) >= 2 and np.ptp(xs) > 0 and ys.mean() != 0 and xs.mean() != 0:
                 slope = np.polyfit(xs, ys, 1)[0]
                 S = float(slope * xs.mean() / ys.mean())
             row[x] = S

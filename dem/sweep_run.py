@@ -177,13 +177,16 @@ def run_sweep(spec: SweepSpec, outdir, *, workers: int | None = None, threads_pe
                                                    "overrides": p.overrides(spec.fixed)} for p in spec.points]})
     records = {p.id: {"id": p.id, "status": "pending", "exit_status": None, "error": None, "wall_time_s": None}
                for p in spec.points}
-    todo = []
+    todo, stale = [], 0
     for p in spec.points:
         st = point_status(outdir / "points" / p.id, scens[p.id])
         if st == "complete":
             records[p.id].update(rep.read_point_record(outdir / "points" / p.id), status="complete", exit_status=0)
         else:
             todo.append(p)
+            stale += st == "stale"
+    if stale:
+        say(f"[sweep] {stale} point folder(s) hold a run of another scenario (the base file changed): run again")
     rep.write_sweep_csv(outdir, spec, records)
     skipped = len(spec.points) - len(todo)
     say(f"[sweep] {spec.name}: {len(spec.points)} point(s), {skipped} already complete, {len(todo)} to run "
