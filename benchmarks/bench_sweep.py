@@ -7,7 +7,8 @@ points run one after the other with one Taichi thread.
 
 Points: material.yield_stress_MPa ∈ {400, 600} × run.seed ∈ {1, 2}, no microstructure, ParaView frames,
 .vti files or figures (the numbers only). One untimed run first warms Taichi's offline cache, so neither arm
-pays the first compilation. Both arms are timed end to end as fresh processes, interpreter start included:
+pays the first compilation. A control without Dask times one point alone and N copies at once as plain
+processes: the parallelism the machine gives at that moment (a shared machine gives less than N). Both arms are timed end to end as fresh processes, interpreter start included:
 the serial arm is one process running the four points in order (start-up and compilation paid once, the
 strongest baseline), the sweep arm is ``pelletsim sweep --workers N --threads-per-worker 1`` (cluster
 start, N worker processes each loading Taichi, figures). The sweep's sweep.csv must equal the serial
@@ -104,6 +105,16 @@ def main(argv=None) -> dict:
                     .replace("[400.0, 600.0]", "[400.0]"))
     _timed([py, str(Path(__file__).resolve()), "--serial", str(warm), str(work / "warm")], env)
 
+    # control: what parallelism the machine gives right now, without Dask (one point alone, then two at once)
+    one = [py, str(Path(__file__).resolve()), "--serial", str(warm)]
+    t_alone = _timed(one + [str(work / "alone")], env)
+    t = time.perf_counter()
+    procs = [subprocess.Popen(one + [str(work / f"pair{k}")], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for k in range(args.workers)]
+    if any(p.wait() for p in procs):
+        raise RuntimeError("the control runs failed")
+    t_pair = time.perf_counter() - t
+
     load_before = os.getloadavg()
     t_serial = _timed([py, str(Path(__file__).resolve()), "--serial", str(sweep_file), str(work / "serial")], env)
     t_sweep = _timed([py, "-m", "dem.cli", "sweep", str(sweep_file), "-o", str(work / "sweep"), "-q",
@@ -122,19 +133,27 @@ def main(argv=None) -> dict:
     data = {
         "benchmark": "sweep", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device_name": _device_name("cpu"), "cores": os.cpu_count(), "versions": _versions(),
+        "git_commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip() or None,
         "scenario": str(base.relative_to(ROOT)), "particles": None if args.quick else args.count,
         "points": [p.params for p in spec.points], "workers": args.workers, "threads_per_worker": 1,
         "serial_wall_s": t_serial, "serial_point_wall_s": walls, "sweep_wall_s": t_sweep,
         "ratio_sweep_over_serial": t_sweep / t_serial, "target_ratio": 0.65, "ideal_ratio": 1 / args.workers,
+        "control_one_point_alone_s": t_alone, "control_points_at_once_s": t_pair,
+        "control_ratio": t_pair / (args.workers * t_alone),
         "identical_to_serial": bool(identical), "values_compared": compared,
         "loadavg_before": list(load_before), "loadavg_after": list(load_after),
         "note": "serial arm: one process, points in order, TI_CPU_MAX_NUM_THREADS=1; sweep arm: pelletsim sweep "
-                "with a LocalCluster; both timed as whole processes after an untimed cache warm-up",
+                "with a LocalCluster; both timed as whole processes after an untimed cache warm-up. control_ratio: "
+                "N plain processes of one point at once over N times one alone (no Dask): the parallelism the "
+                "machine gave at the time (ideal 1/N); a shared, loaded machine gives less",
     }
     write_json(Path(args.out), data)
     print(f"| arm | wall (s) |\n|---|---|\n| serial, 1 thread | {t_serial:.1f} |\n"
           f"| sweep, {args.workers} workers × 1 thread | {t_sweep:.1f} |\n"
-          f"ratio {t_sweep / t_serial:.3f} (target ≤ 0.65), identical: {identical} ({compared} values), "
+          f"| control: 1 point alone / {args.workers} at once | {t_alone:.1f} / {t_pair:.1f} |\n"
+          f"ratio {t_sweep / t_serial:.3f} (target ≤ 0.65; the machine's own control ratio "
+          f"{t_pair / (args.workers * t_alone):.3f}), identical: {identical} ({compared} values), "
           f"load average {load_before[0]:.1f} → {load_after[0]:.1f} on {os.cpu_count()} cores → {args.out}")
     return data
 

@@ -181,3 +181,14 @@ def test_a_killed_worker_is_retried_and_every_point_completes(tmp_path):
     assert proc.returncode == 0, log
     assert [r["status"] for r in _csv(out)] == ["complete", "complete"]
     assert json.loads(marker.read_text())["pid"] != pid          # the point ran again on a new worker
+
+
+def test_bench_sweep_builds_a_valid_2x2_sweep(tmp_path, load_benchmark):
+    """The benchmark's sweep file (the timed runs themselves are the integration tests above)."""
+    mod = load_benchmark("bench_sweep")
+    for base, count in ((ROOT / "scenarios" / "quickstart.toml", 120), (TINY, None)):
+        f = tmp_path / "b.toml"
+        f.write_text(mod._sweep_toml(base, count))
+        spec = load_sweep(f)
+        assert len(spec.points) == 4 and spec.varied == ["material.yield_stress_MPa", "run.seed"]
+        assert main(["validate", str(f)]) == 0
