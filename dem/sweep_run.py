@@ -206,7 +206,16 @@ def run_sweep(spec: SweepSpec, outdir, *, workers: int | None = None, threads_pe
                         "source_dir": str(spec.base.parent), "threads": threads_per_worker, "backend": backend}
                 futs[client.submit(run_point, task, key=f"pelletsim-point-{spec.name}-{p.id}", pure=False)] = p
                 records[p.id]["status"] = "queued"
-            _collect(futs, spec, outdir, records, slots, say)
+            try:
+                _collect(futs, spec, outdir, records, slots, say)
+            except KeyboardInterrupt:          # Ctrl-C / SIGTERM: the finished points stay; rerun to continue
+                for r in records.values():
+                    if r["status"] in ("pending", "queued"):
+                        r["status"] = "interrupted"
+                rep.write_sweep_csv(outdir, spec, records)
+                say(f"[sweep] interrupted: finished points are in {outdir / 'sweep.csv'}; rerun the same command "
+                    "to run the rest")
+                raise
     rows = [records[p.id] for p in spec.points]
     try:
         files = rep.plot_sweep(outdir)
