@@ -6,13 +6,15 @@ points run one after the other with one Taichi thread.
     python benchmarks/bench_sweep.py --quick             # tests/data/tiny.toml (smoke run)
 
 Points: material.yield_stress_MPa ∈ {400, 600} × run.seed ∈ {1, 2}, no microstructure, ParaView frames,
-.vti files or figures (the numbers only). One untimed run first warms Taichi's offline cache, so neither arm
-pays the first compilation. A control without Dask times one point alone and N copies at once as plain
-processes: the parallelism the machine gives at that moment (a shared machine gives less than N). Both arms are timed end to end as fresh processes, interpreter start included:
-the serial arm is one process running the four points in order (start-up and compilation paid once, the
-strongest baseline), the sweep arm is ``pelletsim sweep --workers N --threads-per-worker 1`` (cluster
-start, N worker processes each loading Taichi, figures). The sweep's sweep.csv must equal the serial
-results (same seeds): ``identical`` in the JSON. Writes ``benchmarks/results/sweep_cpu.json``.
+.vti files or figures (the numbers only). One untimed run first warms Taichi's offline cache, so no arm pays
+the first compilation. A control without Dask times one point alone and N copies at once as plain
+processes: the parallelism the machine gives at that moment (a shared machine gives less than N). The arms
+are timed end to end as fresh processes, interpreter start included: serial = one process running the four
+points in order (start-up and compilation paid once: the strongest baseline); serial_cli = four
+``pelletsim run`` processes one after the other (what a user does by hand: start-up paid per point);
+sweep = ``pelletsim sweep --workers N --threads-per-worker 1`` (cluster start, N worker processes each
+loading Taichi, figures). The sweep's sweep.csv must equal the serial results (same seeds):
+``identical_to_serial`` in the JSON. Writes ``benchmarks/results/sweep_cpu.json``.
 """
 from __future__ import annotations
 
@@ -117,6 +119,11 @@ def main(argv=None) -> dict:
 
     load_before = os.getloadavg()
     t_serial = _timed([py, str(Path(__file__).resolve()), "--serial", str(sweep_file), str(work / "serial")], env)
+    t_cli = 0.0          # what a user does by hand today: one `pelletsim run` after the other, one thread
+    for p in spec.points:
+        sets = [a for o in p.overrides(spec.fixed) for a in ("--set", o)]
+        t_cli += _timed([py, "-m", "dem.cli", "run", str(base), "-o", str(work / "cli" / p.id), "-q", *sets],
+                        {**env, "TI_CPU_MAX_NUM_THREADS": "1"})
     t_sweep = _timed([py, "-m", "dem.cli", "sweep", str(sweep_file), "-o", str(work / "sweep"), "-q",
                       "--workers", str(args.workers), "--threads-per-worker", "1"], env)
     load_after = os.getloadavg()
@@ -138,6 +145,7 @@ def main(argv=None) -> dict:
         "scenario": str(base.relative_to(ROOT)), "particles": None if args.quick else args.count,
         "points": [p.params for p in spec.points], "workers": args.workers, "threads_per_worker": 1,
         "serial_wall_s": t_serial, "serial_point_wall_s": walls, "sweep_wall_s": t_sweep,
+        "serial_cli_wall_s": t_cli, "ratio_sweep_over_serial_cli": t_sweep / t_cli,
         "ratio_sweep_over_serial": t_sweep / t_serial, "target_ratio": 0.65, "ideal_ratio": 1 / args.workers,
         "control_one_point_alone_s": t_alone, "control_points_at_once_s": t_pair,
         "control_ratio": t_pair / (args.workers * t_alone),
@@ -150,9 +158,11 @@ def main(argv=None) -> dict:
     }
     write_json(Path(args.out), data)
     print(f"| arm | wall (s) |\n|---|---|\n| serial, 1 thread | {t_serial:.1f} |\n"
+          f"| serial, 4 × `pelletsim run`, 1 thread | {t_cli:.1f} |\n"
           f"| sweep, {args.workers} workers × 1 thread | {t_sweep:.1f} |\n"
           f"| control: 1 point alone / {args.workers} at once | {t_alone:.1f} / {t_pair:.1f} |\n"
-          f"ratio {t_sweep / t_serial:.3f} (target ≤ 0.65; the machine's own control ratio "
+          f"ratio {t_sweep / t_serial:.3f} vs one process, {t_sweep / t_cli:.3f} vs separate runs (target ≤ 0.65; "
+          f"the machine's own control ratio "
           f"{t_pair / (args.workers * t_alone):.3f}), identical: {identical} ({compared} values), "
           f"load average {load_before[0]:.1f} → {load_after[0]:.1f} on {os.cpu_count()} cores → {args.out}")
     return data
