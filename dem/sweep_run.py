@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import socket
@@ -143,8 +144,10 @@ def _client(scheduler: str | None, n_workers: int, n_devices: int = 0):
         with Client(scheduler, timeout="30s") as client:
             yield client
         return
+    # Dask's own log lines (a worker restarted, a heartbeat lost while the cluster closes) stay quiet: the
+    # sweep reports every point, failed or retried, itself
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=40) as cluster, Client(cluster) as client:
+                      silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
         if n_devices:
             client.register_plugin(_one_device_per_worker(n_devices))
         yield client
