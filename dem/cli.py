@@ -1,4 +1,4 @@
-"""``pelletsim`` command line: run / validate / conductivity / analyze / plot.
+"""``pelletsim`` command line: run / validate / conductivity / analyze / plot / sweep.
 
 Bad input → one line on stderr and exit status 2 (no traceback; set PELLETSIM_DEBUG=1 to see one);
 a simulation failure → exit 1; Ctrl-C → exit 130 with the finished outputs left valid.
@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("outdir", metavar="OUTDIR")
     pl.add_argument("--compare", nargs="+", default=[], metavar="OTHER",
                     help="overlay the conductivity curves of other runs (e.g. the other Fig. 6b protocol)")
+    from dem.sweep import add_parser as add_sweep_parser
+    add_sweep_parser(sub)
     return p
 
 
@@ -185,6 +187,9 @@ def _image_args(sp) -> None:
 def cmd_validate(args) -> int:
     from dem.preflight import preflight
     from dem.scenario import load_scenario, resolved_dict, to_toml
+    from dem.sweep import cmd_validate_sweep, is_sweep_file
+    if is_sweep_file(args.scenario):
+        return cmd_validate_sweep(args.scenario)
     scen = load_scenario(args.scenario, args.overrides)
     preflight(scen)
     try:
@@ -442,9 +447,13 @@ def cmd_analyze(args) -> int:
 def cmd_plot(args) -> int:
     from dem.plots import plot_run
     outdir = Path(args.outdir)
-    if not (outdir / "results.json").is_file():
+    if (outdir / "sweep.json").is_file():
+        from dem.sweep_report import plot_sweep
+        files = plot_sweep(outdir)
+    elif not (outdir / "results.json").is_file():
         raise UsageError(f"{outdir}: no results.json here; give the folder of a pelletsim run")
-    files = plot_run(outdir, compare=args.compare)
+    else:
+        files = plot_run(outdir, compare=args.compare)
     for f in files:
         print(f)
     return EXIT_OK
@@ -463,8 +472,14 @@ def cmd_reanalyse(args) -> int:
     return EXIT_OK
 
 
+def cmd_sweep(args) -> int:
+    from dem.sweep import cmd_sweep as run
+    return run(args)
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "conductivity": cmd_conductivity,
-            "analyze": cmd_analyze, "plot": cmd_plot, "reanalyse": cmd_reanalyse}
+            "analyze": cmd_analyze, "plot": cmd_plot, "reanalyse": cmd_reanalyse,
+            "sweep": cmd_sweep}
 
 
 def main(argv=None) -> int:
