@@ -161,7 +161,8 @@ def plot_sweep(outdir) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dem.plots import _save, read_history
+    from dem.plots import read_history
+    from fva.figures import save_png as _save
 
     outdir = Path(outdir)
     meta = json.loads((outdir / "sweep.json").read_text())

@@ -53,7 +53,16 @@ def run_point(task: dict) -> dict:
         scen = parse_scenario(task["data"], source_dir=task["source_dir"])
         from fva.backend import ensure_init
         ensure_init(task.get("backend") or scen.run.backend, scen.run.default_fp)
-        data = run_scenario(scen, outdir, backend=task.get("backend"), progress=False)
+        tree = None
+        if (outdir / "checkpoint.npz").is_file():  # a worker lost mid-point: continue from its checkpoint
+            from dem.checkpoint import CheckpointError, read_resume
+            try:
+                _, tree = read_resume(outdir, scen)
+            except CheckpointError:
+                tree = None                         # another version or scenario: start the point again
+        # the point folder belongs to the sweep: an earlier attempt's outputs are replaced (sweep_point.json stays)
+        data = run_scenario(scen, outdir, backend=task.get("backend"), progress=False,
+                            overwrite=tree is None, resume=tree)
         rec.update(status=data.get("status", "complete"), exit_status=0)
     except (ScenarioError, ValueError) as exc:
         rec.update(exit_status=2, error=f"{type(exc).__name__}: {exc}")

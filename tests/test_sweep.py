@@ -98,11 +98,11 @@ def test_sweep_refuses_bad_input_before_running(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------- runs
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """Three points on two workers; the third asks for a loose fraction insertion cannot reach (valid in the
-    schema, fails at run time)."""
+    """Three points on two workers; the third asks for a target pressure the powder cannot carry (valid in
+    the schema and the preflight, fails at run time)."""
     tmp = tmp_path_factory.mktemp("sweep")
     f = _sweep_file(tmp, 'name = "t"\n[sweep.zip]\nmaterial.yield_stress_MPa = [400.0, 500.0, 500.0]\n'
-                         '"die.loose_fraction" = [0.35, 0.35, 0.62]\n')
+                         '"protocol.1.target_pressure_GPa" = [0.3, 0.3, 100.0]\n')
     spec = load_sweep(f)
     out = tmp / "out"
     rows = run_sweep(spec, out, workers=2, threads_per_worker=1, progress=False)
@@ -115,7 +115,7 @@ def test_a_failing_point_leaves_the_others_complete(swept):
     assert [r["status"] for r in rows] == ["complete", "complete", "failed"]
     table = _csv(out)
     assert [r["status"] for r in table] == ["complete", "complete", "failed"]
-    assert table[2]["exit_status"] == "2" and "insertion" in table[2]["error"]
+    assert table[2]["exit_status"] == "1" and "cannot be reached" in table[2]["error"]
     assert all(float(r["Py_Pa"]) > 0 and float(r["sigma_eff_S_per_m_load_0.30_GPa"]) > 0 for r in table[:2])
     for f in ("sweep_density.png", "sweep_heckel_Py.png", "sweep_normalised_sigma.png", "sensitivity.csv"):
         assert (out / f).stat().st_size > 0
