@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fva.backend import PreparedKernel, ensure_init, ti
+from fva.backend import PreparedKernel, ensure_init, host_traffic, ti
 from fva.types import Packing
 from dem import simulation_kernels as SK
 from dem.contact import contact_params, rayleigh_time
@@ -624,6 +624,7 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     """
     _validate_protocol(protocol)
     t0 = time.perf_counter()
+    traffic0 = host_traffic()   # kernel launches and host syncs of this run (set-up, steps, checks, outputs)
     sim = Simulation(packing, material, die, params, seed=seed, **sim_kwargs)
     hist = {c: [] for c in HISTORY_COLUMNS}
     packings, frames, warnings = [], [], []
@@ -670,16 +671,21 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     def result(completed: bool, stopped: str | None = None) -> CompactionResult:
         history = {c: np.asarray(hist[c], dtype=np.int64 if c in ("step", "stage") else np.float64)
                    for c in HISTORY_COLUMNS}
+        final = sim.packing(sim.pressures()[0], "final") if completed else None
+        growth = sim.growth
         wall = time.perf_counter() - t0
+        launches, syncs = (b - a for a, b in zip(traffic0, host_traffic()))
         info = dict(dt_s=sim.dt, rayleigh_time_s=sim.t_rayleigh, mass_scaling=params.mass_scaling,
                     n_steps=sim.step_count, wall_s=wall, backend=sim.backend.backend,
                     device=sim.backend.device_name, default_fp=params.default_fp, n_particles=sim.n,
                     skin_m=sim.skin, neighbour_builds=sim.nlist.builds, pair_capacity_grows=sim.nlist.grow_events,
-                    particle_steps_per_s=sim.n * sim.step_count / max(wall, 1e-9), max_radius_growth=sim.growth,
+                    particle_steps_per_s=sim.n * sim.step_count / max(wall, 1e-9), max_radius_growth=growth,
                     contact_model=material.contact_model, seed=seed, punch_start_m=sim.punch_z0,
+                    host_launches=launches, host_syncs=syncs,
+                    host_launches_per_step=launches / max(sim.step_count, 1),
+                    host_syncs_per_step=syncs / max(sim.step_count, 1),
                     warnings=warnings, completed=completed, stopped=stopped)
-        return CompactionResult(history=history, packings=packings, frames=frames, info=info,
-                                final=sim.packing(sim.pressures()[0], "final") if completed else None)
+        return CompactionResult(history=history, packings=packings, frames=frames, info=info, final=final)
 
     try:
         _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
