@@ -140,7 +140,7 @@ def search_append(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: t
 
     On SPIR-V backends the pass counts i's pairs, reserves them with one atomic and visits them again to fill the
     slots: an atomic inside these nested data-dependent loops was miscompiled on Vulkan (Taichi 1.7.4, Mesa
-    lavapipe 22.3: the loops ran zero times; tests/test_vulkan.py), and the rows end the same after the sort."""
+    lavapipe 22.3: most pairs were lost; tests/test_dem_neighbours.py), and the rows end the same after the sort."""
     total[0] = 0
     for i in range(n):
         if ti.static(spirv_backend()):
