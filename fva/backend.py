@@ -12,20 +12,15 @@ float64 kernel (:func:`vulkan_probe`).
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
-import json
 import logging
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 import taichi as ti  # noqa: F401  (re-exported: the project's only taichi import)
+
+from fva.vulkan_probe import vulkan_probe  # noqa: F401  (re-exported)
 
 log = logging.getLogger("pelletsim.backend")
 
@@ -78,53 +73,6 @@ def _cuda_device_present() -> bool:
 
 def _vulkan_device_present() -> bool:
     return vulkan_probe() is not None
-
-
-_PROBE_ENV = "PELLETSIM_VULKAN_PROBE"   # the probe's answer, inherited by child processes (no second probe)
-
-
-@functools.lru_cache(maxsize=None)
-def vulkan_probe() -> dict | None:
-    """The Vulkan device Taichi would use — ``{"name", "type", "f64"}`` (``type`` is "discrete", "integrated",
-    "virtual", "cpu" (a software rasteriser such as Mesa's lavapipe) or "other"; ``f64`` whether a float64
-    kernel ran correctly) — or None when Taichi cannot run a Vulkan kernel here.
-
-    Probed once per process tree in a subprocess (≈ 1–3 s): a Vulkan loader is looked for first, then a child
-    interpreter initialises Taichi on Vulkan and runs a float64 kernel."""
-    cached = os.environ.get(_PROBE_ENV)
-    if cached:
-        try:
-            got = json.loads(cached)
-            return got or None
-        except ValueError:
-            pass
-    res = None
-    try:
-        from taichi._lib import core as _ti_core  # Taichi 1.7 internal, guarded
-
-        if _ti_core.with_vulkan() and (ctypes.util.find_library("vulkan") or _has_lib("libvulkan.so.1")):
-            env = dict(os.environ, TI_LOG_LEVEL="error")
-            out = subprocess.run([sys.executable, str(Path(__file__).with_name("vulkan_probe.py"))], capture_output=True, text=True,
-                                 timeout=120, env=env)
-            last = out.stdout.strip().splitlines()[-1:] if out.returncode == 0 else []
-            got = json.loads(last[0]) if last else {}
-            if got.get("ok"):
-                res = dict(name=str(got.get("name")), type=str(got.get("type")), f64=bool(got.get("f64")))
-            else:
-                log.debug("Vulkan probe: no device (exit %s): %s", out.returncode, out.stderr[-300:])
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        log.debug("Vulkan probe failed: %s", exc)
-        res = None
-    os.environ[_PROBE_ENV] = json.dumps(res or {})
-    return res
-
-
-def _has_lib(name: str) -> bool:
-    try:
-        ctypes.CDLL(name)
-        return True
-    except OSError:
-        return False
 
 
 def spirv_backend() -> bool:
