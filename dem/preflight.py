@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from fva.conduction import available_memory_bytes
+
 from dem.scenario import (HISTOGRAM_COLUMNS, Scenario, ScenarioError, _mean_d3_um3, expand_protocol,
                           to_engine)
 
@@ -52,18 +54,6 @@ def check_conductivity_values(scen: Scenario) -> None:
                                 "activation_volume_cm3_per_mol, p_ref_GPa and temperature_K")
 
 
-def _mem_available_bytes() -> int | None:
-    """MemAvailable of /proc/meminfo (bytes), or None where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 # host + device bytes per particle of a run (engine state ≈ 0.5 kB, a 12-pair-per-particle Verlet list with
 # its records and contact histories ≈ 2.8 kB, the host copies of frames, captures and the loose insertion):
 # a rounded-up estimate, so that a run refused here would certainly not have fitted
@@ -74,7 +64,7 @@ def check_resources(scen: Scenario, available_bytes: int | None = None) -> None:
     """Refuse, before anything is allocated or written, a scenario this machine cannot hold in memory:
     the particles (``particles.count``) and the voxel grid of the conductivity stage (its smallest possible
     size: the die base × the fully dense thickness, voxel from voxel_um or d_min/voxels_per_dmin)."""
-    avail = _mem_available_bytes() if available_bytes is None else int(available_bytes)
+    avail = available_memory_bytes() if available_bytes is None else int(available_bytes)
     p = scen.particles
     need = p.count * BYTES_PER_PARTICLE
     gib = 2.0 ** 30
