@@ -423,7 +423,7 @@ def test_failed_compaction_still_analyses_its_finished_captures(tmp_path, monkey
     import dataclasses
 
     from dem.simulation import SimulationError
-    from dem.types import HISTORY_COLUMNS, CompactionResult
+    from dem.types import HISTORY_COLUMNS, CaptureSpec, CompactionResult
 
     def fail(loose, *a, **k):
         z = loose.centers_m[:, 2] + loose.radii_m
@@ -435,7 +435,8 @@ def test_failed_compaction_still_analyses_its_finished_captures(tmp_path, monkey
         hist["stage"] = np.array([1, 1])
         hist["step"] = np.array([0, 100])
         exc = SimulationError("contact overlap 1.01 × the smaller diameter at step 100")
-        exc.partial = CompactionResult(history=hist, packings=[pk], info=dict(n_steps=100, completed=False))
+        exc.partial = CompactionResult(history=hist, packings=[pk], info=dict(n_steps=100, completed=False),
+                                       captures=[CaptureSpec(1, "load", 0.1e9, 0.1e9)])
         raise exc
 
     _fake_engine(monkeypatch, fail, SimulationError)
