@@ -97,21 +97,21 @@ BASE = dict(
     seed=6,
 )
 QUICK_BASE = dict(BASE, d_min_um=12.0, d_max_um=20.0, die_um=60.0, punch_speed_m_per_s=0.5)
-MATERIAL = dict(
+MATERIAL = dict(  # a scenario's [material] section
     density_kg_m3=1900.0,
-    youngs_modulus_Pa=20e9,
+    youngs_modulus_GPa=20.0,
     poisson_ratio=0.3,
-    yield_stress_Pa=300e6,
+    yield_stress_MPa=300.0,
     friction=0.3,
     wall_friction=0.1,
     restitution=0.5,
     contact_model="thornton_ning",
 )
-# max_overlap_fraction 1.5: under load a small particle is pressed deep into a larger one (the engine's own
-# advice for wide size distributions); the default 0.5 stops the base compaction near 20 MPa.
-NUMERICS = dict(
-    dt_safety=0.2, mass_scaling=1e4, damping=0.3, volume_correction=True, max_overlap_fraction=1.5
-)
+# a scenario's [numerics] section; max_overlap_fraction 1.5 (above the scenario's cap of 1, so passed to the
+# engine apart): under load a small particle is pressed deep into a larger one (the engine's own advice for wide
+# size distributions); 0.5 stopped the base compaction near 20 MPa.
+NUMERICS = dict(dt_safety=0.2, mass_scaling=1e4, damping=0.3, volume_correction=True)
+MAX_OVERLAP = 1.5
 
 
 def _say(msg: str) -> None:
@@ -129,19 +129,18 @@ def engine():
 
 
 def material(contact_model: str = "thornton_ning"):
-    from dem.types import Material
+    from dem.scenario import MaterialSection, engine_material
 
-    kw = dict(MATERIAL)
-    kw["contact_model"] = contact_model
+    kw = dict(MATERIAL, contact_model=contact_model)
     if contact_model != "thornton_ning":
-        kw["yield_stress_Pa"] = None
-    return Material(**kw)
+        kw["yield_stress_MPa"] = None
+    return engine_material(MaterialSection(**kw))
 
 
 def sim_params(backend: str, **over):
     from dem.types import SimParams
 
-    kw = dict(NUMERICS, history_every=1000, backend=backend, default_fp="f64")
+    kw = dict(NUMERICS, max_overlap_fraction=MAX_OVERLAP, history_every=1000, backend=backend, default_fp="f64")
     kw.update(over)
     return SimParams(**kw)
 
@@ -259,15 +258,31 @@ def _git_commit():
 def _base_key(n: int, cfg: dict, p_MPa: float) -> str:
     return (
         f"dem_base_n{n}_a{cfg['shape']:g}_b{cfg['scale_um']:g}_d{cfg['d_min_um']:g}-{cfg['d_max_um']:g}"
-        f"_L{cfg['die_um']:g}_p{p_MPa:g}MPa_s{cfg['seed']}"
+        f"_L{cfg['die_um']:g}_p{p_MPa:g}MPa_s{cfg['seed']}_v2"  # v2: set up by dem.setup (spatial order)
     )
 
 
+def base_scenario(n: int, cfg: dict, p_target_Pa: float, backend: str):
+    """The base packing's set-up as a scenario (one load stage to ``p_target_Pa``)."""
+    from dem.scenario import parse_scenario
+
+    return parse_scenario({
+        "run": dict(name="bench base", seed=cfg["seed"], backend=backend, history_every=1000),
+        "particles": dict(count=n, distribution="gamma", shape=cfg["shape"], scale_um=cfg["scale_um"],
+                          d_min_um=cfg["d_min_um"], d_max_um=cfg["d_max_um"]),
+        "material": MATERIAL,
+        "die": dict(base_x_um=cfg["die_um"], base_y_um=cfg["die_um"], loose_fraction=cfg["loose_fraction"]),
+        "numerics": NUMERICS,
+        "protocol": [dict(kind="load", target_pressure_MPa=p_target_Pa / 1e6,
+                          punch_speed_m_per_s=cfg["punch_speed_m_per_s"])],
+        "conductivity": dict(enabled=False),
+    })
+
+
 def build_base(n: int, cfg: dict, p_target_Pa: float, backend: str, cache_dir: Path, rebuild: bool) -> dict:
-    """Compressed base packing (cached). Returns dict(packing, punch_z, info)."""
-    from dem.loose import insert_loose
-    from dem.sizes import sample_diameters
-    from dem.types import Die, Stage
+    """Compressed base packing (cached), set up as ``pelletsim run`` does (:mod:`dem.setup`).
+    Returns dict(packing, punch_z, info)."""
+    from dem.setup import compact, prepare
 
     sim_mod = engine()
     cache = Path(cache_dir) / (_base_key(n, cfg, p_target_Pa / 1e6) + ".npz")
@@ -303,20 +318,8 @@ def build_base(n: int, cfg: dict, p_target_Pa: float, backend: str, cache_dir: P
             return dict(packing=pk, punch_z=float(z["punch_z"]), info=info)
         _say(f"cached base {cache.name} did not reach the target pressure: compacting again")
 
-    d = sample_diameters(
-        n,
-        shape=cfg["shape"],
-        scale_m=cfg["scale_um"] * 1e-6,
-        d_min_m=cfg["d_min_um"] * 1e-6,
-        d_max_m=cfg["d_max_um"] * 1e-6,
-        seed=cfg["seed"],
-    )
-    L = cfg["die_um"] * 1e-6
-    loose = insert_loose(d, L, L, target_fraction=cfg["loose_fraction"], seed=cfg["seed"])
-    die = Die(L, L, float(loose.box_m[2]))
-    mat = material()
-    params = sim_params(backend)
-    v = cfg["punch_speed_m_per_s"]
+    case = prepare(base_scenario(n, cfg, p_target_Pa, backend), backend=backend, max_overlap_fraction=MAX_OVERLAP)
+    d, loose, L = case.diameters_m, case.loose, case.die.base_x_m
     v_solid = float(np.sum(np.pi / 6 * d**3))
     _say(
         f"base packing: {n} particles, d {d.min() * 1e6:.1f}–{d.max() * 1e6:.1f} µm, "
@@ -326,9 +329,7 @@ def build_base(n: int, cfg: dict, p_target_Pa: float, backend: str, cache_dir: P
     t0 = time.perf_counter()
     error = None
     try:
-        res = sim_mod.run_compaction(
-            loose, mat, die, [Stage("load", p_target_Pa, v)], params, seed=cfg["seed"]
-        )
+        res = compact(case)
         fin = res.final
         punch_z = float(fin.box_m[2])
         p_reached = float(fin.pressure_Pa)
@@ -341,9 +342,7 @@ def build_base(n: int, cfg: dict, p_target_Pa: float, backend: str, cache_dir: P
             f"run_compaction failed ({error[:160]}...); falling back to the last good state of a "
             f"Simulation loop at the same settings"
         )
-        fin, punch_z, p_reached, steps = _fallback_compaction(
-            sim_mod, loose, mat, die, params, v, p_target_Pa
-        )
+        fin, punch_z, p_reached, steps = _fallback_compaction(sim_mod, case)
         method = "Simulation loop (run_compaction failed)"
     wall = time.perf_counter() - t0
     rel = v_solid / (L * L * punch_z)
@@ -390,9 +389,11 @@ def build_base(n: int, cfg: dict, p_target_Pa: float, backend: str, cache_dir: P
     return dict(packing=pk, punch_z=punch_z, info=info)
 
 
-def _fallback_compaction(sim_mod, loose, mat, die, params, v, p_target):
-    sim = sim_mod.Simulation(loose, mat, die, params, solid_fraction_points=0)
-    sim.set_punch_velocity(-v)
+def _fallback_compaction(sim_mod, case):
+    st = case.stages[0]
+    p_target = st.target_pressure_Pa
+    sim = sim_mod.Simulation(case.loose, case.material, case.die, case.params, solid_fraction_points=0)
+    sim.set_punch_velocity(-st.punch_speed_m_per_s)
     good = [(sim.packing(0.0), sim.punch_z, 0.0, 0)]
     try:
         while True:
@@ -612,29 +613,22 @@ def _crossing(h: dict, p_Pa: float, stages, key: str):
     return float(y[k]) if abs(p[k] - p_Pa) <= 0.02 * p_Pa else None
 
 
-def run_study(backend: str, n_particles: int | None, overrides: list[str], max_overlap=None) -> dict:
-    from dem.loose import insert_loose
-    from dem.scenario import load_scenario, to_engine
-    from dem.sizes import sample_diameters
+def run_study(backend: str, n_particles: int | None, overrides: list[str], max_overlap=None,
+              scenario: Path = STUDY_SCENARIO) -> dict:
+    """The study case end to end through the set-up path of ``pelletsim run`` (:mod:`dem.setup`): the same
+    sizes, loose packing (in spatial order) and compaction; ``final_packing_sha256`` fingerprints the result."""
+    from dem.scenario import load_scenario
+    from dem.setup import compact, make_loose, make_sizes, packing_sha256, prepare
 
     sim_mod = engine()
     ov = list(overrides or [])
     if n_particles:
         ov.insert(0, f"particles.count={int(n_particles)}")
-    scen = load_scenario(STUDY_SCENARIO, ov)
-    sizes_cfg, mat, die, stages, params = to_engine(scen, backend=backend)
-    params = dataclasses.replace(params, backend=backend)
-    if max_overlap is not None:
-        # the scenario schema caps it at 1; the engine itself takes any value (its advice: ~1.5 for wide PSDs)
-        params = dataclasses.replace(params, max_overlap_fraction=float(max_overlap))
-    full = sizes_cfg.n == 9591
+    scen = load_scenario(scenario, ov)
+    # the scenario schema caps max_overlap_fraction at 1; the engine takes any value (~1.5 for wide PSDs)
+    over = {} if max_overlap is None else dict(max_overlap_fraction=float(max_overlap))
+    full = scen.particles.count == 9591
     modified = bool(overrides) or max_overlap is not None
-    _say(
-        f"study case: {sizes_cfg.n} particles ({'full' if full else 'reduced'}"
-        f"{', modified' if modified else ''}), die "
-        f"{die.base_x_m * 1e6:.0f}x{die.base_y_m * 1e6:.0f} µm, "
-        f"{' → '.join(f'{s.kind} {s.target_pressure_Pa / 1e9:g} GPa' for s in stages)}"
-    )
     last = [0.0]
     seen = {}
 
@@ -652,26 +646,26 @@ def run_study(backend: str, n_particles: int | None, overrides: list[str], max_o
             )
 
     t0 = time.perf_counter()
-    d = np.asarray(sample_diameters(sizes_cfg.n, **sizes_cfg.kwargs(), seed=scen.run.seed), float)
+    d = make_sizes(scen)
     t_sizes = time.perf_counter() - t0
-    h_um = scen.die.fill_height_um or scen.die.column_height_um
-    loose = insert_loose(
-        d,
-        die.base_x_m,
-        die.base_y_m,
-        column_height_m=None if h_um is None else h_um * 1e-6,
-        target_fraction=scen.die.loose_fraction,
-        seed=scen.run.seed,
-    )
+    loose = make_loose(scen, d)
     t_loose = time.perf_counter() - t0 - t_sizes
-    die = dataclasses.replace(die, fill_height_m=float(loose.box_m[2]))
+    case = prepare(scen, d, loose, backend=backend, **over)
+    die, stages, params = case.die, case.stages, case.params
+    _say(
+        f"study case: {d.size} particles ({'full' if full else 'reduced'}"
+        f"{', modified' if modified else ''}), die "
+        f"{die.base_x_m * 1e6:.0f}x{die.base_y_m * 1e6:.0f} µm, "
+        f"{' → '.join(f'{s.kind} {s.target_pressure_Pa / 1e9:g} GPa' for s in stages)}"
+    )
     row = dict(
-        scenario=str(STUDY_SCENARIO.relative_to(ROOT)),
+        scenario=str(Path(scenario).resolve().relative_to(ROOT)) if Path(scenario).resolve().is_relative_to(ROOT)
+        else str(scenario),
         overrides=ov,
         max_overlap_fraction=params.max_overlap_fraction,
         full_size=full,
         modified=modified,
-        n=int(sizes_cfg.n),
+        n=int(d.size),
         d_min_m=float(d.min()),
         d_max_m=float(d.max()),
         die_m=[die.base_x_m, die.base_y_m],
@@ -690,7 +684,7 @@ def run_study(backend: str, n_particles: int | None, overrides: list[str], max_o
     )
     t1 = time.perf_counter()
     try:
-        res = sim_mod.run_compaction(loose, mat, die, stages, params, progress=progress, seed=scen.run.seed)
+        res = compact(case, progress=progress)
     except sim_mod.SimulationError as exc:
         row.update(
             ok=False,
@@ -731,7 +725,7 @@ def run_study(backend: str, n_particles: int | None, overrides: list[str], max_o
         compaction_s=t_end - t1,
         steps=int(res.info.get("n_steps", 0)),
         dt_s=float(res.info.get("dt_s", float("nan"))),
-        particle_steps_per_s=float(res.info.get("n_steps", 0)) * sizes_cfg.n / (t_end - t1),
+        particle_steps_per_s=float(res.info.get("n_steps", 0)) * d.size / (t_end - t1),
         neighbour_builds=res.info.get("neighbour_builds"),
         relative_density_0_5GPa=_crossing(h, 0.5e9, load, "relative_density"),
         solid_fraction_0_5GPa=_crossing(h, 0.5e9, load, "solid_fraction"),
@@ -742,6 +736,7 @@ def run_study(backend: str, n_particles: int | None, overrides: list[str], max_o
         solid_fraction_released=float(h["solid_fraction"][-1]),
         p_released_Pa=float(h["p_top_Pa"][-1]),
         warnings=list(res.info.get("warnings", [])),
+        final_packing_sha256=None if res.final is None else packing_sha256(res.final),
     )
     _say(
         f"study case: {row['wall_s']:.1f} s end to end, {row['steps']} steps, ρ_rel "
@@ -783,7 +778,7 @@ def run_liggghts(
     else:
         punch_z = base["punch_z"]
     box = np.array([state.box_m[0], state.box_m[1], punch_z])
-    m = MATERIAL
+    m = material("hertz_mindlin")
     for npr in nprocs_list:
         runs = []
         try:
@@ -793,11 +788,11 @@ def run_liggghts(
                         state.centers_m,
                         state.radii_m,
                         box,
-                        youngs_modulus_Pa=m["youngs_modulus_Pa"],
-                        poisson_ratio=m["poisson_ratio"],
-                        restitution=m["restitution"],
-                        friction=m["friction"],
-                        density_kg_m3=m["density_kg_m3"] * NUMERICS["mass_scaling"],
+                        youngs_modulus_Pa=m.youngs_modulus_Pa,
+                        poisson_ratio=m.poisson_ratio,
+                        restitution=m.restitution,
+                        friction=m.friction,
+                        density_kg_m3=m.density_kg_m3 * NUMERICS["mass_scaling"],
                         dt_s=mine["dt_s"],
                         steps=steps,
                         nprocs=npr,
@@ -1066,7 +1061,7 @@ def main(argv=None) -> dict:
         args={k: v for k, v in vars(a).items() if k != "size_list"},
         targets=TARGETS,
         material=MATERIAL,
-        numerics=NUMERICS,
+        numerics=dict(NUMERICS, max_overlap_fraction=MAX_OVERLAP),
         base_psd=base_cfg,
         sizes=[],
         study=None,

@@ -584,6 +584,18 @@ def _um(x):
     return None if x is None else float(x) * 1e-6
 
 
+def engine_material(m: MaterialSection) -> Material:
+    """A [material] section (GPa, MPa) as the engine's :class:`dem.types.Material` (SI)."""
+    try:
+        return Material(density_kg_m3=m.density_kg_m3, youngs_modulus_Pa=m.youngs_modulus_GPa * 1e9,
+                        poisson_ratio=m.poisson_ratio,
+                        yield_stress_Pa=None if m.yield_stress_MPa is None else m.yield_stress_MPa * 1e6,
+                        friction=m.friction, wall_friction=m.wall_friction, restitution=m.restitution,
+                        rolling_friction=m.rolling_friction, contact_model=m.contact_model)
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
 def to_engine(scen: Scenario, *, backend: str | None = None):
     """Scenario → (SizesConfig, Material, Die, list[Stage], SimParams), all SI.
 
@@ -595,15 +607,7 @@ def to_engine(scen: Scenario, *, backend: str | None = None):
     sizes = SizesConfig(n=p.count, distribution=p.distribution, shape=p.shape, scale_m=_um(p.scale_um),
                         d_min_m=_um(p.d_min_um), d_max_m=_um(p.d_max_um), weighting=p.weighting,
                         histogram_csv=str(hp) if hp else None, diameter_m=_um(p.diameter_um))
-    m = scen.material
-    try:
-        material = Material(density_kg_m3=m.density_kg_m3, youngs_modulus_Pa=m.youngs_modulus_GPa * 1e9,
-                            poisson_ratio=m.poisson_ratio,
-                            yield_stress_Pa=None if m.yield_stress_MPa is None else m.yield_stress_MPa * 1e6,
-                            friction=m.friction, wall_friction=m.wall_friction, restitution=m.restitution,
-                            rolling_friction=m.rolling_friction, contact_model=m.contact_model)
-    except ValueError as exc:
-        raise ScenarioError(str(exc)) from None
+    material = engine_material(scen.material)
     d = scen.die
     h_um = d.fill_height_um or d.column_height_um
     if h_um is None:
