@@ -1,7 +1,8 @@
 """Do two Taichi backends give the same answers? (CPU vs GPU agreement of the DEM curve and the FV solve.)
 
-The same compaction (seeded sizes and loose packing, Thornton–Ning, load then release) and the same
-finite-volume solve run once per backend, each in its own process (one Taichi runtime per process), and the
+The same compaction (``benchmarks/reduced_study.toml`` set up through :mod:`dem.setup` as ``pelletsim run``
+would: seeded sizes and loose packing, Thornton–Ning, load then release) and the same finite-volume solve run
+once per backend, each in its own process (one Taichi runtime per process), and the
 results are compared against stated tolerances:
 
 * DEM, relative density on the loading branch: max |ρ_A(p) − ρ_B(p)| over 12 pressures log-spaced between
@@ -38,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+SETUP = ROOT / "benchmarks" / "reduced_study.toml"
 
 
 def _fixed_image(n: int, seed: int = 3) -> np.ndarray:
@@ -60,29 +62,21 @@ def run_backend(cfg: dict) -> dict:
     from fva.backend import ensure_init
 
     info = ensure_init(cfg["backend"], "f64")
-    from dem.loose import insert_loose
-    from dem.simulation import SimulationError, run_compaction
-    from dem.sizes import sample_diameters
-    from dem.types import Die, Material, SimParams, Stage
+    from dem.scenario import load_scenario
+    from dem.setup import compact, prepare
+    from dem.simulation import SimulationError
     from fva.conduction import solve_conductivity
     from fva.types import VoxelImage
 
-    um = 1e-6
     out = dict(backend=info.backend, device=info.device_name, taichi=info.taichi_version)
-    d = np.asarray(sample_diameters(cfg["n"], distribution="gamma", shape=1.94431, scale_m=7.04802 * um,
-                                    d_min_m=8 * um, d_max_m=cfg["d_max_um"] * um, seed=cfg["seed"]), float)
-    L = 2 * cfg["d_max_um"] * um
-    loose = insert_loose(d, L, L, target_fraction=0.35, seed=cfg["seed"])
-    mat = Material(density_kg_m3=1900.0, youngs_modulus_Pa=22e9, poisson_ratio=0.3, yield_stress_Pa=0.5e9,
-                   friction=0.3, wall_friction=0.1, restitution=0.5, contact_model="thornton_ning")
-    prot = [Stage("load", 20e6, punch_speed_m_per_s=0.1, name="approach"),
-            Stage("load", cfg["p_max_GPa"] * 1e9, punch_speed_m_per_s=0.02, name="load"),
-            Stage("unload", 0.0, punch_speed_m_per_s=0.02, name="release")]
-    params = SimParams(mass_scaling=1e5, dt_safety=0.1, history_every=50, solid_fraction_points=0,
-                       backend=info.backend)
+    sets = [f"particles.count={cfg['n']}", f"particles.d_max_um={cfg['d_max_um']!r}",
+            f"die.base_x_um={2 * cfg['d_max_um']!r}", f"die.base_y_um={2 * cfg['d_max_um']!r}",
+            "material.yield_stress_MPa=500.0", f"protocol.1.target_pressure_GPa={cfg['p_max_GPa']!r}",
+            "run.history_every=50", f"run.seed={cfg['seed']}"]
+    case = prepare(load_scenario(SETUP, sets), backend=info.backend, solid_fraction_points=0)
     t0 = time.perf_counter()
     try:
-        res = run_compaction(loose, mat, Die(L, L, float(loose.box_m[2])), prot, params, seed=cfg["seed"])
+        res = compact(case)
         h = res.history
         out["dem"] = dict(p_Pa=h["p_top_Pa"].tolist(), rho=h["relative_density"].tolist(),
                           stage=h["stage"].tolist(), n_steps=int(res.info["n_steps"]),
