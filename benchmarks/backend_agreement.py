@@ -20,6 +20,10 @@ Usage (from the repository root)::
 
     python benchmarks/backend_agreement.py --backends cpu,cuda        # on a GPU machine
     python benchmarks/backend_agreement.py --backends cpu,cpu --quick  # smoke run of the script itself
+    python benchmarks/backend_agreement.py --backends cpu,cuda --set particles.count=1000   # any scenario key
+
+The compaction is ``reduced_study.toml`` with the overrides ``SETUP_SETS`` (300 particles, d ≤ 30 µm in a
+60 µm die, p_y = 0.5 GPa, load to 0.5 GPa), then ``QUICK_SETS`` with ``--quick``, then each ``--set``.
 
 Writes ``benchmarks/results/agreement_<A>_<B>.json`` (``--out``) atomically with the devices, every
 figure, tolerance and verdict; prints a markdown table; exit status 1 when a check fails.
@@ -40,6 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 SETUP = ROOT / "benchmarks" / "reduced_study.toml"
+SETUP_SETS = ["particles.count=300", "particles.d_max_um=30.0", "die.base_x_um=60.0", "die.base_y_um=60.0",
+              "material.yield_stress_MPa=500.0", "protocol.1.target_pressure_GPa=0.5", "run.history_every=50",
+              "run.seed=21"]
+QUICK_SETS = ["particles.count=60", "particles.d_max_um=20.0", "die.base_x_um=40.0", "die.base_y_um=40.0",
+              "protocol.1.target_pressure_GPa=0.1"]
 
 
 def _fixed_image(n: int, seed: int = 3) -> np.ndarray:
@@ -69,11 +78,7 @@ def run_backend(cfg: dict) -> dict:
     from fva.types import VoxelImage
 
     out = dict(backend=info.backend, device=info.device_name, taichi=info.taichi_version)
-    sets = [f"particles.count={cfg['n']}", f"particles.d_max_um={cfg['d_max_um']!r}",
-            f"die.base_x_um={2 * cfg['d_max_um']!r}", f"die.base_y_um={2 * cfg['d_max_um']!r}",
-            "material.yield_stress_MPa=500.0", f"protocol.1.target_pressure_GPa={cfg['p_max_GPa']!r}",
-            "run.history_every=50", f"run.seed={cfg['seed']}"]
-    case = prepare(load_scenario(SETUP, sets), backend=info.backend, solid_fraction_points=0)
+    case = prepare(load_scenario(SETUP, cfg["sets"]), backend=info.backend, solid_fraction_points=0)
     t0 = time.perf_counter()
     try:
         res = compact(case)
@@ -124,11 +129,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="cpu,cuda", help="two backends, e.g. cpu,cuda or cpu,vulkan")
-    ap.add_argument("--n", type=int, default=300, help="particles")
-    ap.add_argument("--d-max-um", type=float, default=30.0)
-    ap.add_argument("--p-max-gpa", type=float, default=0.5)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of the compaction's scenario (benchmarks/reduced_study.toml), as pelletsim run")
     ap.add_argument("--image-n", type=int, default=96, help="edge of the fixed FV image (voxels)")
-    ap.add_argument("--seed", type=int, default=21)
     ap.add_argument("--tol-rho", type=float, default=0.01)
     ap.add_argument("--tol-sigma", type=float, default=1e-4)
     ap.add_argument("--quick", action="store_true", help="smoke run: 60 particles, 0.1 GPa, 24³ image")
@@ -137,13 +140,18 @@ def main(argv=None) -> int:
     names = [s.strip() for s in a.backends.split(",") if s.strip()]
     if len(names) != 2:
         ap.error("--backends needs exactly two names, e.g. cpu,cuda")
-    if a.quick:
-        a.n, a.d_max_um, a.p_max_gpa, a.image_n = 60, 20.0, 0.1, 24
-    cfg = dict(n=a.n, d_max_um=a.d_max_um, p_max_GPa=a.p_max_gpa, image_n=a.image_n, seed=a.seed)
+    from dem.scenario import ScenarioError, load_scenario
+
+    sets = SETUP_SETS + (QUICK_SETS if a.quick else []) + a.set
+    try:
+        p_max_Pa = max(st.target_Pa() for st in load_scenario(SETUP, sets).protocol)
+    except ScenarioError as exc:
+        ap.error(str(exc))                                              # one line, exit status 2
+    cfg = dict(sets=sets, image_n=24 if a.quick else a.image_n)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as ex:   # one at a time
         runs = [ex.submit(run_backend, dict(cfg, backend=b)).result() for b in names]
-    checks = compare(runs[0], runs[1], a.p_max_gpa * 1e9, a.tol_rho, a.tol_sigma)
+    checks = compare(runs[0], runs[1], p_max_Pa, a.tol_rho, a.tol_sigma)
     ok = all(c.get("ok") for c in checks.values())
     doc = dict(setup=cfg, backends=names, runs=[{k: v for k, v in r.items() if k != "dem"} |
                                                 {"dem_steps": r["dem"].get("n_steps"),

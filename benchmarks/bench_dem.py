@@ -420,33 +420,27 @@ def _timed(sim, nsteps: int) -> float:
     return time.perf_counter() - t
 
 
-def _volume_correction_s(sim, repeats: int = 3):
-    """Median time of one volume-correction call (the engine runs one every ``volume_every`` steps)."""
+def _median_call_s(fn, repeats: int = 3) -> float:
+    """Median wall time of ``fn()`` between two device synchronisations."""
     from fva.backend import sync
 
-    if not hasattr(sim, "volume_correction"):
-        return None
     ts = []
     for _ in range(repeats):
         sync()
         t = time.perf_counter()
-        sim.volume_correction()
+        fn()
         sync()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
+
+
+def _volume_correction_s(sim, repeats: int = 3):
+    """Median time of one volume-correction call (the engine runs one every ``volume_every`` steps)."""
+    return _median_call_s(sim.volume_correction, repeats) if hasattr(sim, "volume_correction") else None
 
 
 def _forced_rebuild_s(sim, repeats: int = 3) -> float:
-    from fva.backend import sync
-
-    ts = []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        sim._rebuild()
-        sync()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return _median_call_s(sim._rebuild, repeats)
 
 
 def _launch_overhead_s(sim, launches: int = 300, repeats: int = 5) -> dict:
