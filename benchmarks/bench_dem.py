@@ -529,8 +529,12 @@ def bench_size(
         per = tp / probe
         steps = int(min(20000, max(20, math.ceil(target_s / max(per, 1e-9)))))
         steps = int(math.ceil(steps / 10.0) * 10)
+    from fva.backend import host_traffic
+
     builds0 = sim.nlist.builds
+    traffic0 = host_traffic()
     times = [_timed(sim, steps) for _ in range(repeats)]
+    launches, syncs = (b - a for a, b in zip(traffic0, host_traffic()))
     builds = sim.nlist.builds - builds0
     med = statistics.median(times)
     # state figures first: a forced rebuild reorders the pairs and leaves the per-pair arrays stale
@@ -560,6 +564,9 @@ def bench_size(
         median_s=med,
         wall_per_step_s=med / steps,
         particle_steps_per_s=state.n * steps / med,
+        # kernel launches and device-to-host reads/syncs the engine issued in the timed loop, per step
+        host_launches_per_step=launches / (steps * repeats),
+        host_syncs_per_step=syncs / (steps * repeats),
         neighbour_builds=builds,
         neighbour_builds_per_1000_steps=1000.0 * builds / (steps * repeats),
         rebuild_s=rebuild_s,
@@ -721,6 +728,8 @@ def run_study(backend: str, n_particles: int | None, overrides: list[str], max_o
         dt_s=float(res.info.get("dt_s", float("nan"))),
         particle_steps_per_s=float(res.info.get("n_steps", 0)) * d.size / (t_end - t1),
         neighbour_builds=res.info.get("neighbour_builds"),
+        host_launches_per_step=res.info.get("host_launches_per_step"),
+        host_syncs_per_step=res.info.get("host_syncs_per_step"),
         relative_density_0_5GPa=_crossing(h, 0.5e9, load, "relative_density"),
         solid_fraction_0_5GPa=_crossing(h, 0.5e9, load, "solid_fraction"),
         p_max_Pa=p_max,

@@ -45,6 +45,9 @@ print(json.dumps(dict(wall_s=wall, tau=float(np.ravel(np.asarray(s.tau))[0]),
 """
 
 
+CPU_S: dict = {}   # command → user + system CPU seconds of its process (a check on a shared machine)
+
+
 def _run(cmd: list[str], env=None) -> tuple[float, float, str]:
     """(wall s, peak RSS bytes of this child alone, stdout) of one command in a fresh process."""
     t = time.perf_counter()
@@ -56,6 +59,7 @@ def _run(cmd: list[str], env=None) -> tuple[float, float, str]:
         fo.seek(0)
         fe.seek(0)
         stdout, stderr = fo.read(), fe.read()
+    CPU_S[" ".join(cmd)] = usage.ru_utime + usage.ru_stime
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr[-2000:]}")
     return wall, usage.ru_maxrss * 1024.0, stdout
@@ -64,7 +68,9 @@ def _run(cmd: list[str], env=None) -> tuple[float, float, str]:
 def _pelletsim(image: Path, outdir: Path, extra: list[str]) -> tuple[float, float, dict]:
     cmd = [sys.executable, "-m", "dem.cli", "conductivity", str(image), "-o", str(outdir), "-q", *extra]
     wall, rss, _ = _run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return wall, rss, json.loads((outdir / "results.json").read_text())
+    res = json.loads((outdir / "results.json").read_text())
+    res["_cpu_s"] = CPU_S[" ".join(cmd)]
+    return wall, rss, res
 
 
 def spheres_case(n: int, tmp: Path) -> dict:
@@ -79,7 +85,7 @@ def spheres_case(n: int, tmp: Path) -> dict:
     _pelletsim(path, tmp / "warm", ["--voxel-size", "1e-6", "--no-vti"])  # offline cache warm, as for a user
     wall, rss, res = _pelletsim(path, tmp / "ours", ["--voxel-size", "1e-6"])
     row = dict(size=n, voxels=n ** 3, solid_fraction=float(img.phase.mean()),
-               pelletsim=dict(command_wall_s=wall, tau=res["tau"], iterations=res["analysed"][0]["iterations"],
+               pelletsim=dict(command_wall_s=wall, command_cpu_s=res["_cpu_s"], tau=res["tau"], iterations=res["analysed"][0]["iterations"],
                               residual=res["analysed"][0]["residual"], peak_rss_B_per_voxel=rss / n ** 3))
     try:
         import taufactor  # noqa: F401
@@ -88,7 +94,7 @@ def spheres_case(n: int, tmp: Path) -> dict:
         return row
     wall_tf, rss_tf, out = _run([sys.executable, "-c", _TAUFACTOR_SNIPPET, str(path)])
     tf = json.loads(out.strip().splitlines()[-1])
-    tf.update(process_wall_s=wall_tf)
+    tf.update(process_wall_s=wall_tf, process_cpu_s=CPU_S[f"{sys.executable} -c {_TAUFACTOR_SNIPPET} {path}"])
     row["taufactor"] = tf
     row["speedup_command_vs_taufactor_solve"] = tf["wall_s"] / wall
     return row
@@ -98,7 +104,7 @@ def tf500_case(path: Path, tmp: Path) -> dict:
     wall, rss, res = _pelletsim(path, tmp / "tf500", ["--voxel-size", "1e-6", "--phase", "255", "--axis", "all"])
     taus = {e["axis"]: e["tau"] for e in res["analysed"]}
     dev = {a: abs(taus[a] / TF500_TAU[a] - 1.0) for a in TF500_TAU}
-    return dict(image=path.name, command_wall_s=wall, peak_rss_bytes=rss, peak_rss_B_per_voxel=rss / 500 ** 3,
+    return dict(image=path.name, command_wall_s=wall, command_cpu_s=res["_cpu_s"], peak_rss_bytes=rss, peak_rss_B_per_voxel=rss / 500 ** 3,
                 tau=taus, reference_tau=TF500_TAU, rel_deviation=dev, within_0p1_percent=max(dev.values()) <= 1e-3,
                 iterations={e["axis"]: e["iterations"] for e in res["analysed"]},
                 residual={e["axis"]: e["residual"] for e in res["analysed"]})

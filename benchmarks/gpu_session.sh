@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/gpu_session.sh [bench|study|all] [OUTDIR]
 #
-# bench: CPU-vs-CUDA agreement (backend_agreement.py), DEM throughput at 10k / 100k / 1M particles
+# bench: CPU-vs-CUDA agreement (backend_agreement.py), CPU-vs-Vulkan agreement (--tiny, f64 and f32; skipped
+#        when Taichi finds no Vulkan device), DEM throughput at 10k / 100k / 1M particles
 #        (bench_dem.py; again at 10k with PELLETSIM_PREPARED_LAUNCH=1), FV solver throughput (bench_fva.py);
 # study: both full-size study scenarios end to end with `pelletsim run --backend cuda` (no .vti: ~1 GB each).
 # Each step has its own time limit (STEP_S, seconds) so that one slow step cannot eat the others' time; a step
@@ -29,6 +30,15 @@ command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,dr
 if [[ $what == bench || $what == all ]]; then
     step agreement "$PY" benchmarks/backend_agreement.py --backends "cpu,$BACKEND" ${AGREE_ARGS:-} \
         --out "$out/agreement_cpu_$BACKEND.json"
+    if "$PY" -c "import sys; from fva.backend import _arch_available; sys.exit(0 if _arch_available('vulkan') else 3)" \
+            2> /dev/null; then
+        for fp in f64 f32; do
+            step "agreement_vulkan_$fp" "$PY" benchmarks/backend_agreement.py --backends cpu,vulkan --tiny --fp "$fp" \
+                --out "$out/agreement_cpu_vulkan_tiny_$fp.json"
+        done
+    else
+        echo "== agreement_vulkan: skipped (no Vulkan device for Taichi here)"
+    fi
     step dem "$PY" benchmarks/bench_dem.py --backend "$BACKEND" --sizes "${DEM_SIZES:-10000,100000,1000000}" \
         --out "$out/dem_$BACKEND.json"
     # the prepared launches (fva.backend.PreparedKernel) are off on a GPU until validated there: time them at 10k

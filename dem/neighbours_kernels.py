@@ -11,7 +11,7 @@ large one: the work per particle scales with its own size, not with d_max. With 
 current radii grow: ``r_bound[i]`` = the largest current radius among the particles i may own (prefix max
 over the ownership order, computed on the host at each build) keeps the search exact.
 """
-from fva.backend import ti
+from fva.backend import spirv_backend, ti
 
 
 @ti.func
@@ -76,6 +76,57 @@ def _owns(i, j, r0: ti.template()):
     return (r0[j] < r0[i]) or (r0[j] == r0[i] and j > i)
 
 
+_APPEND, _COUNT, _FILL = 0, 1, 2
+
+
+@ti.func
+def _owned_search(i, x: ti.template(), r: ti.template(), r0: ti.template(), r_bound: ti.template(), skin, Lx, Ly,
+                  zmin, cx, cy, cz, nx, ny, nz, cell_start: ti.template(), cell_particles: ti.template(), cap,
+                  total: ti.template(), app_owner: ti.template(), app_partner: ti.template(), mode: ti.template(),
+                  base):
+    """Visit particle i's owned pairs (dist < r_i + r_j + skin) in the cells its reach covers; returns how many.
+    ``mode``: _APPEND each at an atomic slot of total[0]; _COUNT only; _FILL at slots base, base + 1, ..."""
+    xi = vec3(x, i)
+    ri = r[i]
+    reach = ri + r_bound[i] + skin      # r_bound[i] ≥ current radius of every particle i may own
+    lox = ti.cast(ti.floor((xi[0] - reach) / cx), ti.i32)
+    hix = ti.cast(ti.floor((xi[0] + reach) / cx), ti.i32)
+    loy = ti.cast(ti.floor((xi[1] - reach) / cy), ti.i32)
+    hiy = ti.cast(ti.floor((xi[1] + reach) / cy), ti.i32)
+    if hix - lox + 1 > nx:
+        lox = 0
+        hix = nx - 1
+    if hiy - loy + 1 > ny:
+        loy = 0
+        hiy = ny - 1
+    loz = ti.max(ti.cast(ti.floor((xi[2] - reach - zmin) / cz), ti.i32), 0)
+    hiz = ti.min(ti.cast(ti.floor((xi[2] + reach - zmin) / cz), ti.i32), nz - 1)
+    loz = ti.min(loz, nz - 1)
+    hiz = ti.max(hiz, 0)
+    cnt = 0
+    for iz in range(loz, hiz + 1):
+        for iy0 in range(loy, hiy + 1):
+            iy = iy0 % ny
+            for ix0 in range(lox, hix + 1):
+                ix = ix0 % nx
+                c = (iz * ny + iy) * nx + ix
+                for k in range(cell_start[c], cell_start[c + 1]):
+                    j = cell_particles[k]
+                    if _owns(i, j, r0):
+                        d = min_image(vec3(x, j) - xi, Lx, Ly)
+                        cut = ri + r[j] + skin
+                        if d.norm_sqr() < cut * cut:
+                            if ti.static(mode != _COUNT):
+                                slot = base + cnt
+                                if ti.static(mode == _APPEND):
+                                    slot = ti.atomic_add(total[0], 1)
+                                if slot < cap:
+                                    app_owner[slot] = i
+                                    app_partner[slot] = j
+                            cnt += 1
+    return cnt
+
+
 @ti.kernel
 def search_append(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: ti.types.ndarray(),
                   r_bound: ti.types.ndarray(), skin: float, Lx: float, Ly: float, zmin: float, cx: float, cy: float,
@@ -85,45 +136,23 @@ def search_append(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: t
     """One search pass: every owned pair (dist < r_i + r_j + skin) is appended at an atomic slot of
     (app_owner, app_partner) while it fits in ``cap``; row_count[i] = i's pairs, total[0] = all pairs (appended
     or not). The slots' order depends on the threads; :func:`scatter_rows` + :func:`sort_rows` make the rows
-    deterministic."""
+    deterministic.
+
+    On SPIR-V backends the pass counts i's pairs, reserves them with one atomic and visits them again to fill the
+    slots: an atomic inside these nested data-dependent loops was miscompiled on Vulkan (Taichi 1.7.4, Mesa
+    lavapipe 22.3: most pairs were lost; tests/test_dem_neighbours.py), and the rows end the same after the sort."""
     total[0] = 0
     for i in range(n):
-        xi = vec3(x, i)
-        ri = r[i]
-        reach = ri + r_bound[i] + skin      # r_bound[i] ≥ current radius of every particle i may own
-        lox = ti.cast(ti.floor((xi[0] - reach) / cx), ti.i32)
-        hix = ti.cast(ti.floor((xi[0] + reach) / cx), ti.i32)
-        loy = ti.cast(ti.floor((xi[1] - reach) / cy), ti.i32)
-        hiy = ti.cast(ti.floor((xi[1] + reach) / cy), ti.i32)
-        if hix - lox + 1 > nx:
-            lox = 0
-            hix = nx - 1
-        if hiy - loy + 1 > ny:
-            loy = 0
-            hiy = ny - 1
-        loz = ti.max(ti.cast(ti.floor((xi[2] - reach - zmin) / cz), ti.i32), 0)
-        hiz = ti.min(ti.cast(ti.floor((xi[2] + reach - zmin) / cz), ti.i32), nz - 1)
-        loz = ti.min(loz, nz - 1)
-        hiz = ti.max(hiz, 0)
-        cnt = 0
-        for iz in range(loz, hiz + 1):
-            for iy0 in range(loy, hiy + 1):
-                iy = iy0 % ny
-                for ix0 in range(lox, hix + 1):
-                    ix = ix0 % nx
-                    c = (iz * ny + iy) * nx + ix
-                    for k in range(cell_start[c], cell_start[c + 1]):
-                        j = cell_particles[k]
-                        if _owns(i, j, r0):
-                            d = min_image(vec3(x, j) - xi, Lx, Ly)
-                            cut = ri + r[j] + skin
-                            if d.norm_sqr() < cut * cut:
-                                slot = ti.atomic_add(total[0], 1)
-                                if slot < cap:
-                                    app_owner[slot] = i
-                                    app_partner[slot] = j
-                                cnt += 1
-        row_count[i] = cnt
+        if ti.static(spirv_backend()):
+            cnt = _owned_search(i, x, r, r0, r_bound, skin, Lx, Ly, zmin, cx, cy, cz, nx, ny, nz, cell_start,
+                                cell_particles, cap, total, app_owner, app_partner, _COUNT, 0)
+            base = ti.atomic_add(total[0], cnt)
+            _owned_search(i, x, r, r0, r_bound, skin, Lx, Ly, zmin, cx, cy, cz, nx, ny, nz, cell_start,
+                          cell_particles, cap, total, app_owner, app_partner, _FILL, base)
+            row_count[i] = cnt
+        else:
+            row_count[i] = _owned_search(i, x, r, r0, r_bound, skin, Lx, Ly, zmin, cx, cy, cz, nx, ny, nz,
+                                         cell_start, cell_particles, cap, total, app_owner, app_partner, _APPEND, 0)
 
 
 @ti.kernel

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from fva.backend import host_traffic
 from fva.types import Packing
 from dem.simulation import RELEASE_FRACTION, Simulation, SimulationError
 from dem.types import (HISTORY_COLUMNS, CaptureSpec, CompactionResult, Die, Material, ParticleFrame, SimParams, Stage,
@@ -87,6 +88,7 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     """
     _validate_protocol(protocol)
     t0 = time.perf_counter()
+    traffic0 = host_traffic()   # kernel launches and host syncs of this run (set-up, steps, checks, outputs)
     sim = Simulation(packing, material, die, params, seed=seed, **sim_kwargs)
     hist = {c: [] for c in HISTORY_COLUMNS}
     packings, captures, frames, warnings = [], [], [], []
@@ -143,12 +145,16 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
         history = {c: np.asarray(hist[c], dtype=np.int64 if c in ("step", "stage") else np.float64)
                    for c in HISTORY_COLUMNS}
         wall = time.perf_counter() - t0
+        launches, syncs = (b - a for a, b in zip(traffic0, host_traffic()))
+        steps_here = max(sim.step_count - state.get("step0", 0), 1)   # steps advanced by this process
         info = dict(dt_s=sim.dt, rayleigh_time_s=sim.t_rayleigh, mass_scaling=params.mass_scaling,
                     n_steps=sim.step_count, wall_s=wall, backend=sim.backend.backend,
                     device=sim.backend.device_name, default_fp=params.default_fp, n_particles=sim.n,
                     skin_m=sim.skin, neighbour_builds=sim.nlist.builds, pair_capacity_grows=sim.nlist.grow_events,
                     particle_steps_per_s=sim.n * sim.step_count / max(wall, 1e-9), max_radius_growth=sim.growth,
                     contact_model=material.contact_model, seed=seed, punch_start_m=sim.punch_z0,
+                    host_launches=launches, host_syncs=syncs, host_launches_per_step=launches / steps_here,
+                    host_syncs_per_step=syncs / steps_here,
                     warnings=warnings, completed=completed, stopped=stopped)
         return CompactionResult(history=history, packings=packings, frames=frames, info=info, captures=captures,
                                 final=sim.packing(sim.pressures()[0], "final") if completed else None)
@@ -157,6 +163,7 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
         resume_stage = None
         if resume is not None:
             resume_stage = _restore_driver(sim, resume, state, hist, packings, captures, frames, warnings, load_track)
+            state["step0"] = sim.step_count
 
         def between_blocks(ds):
             if checkpoint.due():

@@ -12,7 +12,9 @@ Sums are therefore bitwise reproducible on the CPU for a given thread count and 
 
 ctrl (f64 ndarray): [0] punch z (m), [1] punch velocity (m/s, negative = down), [2] time (s).
 Particle–wall contacts: the walls are rigid planes (R* = r, m* = m, E*, G* of particle vs rigid body).
+The cube root and logarithm of the volume correction go through :mod:`fva.math_kernels` (f64 on Vulkan too).
 """
+from fva import math_kernels as FM
 from fva.backend import ti
 from dem.contact_kernels import HERTZ, damping_coefficient, normal_law, tangential_force
 from dem.neighbours_kernels import min_image, vec3
@@ -454,7 +456,7 @@ def volume_correct(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: 
         if top_wall != 0:
             ht = ti.min(ti.max(x[i, 2] + ri - pz, 0.0), 2.0 * ri)
             s += PI * ht * ht * (3.0 * ri - ht) / 3.0
-        rvc = ti.min((r0[i] ** 3 + 0.75 / PI * s) ** (1.0 / 3.0), growth_cap * r0[i], ri + growth_step * r0[i])
+        rvc = ti.min(FM.cbrt(r0[i] ** 3 + 0.75 / PI * s), growth_cap * r0[i], ri + growth_step * r0[i])
         rn = ti.max(ti.max(r0[i], ri), rvc)
         r[i] = rn
         # volumetric strain left when the growth is capped: ε_v = 1 − (r³ − 3/(4π) Σ caps)/r0³ (caps at r_i;
@@ -466,7 +468,7 @@ def volume_correct(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: 
             if phi_c[i] <= 0.0:
                 phi_c[i] = phi
             if phi < phi_c[i]:
-                eps_p[i] = ti.max(eps_p[i], ev - pc_over_K * ti.log(phi_c[i] / phi))
+                eps_p[i] = ti.max(eps_p[i], ev - pc_over_K * FM.log(phi_c[i] / phi))
             else:
                 eps_p[i] = ti.max(eps_p[i], ev)
         eps_v[i] = ti.max(0.0, ev - eps_p[i])

@@ -5,8 +5,10 @@ Every other module does ``from fva.backend import ti`` (never ``import taichi``)
 later touches this file only.
 
 Backends: ``cpu``, ``cuda``, ``vulkan`` or ``auto`` (CUDA, then Vulkan, then CPU, each
-fallback logged). ``ti.init`` with the generic GPU arch segfaults on machines without a GPU, so each
-arch is probed explicitly in a subprocess-free way via Taichi's own availability checks.
+fallback logged; ``auto`` skips a software Vulkan device such as Mesa's lavapipe, which ``vulkan`` accepts).
+``ti.init`` with the generic GPU arch segfaults on machines without a GPU, so each arch is probed explicitly:
+CUDA through the driver library, Vulkan by a child interpreter that initialises Taichi on it and runs a
+float64 kernel (:func:`vulkan_probe`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import taichi as ti  # noqa: F401  (re-exported: the project's only taichi import)
+
+from fva.vulkan_probe import vulkan_probe  # noqa: F401  (re-exported)
 
 log = logging.getLogger("pelletsim.backend")
 
@@ -68,9 +72,15 @@ def _cuda_device_present() -> bool:
 
 
 def _vulkan_device_present() -> bool:
-    import ctypes.util
+    return vulkan_probe() is not None
 
-    return ctypes.util.find_library("vulkan") is not None and os.path.exists("/dev/dri")
+
+def spirv_backend() -> bool:
+    """True when the running Taichi arch compiles kernels to SPIR-V (Vulkan, Metal, OpenGL): no 64-bit
+    ``pow``/``exp``/``log``/trigonometry there (see :mod:`fva.math_kernels`). Called while a kernel compiles."""
+    from taichi.lang import impl
+
+    return impl.current_cfg().arch in (ti.vulkan, ti.metal, ti.opengl, ti.gles, ti.dx11)
 
 
 def _device_name(arch: str) -> str:
@@ -86,7 +96,8 @@ def _device_name(arch: str) -> str:
             pass
         return "CUDA device"
     if arch == "vulkan":
-        return "Vulkan device"
+        p = vulkan_probe() or {}
+        return f"{p.get('name', 'Vulkan device')} (Vulkan, {p.get('type', 'unknown')})"
     name = "CPU"
     try:
         with open("/proc/cpuinfo") as fh:
@@ -109,14 +120,22 @@ def resolve_backend(requested: str) -> str:
     if req not in VALID_BACKENDS:
         raise ValueError(f"backend must be one of {VALID_BACKENDS}, got {requested!r}")
     if req == "auto":
-        for cand in ("cuda", "vulkan"):
-            if _arch_available(cand):
-                return cand
+        if _arch_available("cuda"):
+            return "cuda"
+        if _arch_available("vulkan"):
+            p = vulkan_probe()
+            if p["type"] != "cpu" and p["f64"]:
+                return "vulkan"
+            log.info("backend 'auto': the Vulkan device %s is %s; falling back to CPU", p["name"],
+                     "a software renderer on the CPU" if p["type"] == "cpu" else "without float64 support")
         log.info("backend 'auto': no CUDA or Vulkan device found, falling back to CPU")
         return "cpu"
     if req != "cpu" and not _arch_available(req):
         raise RuntimeError(f"backend {req!r} requested but no {req} device is available here; "
                            f"use --backend cpu or --backend auto")
+    if req == "vulkan" and not vulkan_probe()["f64"]:
+        raise RuntimeError(f"backend 'vulkan': the device {vulkan_probe()['name']} has no float64 support "
+                           f"(shaderFloat64), which the DEM engine needs; use --backend cpu")
     return req
 
 
@@ -142,10 +161,79 @@ def ensure_init(backend: str = "cpu", default_fp: str = "f64", *, force: bool = 
     if arch_name == "cuda":
         kwargs["device_memory_fraction"] = 0.8
     ti.init(**kwargs)
+    _install_traffic_hooks()
     _current = BackendInfo(backend=arch_name, requested=str(backend), default_fp=default_fp,
                            device_name=_device_name(arch_name),
                            taichi_version=".".join(map(str, ti.__version__)))
     return _current
+
+
+class _HostTraffic:
+    """Process-wide counts of what the host asks of the device through Taichi (see :func:`host_traffic`)."""
+
+    __slots__ = ("launches", "syncs")
+
+    def __init__(self):
+        self.launches = 0
+        self.syncs = 0
+
+
+TRAFFIC = _HostTraffic()
+_hooks_installed = False
+
+
+def host_traffic() -> tuple[int, int]:
+    """(kernel launches, host syncs) issued through Taichi in this process so far; take differences.
+
+    launches: every ``@ti.kernel`` call — including the copy and fill kernels Taichi runs for ``to_numpy``,
+    ``from_numpy`` and ``fill`` — and every :class:`PreparedKernel` launch.
+    syncs: every operation after which the host has waited for the device and exchanged data with it — a
+    kernel that returns a value or takes a numpy array (so each ``to_numpy`` and ``from_numpy``), and each
+    element read or write of an ndarray (``a[i]``, ``a[i] = v``: Taichi synchronises and copies through a
+    staging buffer). On a GPU each launch costs ≈ 5 µs plus Python's argument handling, each sync a round
+    trip that drains the queue. Counted by wrapping Taichi 1.7's ``Kernel.launch_kernel`` and ndarray host
+    accessors when Taichi is initialised (:func:`ensure_init`); (0, 0) if those internals are missing.
+    """
+    return TRAFFIC.launches, TRAFFIC.syncs
+
+
+def _install_traffic_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    try:
+        from taichi.lang._ndarray import NdarrayHostAccessor
+        from taichi.lang.kernel_impl import Kernel
+    except ImportError:  # pragma: no cover - a Taichi without these internals: no counts
+        log.debug("host traffic counters unavailable in this Taichi")
+        return
+    launch = Kernel.launch_kernel
+
+    def counted_launch(self, t_kernel, *args):
+        TRAFFIC.launches += 1
+        if self.return_type is not None or any(isinstance(a, np.ndarray) for a in args):
+            TRAFFIC.syncs += 1
+        return launch(self, t_kernel, *args)
+
+    init = NdarrayHostAccessor.__init__
+
+    def counted_init(self, ndarray):
+        init(self, ndarray)
+        get, put = self.getter, self.setter
+
+        def getter(*key):
+            TRAFFIC.syncs += 1
+            return get(*key)
+
+        def setter(value, *key):
+            TRAFFIC.syncs += 1
+            return put(value, *key)
+
+        self.getter, self.setter = getter, setter
+
+    Kernel.launch_kernel = counted_launch
+    NdarrayHostAccessor.__init__ = counted_init
 
 
 def current() -> BackendInfo:
@@ -274,6 +362,7 @@ class PreparedKernel:
             for setter, idx, val in self._setters:
                 setter(ctx, idx, val)
             self._launch(self._ckd, ctx)
+            TRAFFIC.launches += 1
             return None
         return self.kernel(*args)
 

@@ -63,55 +63,56 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
               c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
         """(diag, sum_j g_ij x_j) of the fine operator at cell (i, j, k).
 
-        Branch-light: a removed voxel (id 0) has zero conductance in the table, so its row is 0.
+        A removed voxel (id 0) has an empty row (0, 0) and costs one load.
         """
         n0, n1, n2 = sig.shape[0], sig.shape[1], sig.shape[2]
         a = ti.cast(sig[i, j, k], ti.i32)
-        ra = NTAB + a * NTAB
         diag = ti.cast(0.0, f64)
         off = ti.cast(0.0, f64)
-        # axis 0 (solve axis): Dirichlet faces at the ends
-        if i > 0:
-            g = c0 * T[ra + ti.cast(sig[i - 1, j, k], ti.i32)]
-            diag += g
-            off += g * ti.cast(x[i - 1, j, k], f64)
-        else:
-            diag += 2.0 * c0 * T[a]
-        if i < n0 - 1:
-            g = c0 * T[ra + ti.cast(sig[i + 1, j, k], ti.i32)]
-            diag += g
-            off += g * ti.cast(x[i + 1, j, k], f64)
-        else:
-            diag += 2.0 * c0 * T[a] * ti.cast(em[j, k], f64)
-        # sides: periodic wrap or zero flux (n == 1: no side faces)
-        jm = j - 1
-        if j == 0:
-            jm = n1 - 1 if (p1 != 0 and n1 > 1) else -1
-        jp = j + 1
-        if jp == n1:
-            jp = 0 if (p1 != 0 and n1 > 1) else -1
-        km = k - 1
-        if k == 0:
-            km = n2 - 1 if (p2 != 0 and n2 > 1) else -1
-        kp = k + 1
-        if kp == n2:
-            kp = 0 if (p2 != 0 and n2 > 1) else -1
-        if jm >= 0:
-            g = c1 * T[ra + ti.cast(sig[i, jm, k], ti.i32)]
-            diag += g
-            off += g * ti.cast(x[i, jm, k], f64)
-        if jp >= 0:
-            g = c1 * T[ra + ti.cast(sig[i, jp, k], ti.i32)]
-            diag += g
-            off += g * ti.cast(x[i, jp, k], f64)
-        if km >= 0:
-            g = c2 * T[ra + ti.cast(sig[i, j, km], ti.i32)]
-            diag += g
-            off += g * ti.cast(x[i, j, km], f64)
-        if kp >= 0:
-            g = c2 * T[ra + ti.cast(sig[i, j, kp], ti.i32)]
-            diag += g
-            off += g * ti.cast(x[i, j, kp], f64)
+        if a != 0:  # a removed/insulating voxel has an empty row: skip its loads (70 % of a 30 %-solid image)
+            ra = NTAB + a * NTAB
+            # axis 0 (solve axis): Dirichlet faces at the ends
+            if i > 0:
+                g = c0 * T[ra + ti.cast(sig[i - 1, j, k], ti.i32)]
+                diag += g
+                off += g * ti.cast(x[i - 1, j, k], f64)
+            else:
+                diag += 2.0 * c0 * T[a]
+            if i < n0 - 1:
+                g = c0 * T[ra + ti.cast(sig[i + 1, j, k], ti.i32)]
+                diag += g
+                off += g * ti.cast(x[i + 1, j, k], f64)
+            else:
+                diag += 2.0 * c0 * T[a] * ti.cast(em[j, k], f64)
+            # sides: periodic wrap or zero flux (n == 1: no side faces)
+            jm = j - 1
+            if j == 0:
+                jm = n1 - 1 if (p1 != 0 and n1 > 1) else -1
+            jp = j + 1
+            if jp == n1:
+                jp = 0 if (p1 != 0 and n1 > 1) else -1
+            km = k - 1
+            if k == 0:
+                km = n2 - 1 if (p2 != 0 and n2 > 1) else -1
+            kp = k + 1
+            if kp == n2:
+                kp = 0 if (p2 != 0 and n2 > 1) else -1
+            if jm >= 0:
+                g = c1 * T[ra + ti.cast(sig[i, jm, k], ti.i32)]
+                diag += g
+                off += g * ti.cast(x[i, jm, k], f64)
+            if jp >= 0:
+                g = c1 * T[ra + ti.cast(sig[i, jp, k], ti.i32)]
+                diag += g
+                off += g * ti.cast(x[i, jp, k], f64)
+            if km >= 0:
+                g = c2 * T[ra + ti.cast(sig[i, j, km], ti.i32)]
+                diag += g
+                off += g * ti.cast(x[i, j, km], f64)
+            if kp >= 0:
+                g = c2 * T[ra + ti.cast(sig[i, j, kp], ti.i32)]
+                diag += g
+                off += g * ti.cast(x[i, j, kp], f64)
         return ti.Vector([diag, off], dt=f64)
 
     @ti.func
