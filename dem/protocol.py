@@ -144,6 +144,8 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     def result(completed: bool, stopped: str | None = None) -> CompactionResult:
         history = {c: np.asarray(hist[c], dtype=np.int64 if c in ("step", "stage") else np.float64)
                    for c in HISTORY_COLUMNS}
+        final = sim.packing(sim.pressures()[0], "final") if completed else None
+        growth = sim.growth   # a device read: before the traffic is summed
         wall = time.perf_counter() - t0
         launches, syncs = (b - a for a, b in zip(traffic0, host_traffic()))
         steps_here = max(sim.step_count - state.get("step0", 0), 1)   # steps advanced by this process
@@ -151,13 +153,13 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
                     n_steps=sim.step_count, wall_s=wall, backend=sim.backend.backend,
                     device=sim.backend.device_name, default_fp=params.default_fp, n_particles=sim.n,
                     skin_m=sim.skin, neighbour_builds=sim.nlist.builds, pair_capacity_grows=sim.nlist.grow_events,
-                    particle_steps_per_s=sim.n * sim.step_count / max(wall, 1e-9), max_radius_growth=sim.growth,
+                    particle_steps_per_s=sim.n * sim.step_count / max(wall, 1e-9), max_radius_growth=growth,
                     contact_model=material.contact_model, seed=seed, punch_start_m=sim.punch_z0,
                     host_launches=launches, host_syncs=syncs, host_launches_per_step=launches / steps_here,
                     host_syncs_per_step=syncs / steps_here,
                     warnings=warnings, completed=completed, stopped=stopped)
-        return CompactionResult(history=history, packings=packings, frames=frames, info=info, captures=captures,
-                                final=sim.packing(sim.pressures()[0], "final") if completed else None)
+        return CompactionResult(history=history, packings=packings, frames=frames, info=info, final=final,
+                                captures=captures)
 
     try:
         resume_stage = None

@@ -328,10 +328,11 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
         current()
     from fva.pcg import pcg_solve
 
-    want_phi = return_fields or electrode_mask is not None
-    phi, info = pcg_solve(ids, sig_of_id, em_face.astype(np.int32), c, p1, p2, preconditioner=preconditioner,
+    want = "all" if return_fields else ("outlet" if electrode_mask is not None else "")
+    areas = (d[1] * d[2], d[0] * d[2], d[0] * d[1])
+    dev, info = pcg_solve(ids, sig_of_id, em_face.astype(np.int32), c, p1, p2, preconditioner=preconditioner,
                           flux_tol=flux_tol, rtol=rtol, sigma_tol=sigma_tol, max_iter=max_iter, dtype=dtype,
-                          check_every=check_every, progress=progress, return_potential=want_phi)
+                          check_every=check_every, progress=progress, fields=want, areas=areas)
     current_A = info["current_A"]
     sigma_eff = current_A * length / area  # ΔV = 1 V
     if sigma_eff <= 0 or not math.isfinite(sigma_eff):
@@ -346,34 +347,18 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
     fields = {}
-    if want_phi:
-        fields = _fields(phi, sig_of_id[ids], em_face, c, d, p1, p2, perm, return_fields)
+    if want:
+        fields["electrode_current_A_per_m2"] = dev["outlet"]
+    if want == "all":   # back to [z, y, x]: axes and current components
+        inv = tuple(int(a) for a in np.argsort(perm))
+        fields["potential_V"] = np.transpose(dev["potential"], inv)
+        fields["current_density_A_per_m2"] = np.ascontiguousarray(
+            np.transpose(dev["current"], inv + (3,))[..., list(inv)])
     return ConductivityResult(sigma_eff_S_per_m=float(sigma_eff), tau=float(tau), flux_spread=info["spread"],
                               iterations=info["iterations"], residual=info["residual"],
                               current_imbalance=info["imbalance"], sigma_error=info["sigma_error"],
                               converged=bool(info["converged"]), percolating=True,
                               wall_s=time.perf_counter() - t0, **common, **fields)
-
-
-def _fields(phi, sig, em_face, c, d, p1, p2, perm, return_fields: bool) -> dict:
-    """Electrode current map and (optionally) potential and current density back in [z, y, x] order."""
-    from fva.reference import face_conductances, face_currents
-
-    n0 = sig.shape[0]
-    gA, gB, gC = face_conductances(sig, em_face, c, p1, p2)
-    IA, IB, IC = face_currents(phi, gA, gB, gC)
-    fields = {"electrode_current_A_per_m2": IA[n0] / (d[1] * d[2])}
-    if return_fields:
-        inv = np.argsort(perm)
-        jA = 0.5 * (IA[:-1] + IA[1:]) / (d[1] * d[2])
-        jB = 0.5 * (IB + np.roll(IB, 1, axis=1)) / (d[0] * d[2])
-        jC = 0.5 * (IC + np.roll(IC, 1, axis=2)) / (d[0] * d[1])
-        jt = np.stack([jA, jB, jC], axis=-1)  # components in permuted-axis order
-        jt = np.transpose(jt, tuple(inv) + (3,))[..., inv]
-        pot = np.where(sig > 0, phi, np.nan)
-        fields["potential_V"] = np.transpose(pot, inv)
-        fields["current_density_A_per_m2"] = np.ascontiguousarray(jt)
-    return fields
 
 
 def solve_all_axes(image: VoxelImage, axes=("x", "y", "z"), **kw) -> dict:

@@ -302,6 +302,63 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
                 s += c_jac(sig, T, em, r, z, i, j, k, c0, c1, c2, p1, p2)
         return s
 
+    @ti.func
+    def face_I(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), i, j, k, ax: ti.template(),
+               c: f64, per: ti.i32):
+        """Current (A per volt of drop) through the face of cell (i, j, k) towards +1 along array axis ``ax``.
+
+        Axis 0: the face below cell i (i = 0 the inlet at 1 V, i = n0 the outlet at 0 V); axes 1 and 2: the face
+        to the next cell, wrapping when periodic, 0 at an insulating side.
+        """
+        n0, n1, n2 = sig.shape[0], sig.shape[1], sig.shape[2]
+        out = ti.cast(0.0, f64)
+        if ti.static(ax == 0):
+            if i == 0:
+                out = 2.0 * c * sg(sig, T, 0, j, k) * (1.0 - x[0, j, k])
+            elif i == n0:
+                out = 2.0 * c * sg(sig, T, n0 - 1, j, k) * ti.cast(em[j, k], f64) * x[n0 - 1, j, k]
+            else:
+                out = c * hmi(T, sig[i - 1, j, k], sig[i, j, k]) * (x[i - 1, j, k] - x[i, j, k])
+        elif ti.static(ax == 1):
+            jn = j + 1
+            if jn == n1:
+                jn = 0 if (per != 0 and n1 > 1) else -1
+            if jn >= 0:
+                out = c * hmi(T, sig[i, j, k], sig[i, jn, k]) * (x[i, j, k] - x[i, jn, k])
+        else:
+            kn = k + 1
+            if kn == n2:
+                kn = 0 if (per != 0 and n2 > 1) else -1
+            if kn >= 0:
+                out = c * hmi(T, sig[i, j, k], sig[i, j, kn]) * (x[i, j, k] - x[i, j, kn])
+        return out
+
+    @ti.kernel
+    def fields(sig: U3, T: D1, em: I2, x: X3, pot: ti.types.ndarray(dtype=ti.f32, ndim=3),
+               jd: ti.types.ndarray(dtype=ti.f32, ndim=4), c0: f64, c1: f64, c2: f64, a0: f64, a1: f64,
+               a2: f64, p1: ti.i32, p2: ti.i32):
+        """Potential (NaN outside the conducting paths) and cell current density (A/m²: the mean of the two
+        face currents per axis over the face area ``a*``), float32 for the field files."""
+        n0, n1, n2 = sig.shape[0], sig.shape[1], sig.shape[2]
+        for i, j in ti.ndrange(n0, n1):
+            for k in range(n2):
+                nan = ti.cast(0.0, ti.f32) / ti.cast(0.0, ti.f32)
+                pot[i, j, k] = ti.cast(x[i, j, k], ti.f32) if sig[i, j, k] != 0 else nan
+                jm = j - 1 if j > 0 else n1 - 1
+                km = k - 1 if k > 0 else n2 - 1
+                IA = face_I(sig, T, em, x, i, j, k, 0, c0, 0) + face_I(sig, T, em, x, i + 1, j, k, 0, c0, 0)
+                IB = face_I(sig, T, em, x, i, j, k, 1, c1, p1) + face_I(sig, T, em, x, i, jm, k, 1, c1, p1)
+                IC = face_I(sig, T, em, x, i, j, k, 2, c2, p2) + face_I(sig, T, em, x, i, j, km, 2, c2, p2)
+                jd[i, j, k, 0] = ti.cast(0.5 * IA / a0, ti.f32)
+                jd[i, j, k, 1] = ti.cast(0.5 * IB / a1, ti.f32)
+                jd[i, j, k, 2] = ti.cast(0.5 * IC / a2, ti.f32)
+
+    @ti.kernel
+    def outlet_current(sig: U3, T: D1, em: I2, x: X3, jout: D2, c0: f64, a0: f64):
+        """Normal current density (A/m²) through every cell of the outlet face (0 where insulating)."""
+        for j, k in ti.ndrange(sig.shape[1], sig.shape[2]):
+            jout[j, k] = face_I(sig, T, em, x, sig.shape[0], j, k, 0, c0, 0) / a0
+
     @ti.kernel
     def plane_flux(sig: U3, T: D1, em: I2, x: X3, out: D2, c0: f64):
         """out[p, j] = current (A, per unit potential) through face plane p summed over k."""
@@ -656,6 +713,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
             gC[I, J, K] = ti.cast(scale * s, dt)
 
     ns = SimpleNamespace(
+        fields=fields, outlet_current=outlet_current,
         f_matvec_dot=f_matvec_dot, f_resid=f_resid, f_smooth=f_smooth, f_jacobi_dot=f_jacobi_dot,
         f_diag_inv=f_diag_inv, f_resid_restrict=f_resid_restrict, cg_update_jacobi=cg_update_jacobi,
         plane_flux=plane_flux, cg_update=cg_update, f_resid_xr=f_resid_xr, init_linear=init_linear, p_update=p_update, dot=dot, copy=copy, fill=fill,

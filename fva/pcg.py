@@ -73,7 +73,7 @@ class _Fine:
 
 
 def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, sigma_tol, max_iter, dtype,
-              check_every=None, progress=None, return_potential=True):
+              check_every=None, progress=None, fields: str = "", areas=(1.0, 1.0, 1.0)):
     """Preconditioned CG with a stopping rule that cannot be fooled by a symmetric initial guess.
 
     Converged only when, at the same iterate x, all of these hold:
@@ -88,7 +88,9 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
     A flux spread alone is necessary, not sufficient: a linear initial guess in a channel that winds
     sideways between z levels has equal plane currents (spread 1e-15) and a σ 10x too large.
 
-    Returns (potential [n0, n1, n2] in V or None, info dict).
+    ``fields``: "" (none), "outlet" (the outlet current density map) or "all" (also the potential and the
+    cell current density, float32, computed on the device); ``areas``: the face areas (m²) normal to the
+    three array axes. Returns (dict of field arrays in the permuted [n0, n1, n2] layout, info dict).
     """
     from fva.conduction_kernels import get_kernels
     from fva.multigrid import Multigrid
@@ -201,7 +203,17 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
                     rz = restart()
     if it > 0 and not st["converged"]:
         st = state()
-    phi = F.x.to_numpy() if return_potential else None
-    return phi, dict(iterations=it, spread=st["spread"], imbalance=st["imbalance"], residual=st["residual"],
+    out = {}
+    if fields:
+        jout = ti.ndarray(ti.f64, ids.shape[1:])
+        K.outlet_current(F.sig, F.T, F.em, F.x, jout, c[0], areas[0])
+        out["outlet"] = jout.to_numpy()
+    if fields == "all":
+        pot = ti.ndarray(ti.f32, ids.shape)
+        jd = ti.ndarray(ti.f32, ids.shape + (3,))
+        K.fields(F.sig, F.T, F.em, F.x, pot, jd, c[0], c[1], c[2], areas[0], areas[1], areas[2], int(p1), int(p2))
+        out["potential"] = pot.to_numpy()
+        out["current"] = jd.to_numpy()
+    return out, dict(iterations=it, spread=st["spread"], imbalance=st["imbalance"], residual=st["residual"],
                      sigma_error=st["sigma_error"], converged=st["converged"], current_A=st["mean_I"],
                      bytes_per_voxel=bytes_per_voxel(dtype, preconditioner))

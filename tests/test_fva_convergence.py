@@ -134,3 +134,28 @@ def test_load_image_refuses_an_absent_label(tmp_path):
         load_image(f, voxel_m=1e-6, phase=255)
     with pytest.raises(ValueError, match="conducting phase 1 is not"):
         load_image(f, voxel_m=1e-6)
+
+
+@pytest.mark.parametrize("axis,periodic", [("y", True), ("x", False), ("z", True)])
+def test_device_fields_match_the_host_face_currents(taichi_runtime, axis, periodic):
+    """Potential and current density computed on the device = the numpy face currents of the same potential."""
+    from fva.reference import face_conductances, face_currents
+
+    img = VoxelImage(gen.random_site((9, 8, 7), 0.6, seed=3), (1.5e-6, 1e-6, 0.7e-6), periodic=(periodic,) * 3)
+    r = solve_conductivity(img, axis, return_fields=True, dtype="f64", rtol=1e-10, flux_tol=1e-9)
+    ax = AXES[axis]
+    perm = (ax,) + tuple(a for a in range(3) if a != ax)
+    phi = np.nan_to_num(np.transpose(r.potential_V, perm).astype(np.float64))
+    sig = np.where(np.isnan(np.transpose(r.potential_V, perm)), 0.0, 1.0)
+    d = [img.voxel_m[a] for a in perm]
+    c = (d[1] * d[2] / d[0], d[0] * d[2] / d[1], d[0] * d[1] / d[2])
+    gA, gB, gC = face_conductances(sig, np.ones(sig.shape[1:]), c, periodic, periodic)
+    IA, IB, IC = face_currents(phi, gA, gB, gC)
+    jA = 0.5 * (IA[:-1] + IA[1:]) / (d[1] * d[2])
+    jB = 0.5 * (IB + np.roll(IB, 1, axis=1)) / (d[0] * d[2])
+    jC = 0.5 * (IC + np.roll(IC, 1, axis=2)) / (d[0] * d[1])
+    j = np.transpose(r.current_density_A_per_m2, perm + (3,))[..., list(perm)]
+    scale = np.abs(jA).max()
+    for comp, ref in enumerate((jA, jB, jC)):
+        np.testing.assert_allclose(j[..., comp], ref, atol=1e-6 * scale)
+    np.testing.assert_allclose(r.electrode_current_A_per_m2, IA[-1] / (d[1] * d[2]), atol=1e-6 * scale)
