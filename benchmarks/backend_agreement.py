@@ -1,7 +1,8 @@
 """Do two Taichi backends give the same answers? (CPU vs GPU agreement of the DEM curve and the FV solve.)
 
-The same compaction (seeded sizes and loose packing, Thornton–Ning, load then release) and the same
-finite-volume solve run once per backend, each in its own process (one Taichi runtime per process), and the
+The same compaction (``benchmarks/reduced_study.toml`` set up through :mod:`dem.setup` as ``pelletsim run``
+would: seeded sizes and loose packing, Thornton–Ning, load then release) and the same finite-volume solve run
+once per backend, each in its own process (one Taichi runtime per process), and the
 results are compared against stated tolerances:
 
 * DEM, relative density on the loading branch: max |ρ_A(p) − ρ_B(p)| over 12 pressures log-spaced between
@@ -28,6 +29,10 @@ Usage (from the repository root)::
     python benchmarks/backend_agreement.py --backends cpu,cuda        # on a GPU machine
     python benchmarks/backend_agreement.py --backends cpu,cpu --quick  # smoke run of the script itself
     python benchmarks/backend_agreement.py --backends cpu,vulkan --tiny [--fp f32]   # any machine with lavapipe
+    python benchmarks/backend_agreement.py --backends cpu,cuda --set particles.count=1000   # any scenario key
+
+The compaction is ``reduced_study.toml`` with the overrides ``SETUP_SETS`` (300 particles, d ≤ 30 µm in a
+60 µm die, p_y = 0.5 GPa, load to 0.5 GPa), then ``QUICK_SETS`` or ``TINY_SETS``, then each ``--set``.
 
 Writes ``benchmarks/results/agreement_<A>_<B>.json`` (``--out``) atomically with the devices, every
 figure, tolerance and verdict; prints a markdown table; exit status 1 when a check fails.
@@ -47,6 +52,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+SETUP = ROOT / "benchmarks" / "reduced_study.toml"
+SETUP_SETS = ["particles.count=300", "particles.d_max_um=30.0", "die.base_x_um=60.0", "die.base_y_um=60.0",
+              "material.yield_stress_MPa=500.0", "protocol.1.target_pressure_GPa=0.5", "run.history_every=50",
+              "run.seed=21"]
+QUICK_SETS = ["particles.count=60", "particles.d_max_um=20.0", "die.base_x_um=40.0", "die.base_y_um=40.0",
+              "protocol.1.target_pressure_GPa=0.1"]
+TINY_SETS = ["particles.count=30", "particles.d_max_um=16.0", "die.base_x_um=32.0", "die.base_y_um=32.0",
+             "die.loose_fraction=0.3", "numerics.mass_scaling=1e6"]
 
 
 def _fixed_image(n: int, seed: int = 3) -> np.ndarray:
@@ -68,19 +81,18 @@ class _Skipped(Exception):
     pass
 
 
-def _trajectory(loose, mat, L, params, cfg) -> dict:
-    """The punch driven down at ``v_approach`` for ``trajectory_steps`` steps from the loose packing (impacts,
+def _trajectory(case, steps: int) -> dict:
+    """The punch driven down at the approach speed for ``steps`` steps from the loose packing (impacts,
     neighbour rebuilds, volume correction, checks: every kernel of a step): positions, radii and p_top at the end.
     Both backends start from the same bits, so the states agree to rounding until the contact laws amplify the
     differences (the viscous damping ∝ δ^¼ at contact onset): a few hundred steps stay well below 1e-6 r."""
     from dem.simulation import Simulation
-    from dem.types import Die
 
-    sim = Simulation(loose, mat, Die(L, L, float(loose.box_m[2])), params)
-    sim.set_punch_velocity(-cfg.get("v_approach", 0.1))
-    sim.advance(int(cfg["trajectory_steps"]))
+    sim = Simulation(case.loose, case.material, case.die, case.params)
+    sim.set_punch_velocity(-case.stages[0].punch_speed_m_per_s)
+    sim.advance(int(steps))
     return dict(x=sim.x.to_numpy().tolist(), r=sim.r.to_numpy().tolist(), p_top_Pa=sim.pressures()[0],
-                box_xy=[L, L],
+                box_xy=[case.die.base_x_m, case.die.base_y_m],
                 steps=sim.step_count, rebuilds=sim.nlist.builds, max_radius_growth=sim.growth)
 
 
@@ -89,38 +101,24 @@ def run_backend(cfg: dict) -> dict:
     from fva.backend import ensure_init
 
     info = ensure_init(cfg["backend"], cfg.get("fp", "f64"))
-    from dem.loose import insert_loose
-    from dem.simulation import SimulationError, run_compaction
-    from dem.sizes import sample_diameters
-    from dem.types import Die, Material, SimParams, Stage
+    from dem.scenario import load_scenario
+    from dem.setup import compact, prepare
+    from dem.simulation import SimulationError
     from fva.conduction import solve_conductivity
     from fva.types import VoxelImage
 
-    um = 1e-6
     out = dict(backend=info.backend, device=info.device_name, taichi=info.taichi_version, default_fp=info.default_fp)
-    d = np.asarray(sample_diameters(cfg["n"], distribution="gamma", shape=1.94431, scale_m=7.04802 * um,
-                                    d_min_m=8 * um, d_max_m=cfg["d_max_um"] * um, seed=cfg["seed"]), float)
-    L = 2 * cfg["d_max_um"] * um
-    loose = insert_loose(d, L, L, target_fraction=cfg.get("fill", 0.35), seed=cfg["seed"])
-    mat = Material(density_kg_m3=1900.0, youngs_modulus_Pa=22e9, poisson_ratio=0.3, yield_stress_Pa=0.5e9,
-                   friction=0.3, wall_friction=0.1, restitution=cfg.get("restitution", 0.5), contact_model="thornton_ning")
-    v_load = cfg.get("v_load", 0.02)
-    prot = [Stage("load", cfg.get("p_approach_Pa", 20e6), punch_speed_m_per_s=cfg.get("v_approach", 0.1),
-                  name="approach"),
-            Stage("load", cfg["p_max_GPa"] * 1e9, punch_speed_m_per_s=v_load, name="load"),
-            Stage("unload", 0.0, punch_speed_m_per_s=v_load, name="release")]
-    params = SimParams(mass_scaling=cfg.get("mass_scaling", 1e5), dt_safety=0.1,
-                       history_every=cfg.get("history_every", 50), solid_fraction_points=0,
-                       backend=info.backend, default_fp=info.default_fp)
+    case = prepare(load_scenario(SETUP, cfg["sets"]), backend=info.backend, default_fp=info.default_fp,
+                   solid_fraction_points=0)
     t0 = time.perf_counter()
     if cfg.get("trajectory_steps"):
-        out["trajectory"] = _trajectory(loose, mat, L, params, cfg)
+        out["trajectory"] = _trajectory(case, cfg["trajectory_steps"])
         out["trajectory"]["wall_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
     try:
         if cfg.get("no_compaction"):
             raise _Skipped
-        res = run_compaction(loose, mat, Die(L, L, float(loose.box_m[2])), prot, params, seed=cfg["seed"])
+        res = compact(case)
         h = res.history
         out["dem"] = dict(p_Pa=h["p_top_Pa"].tolist(), rho=h["relative_density"].tolist(), step=h["step"].tolist(),
                           stage=h["stage"].tolist(), n_steps=int(res.info["n_steps"]),
@@ -192,11 +190,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="cpu,cuda", help="two backends, e.g. cpu,cuda or cpu,vulkan")
-    ap.add_argument("--n", type=int, default=300, help="particles")
-    ap.add_argument("--d-max-um", type=float, default=30.0)
-    ap.add_argument("--p-max-gpa", type=float, default=0.5)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of the compaction's scenario (benchmarks/reduced_study.toml), as pelletsim run")
     ap.add_argument("--image-n", type=int, default=96, help="edge of the fixed FV image (voxels)")
-    ap.add_argument("--seed", type=int, default=21)
     ap.add_argument("--tol-rho", type=float, default=0.01)
     ap.add_argument("--tol-sigma", type=float, default=1e-4)
     ap.add_argument("--quick", action="store_true", help="smoke run: 60 particles, 0.1 GPa, 24³ image")
@@ -211,16 +207,20 @@ def main(argv=None) -> int:
     names = [s.strip() for s in a.backends.split(",") if s.strip()]
     if len(names) != 2:
         ap.error("--backends needs exactly two names, e.g. cpu,cuda")
-    if a.quick:
-        a.n, a.d_max_um, a.p_max_gpa, a.image_n = 60, 20.0, 0.1, 24
-    cfg = dict(n=a.n, d_max_um=a.d_max_um, p_max_GPa=a.p_max_gpa, image_n=a.image_n, seed=a.seed, fp=a.fp)
+    from dem.scenario import ScenarioError, load_scenario
+
+    sets = SETUP_SETS + (QUICK_SETS if a.quick else []) + (TINY_SETS if a.tiny else []) + a.set
+    try:
+        p_max_Pa = max(st.target_Pa() for st in load_scenario(SETUP, sets).protocol)
+    except ScenarioError as exc:
+        ap.error(str(exc))                                              # one line, exit status 2
+    cfg = dict(sets=sets, image_n=24 if a.quick else a.image_n, fp=a.fp)
     if a.tiny:
-        cfg.update(n=30, d_max_um=16.0, image_n=16, fill=0.3, mass_scaling=1e6, v_approach=0.1,
-                   trajectory_steps=150, no_compaction=True)
+        cfg.update(image_n=16, trajectory_steps=150, no_compaction=True)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as ex:   # one at a time
         runs = [ex.submit(run_backend, dict(cfg, backend=b)).result() for b in names]
-    checks = compare(runs[0], runs[1], a.p_max_gpa * 1e9, a.tol_rho, a.tol_sigma, tol_x=a.tol_x, tol_p=a.tol_p)
+    checks = compare(runs[0], runs[1], p_max_Pa, a.tol_rho, a.tol_sigma, tol_x=a.tol_x, tol_p=a.tol_p)
     ok = all(c.get("ok") for c in checks.values())
     doc = dict(setup=cfg, backends=names, runs=[{k: v for k, v in r.items() if k not in ("dem", "trajectory")} |
                                                 {"trajectory_wall_s": r.get("trajectory", {}).get("wall_s")} |

@@ -11,10 +11,10 @@ Run from the repository root::
 
 What is timed
 -------------
-1. One small base packing (``--base-particles``, default 1000, gamma PSD of the study truncated to a
-   moderate window so that it compacts fast, Thornton–Ning material) is compressed with
-   ``dem.simulation.run_compaction`` to ``--base-pressure-mpa`` (default 150 MPa) and cached as .npz in
-   ``--cache-dir`` (reruns and other backends reuse it).
+1. One small base packing (``benchmarks/bench_base.toml``: ``--base-particles``, default 1000, gamma PSD of
+   the study truncated to a moderate window so that it compacts fast, Thornton–Ning material) is set up and
+   compressed as ``pelletsim run`` would (``dem.setup``) to ``--base-pressure-mpa`` (default 150 MPa) and
+   cached as .npz in ``--cache-dir`` (reruns and other backends reuse it).
 2. The base is tiled kx × ky times in x and y (the die is periodic in x and y, so every contact of the base,
    including those across the periodic faces, is preserved) to reach each requested size N.
 3. For each N a :class:`dem.simulation.Simulation` is built on the tiled state with the punch held at its
@@ -30,7 +30,7 @@ What is timed
 
 ``--study`` runs the study case (``scenarios/schneider2023_variable_pressure.toml``: 9591 particles,
 gamma a = 1.94431, b = 7.04802 µm truncated to the scenario's window, 210 × 210 µm die, load to 1.7 GPa,
-release) end to end: sizes → loose packing → compaction, with wall time, steps and the relative density at
+release) end to end through ``dem.setup``: sizes → loose packing → compaction, with wall time, steps and the relative density at
 0.5 GPa, 1.7 GPa and after release. ``--study-particles N`` keeps the die, PSD and protocol and uses N
 particles (a thinner pellet): the cost grows about as N² (particles × column height), so use it on a CPU.
 ``--study-max-overlap`` replaces the scenario's ``max_overlap_fraction`` (the scenario schema caps it at 1;
@@ -84,34 +84,12 @@ TARGETS = {
     "cpu_ratio_vs_liggghts_2_cores": 1.0,
 }
 
-# Base packing: the study's gamma PSD in a moderate window (d_max/d_min = 2.5: larger time step, fast
-# compaction), a soft thiophosphate-like Thornton–Ning material (as the shipped scenarios).
-BASE = dict(
-    shape=1.94431,
-    scale_um=7.04802,
-    d_min_um=10.0,
-    d_max_um=25.0,
-    die_um=150.0,
-    loose_fraction=0.35,
-    punch_speed_m_per_s=0.1,
-    seed=6,
-)
-QUICK_BASE = dict(BASE, d_min_um=12.0, d_max_um=20.0, die_um=60.0, punch_speed_m_per_s=0.5)
-MATERIAL = dict(
-    density_kg_m3=1900.0,
-    youngs_modulus_Pa=20e9,
-    poisson_ratio=0.3,
-    yield_stress_Pa=300e6,
-    friction=0.3,
-    wall_friction=0.1,
-    restitution=0.5,
-    contact_model="thornton_ning",
-)
-# max_overlap_fraction 1.5: under load a small particle is pressed deep into a larger one (the engine's own
-# advice for wide size distributions); the default 0.5 stops the base compaction near 20 MPa.
-NUMERICS = dict(
-    dt_safety=0.2, mass_scaling=1e4, damping=0.3, volume_correction=True, max_overlap_fraction=1.5
-)
+# Base packing: benchmarks/bench_base.toml (the study's gamma PSD in a moderate window, a soft Thornton–Ning
+# material, one load stage), with these overrides under --quick
+BASE_SCENARIO = ROOT / "benchmarks" / "bench_base.toml"
+QUICK_SETS = ["particles.d_min_um=12.0", "particles.d_max_um=20.0", "die.base_x_um=60.0", "die.base_y_um=60.0",
+              "protocol.0.punch_speed_m_per_s=0.5"]
+MAX_OVERLAP = 1.5   # passed to the engine apart (the scenario schema caps it at 1; see bench_base.toml)
 
 
 def _say(msg: str) -> None:
@@ -129,21 +107,21 @@ def engine():
 
 
 def material(contact_model: str = "thornton_ning"):
-    from dem.types import Material
+    """The base scenario's material, with another contact model (Hertz–Mindlin: no yield stress)."""
+    from dem.scenario import MaterialSection, engine_material, load_scenario
 
-    kw = dict(MATERIAL)
-    kw["contact_model"] = contact_model
+    kw = dict(load_scenario(BASE_SCENARIO).material.model_dump(), contact_model=contact_model)
     if contact_model != "thornton_ning":
-        kw["yield_stress_Pa"] = None
-    return Material(**kw)
+        kw["yield_stress_MPa"] = None
+    return engine_material(MaterialSection(**kw))
 
 
 def sim_params(backend: str, **over):
-    from dem.types import SimParams
+    """The base scenario's SimParams (f64, max_overlap_fraction = MAX_OVERLAP), with ``over`` replaced."""
+    from dem.scenario import load_scenario, to_engine
 
-    kw = dict(NUMERICS, history_every=1000, backend=backend, default_fp="f64")
-    kw.update(over)
-    return SimParams(**kw)
+    params = to_engine(load_scenario(BASE_SCENARIO), backend=backend)[4]
+    return dataclasses.replace(params, max_overlap_fraction=MAX_OVERLAP, default_fp="f64", **over)
 
 
 def tiles_for(n_target: int, n_base: int) -> tuple[int, int]:
@@ -256,79 +234,56 @@ def _git_commit():
 
 
 # ----------------------------------------------------------------------------------------- base packing
-def _base_key(n: int, cfg: dict, p_MPa: float) -> str:
-    return (
-        f"dem_base_n{n}_a{cfg['shape']:g}_b{cfg['scale_um']:g}_d{cfg['d_min_um']:g}-{cfg['d_max_um']:g}"
-        f"_L{cfg['die_um']:g}_p{p_MPa:g}MPa_s{cfg['seed']}"
-    )
+def base_scenario(n: int, p_target_Pa: float, backend: str, sets: list[str] = ()):
+    """The base packing's scenario: ``bench_base.toml`` with ``n`` particles, loaded to ``p_target_Pa``."""
+    from dem.scenario import load_scenario
+
+    return load_scenario(BASE_SCENARIO, [*sets, f"particles.count={int(n)}",
+                                         f"protocol.0.target_pressure_MPa={p_target_Pa / 1e6!r}",
+                                         f'run.backend="{backend}"'])
 
 
-def build_base(n: int, cfg: dict, p_target_Pa: float, backend: str, cache_dir: Path, rebuild: bool) -> dict:
-    """Compressed base packing (cached). Returns dict(packing, punch_z, info)."""
-    from dem.loose import insert_loose
-    from dem.sizes import sample_diameters
-    from dem.types import Die, Stage
+def _base_key(scen) -> str:
+    """Cache name of a base packing: its particle count and a hash of its resolved scenario (backend aside)."""
+    import hashlib
+
+    from dem.scenario import resolved_dict, to_toml
+
+    data = resolved_dict(scen)
+    data["run"].pop("backend")
+    return f"dem_base_n{scen.particles.count}_{hashlib.sha256(to_toml(data).encode()).hexdigest()[:12]}"
+
+
+def build_base(scen, cache_dir: Path, rebuild: bool) -> dict:
+    """The compressed base packing of ``scen`` (:func:`base_scenario`; cached), set up as ``pelletsim run`` does
+    (:mod:`dem.setup`). Returns dict(packing, punch_z, info)."""
+    from dem.setup import compact, prepare
 
     sim_mod = engine()
-    cache = Path(cache_dir) / (_base_key(n, cfg, p_target_Pa / 1e6) + ".npz")
+    n, p_target_Pa = scen.particles.count, scen.protocol[0].target_Pa()
+    cache = Path(cache_dir) / (_base_key(scen) + ".npz")
     cache_name = (
         str(cache.resolve().relative_to(ROOT)) if cache.resolve().is_relative_to(ROOT) else str(cache)
     )
     if cache.exists() and not rebuild:
-        z = np.load(cache, allow_pickle=False)
-        if bool(z["reached_target"]):
-            pk = Packing(
-                centers_m=z["centers_m"],
-                radii_m=z["radii_m"],
-                box_m=z["box_m"],
-                pressure_Pa=float(z["pressure_Pa"]),
-                label="bench base",
-            )
-            info = dict(
-                cache=cache_name,
-                cached=True,
-                method=str(z["method"]),
-                n=pk.n,
-                target_pressure_Pa=p_target_Pa,
-                pressure_Pa=float(z["pressure_Pa"]),
-                relative_density=float(z["relative_density"]),
-                build_wall_s=float(z["build_wall_s"]),
-                build_steps=int(z["build_steps"]),
-                reached_target=True,
-            )
-            _say(
-                f"base packing from cache {cache.name} ({pk.n} particles, "
-                f"{info['pressure_Pa'] / 1e6:.0f} MPa)"
-            )
-            return dict(packing=pk, punch_z=float(z["punch_z"]), info=info)
+        base = _read_base(cache, cache_name, p_target_Pa, cached=True)
+        if base["info"]["reached_target"]:
+            _say(f"base packing from cache {cache.name} ({n} particles, {base['info']['pressure_Pa'] / 1e6:.0f} MPa)")
+            return base
         _say(f"cached base {cache.name} did not reach the target pressure: compacting again")
 
-    d = sample_diameters(
-        n,
-        shape=cfg["shape"],
-        scale_m=cfg["scale_um"] * 1e-6,
-        d_min_m=cfg["d_min_um"] * 1e-6,
-        d_max_m=cfg["d_max_um"] * 1e-6,
-        seed=cfg["seed"],
-    )
-    L = cfg["die_um"] * 1e-6
-    loose = insert_loose(d, L, L, target_fraction=cfg["loose_fraction"], seed=cfg["seed"])
-    die = Die(L, L, float(loose.box_m[2]))
-    mat = material()
-    params = sim_params(backend)
-    v = cfg["punch_speed_m_per_s"]
+    case = prepare(scen, max_overlap_fraction=MAX_OVERLAP)
+    d, loose, L = case.diameters_m, case.loose, case.die.base_x_m
     v_solid = float(np.sum(np.pi / 6 * d**3))
     _say(
         f"base packing: {n} particles, d {d.min() * 1e6:.1f}–{d.max() * 1e6:.1f} µm, "
-        f"die {cfg['die_um']:g} µm, "
+        f"die {L * 1e6:g} µm, "
         f"loose height {loose.box_m[2] * 1e6:.0f} µm; compacting to {p_target_Pa / 1e6:g} MPa ..."
     )
     t0 = time.perf_counter()
     error = None
     try:
-        res = sim_mod.run_compaction(
-            loose, mat, die, [Stage("load", p_target_Pa, v)], params, seed=cfg["seed"]
-        )
+        res = compact(case)
         fin = res.final
         punch_z = float(fin.box_m[2])
         p_reached = float(fin.pressure_Pa)
@@ -341,58 +296,42 @@ def build_base(n: int, cfg: dict, p_target_Pa: float, backend: str, cache_dir: P
             f"run_compaction failed ({error[:160]}...); falling back to the last good state of a "
             f"Simulation loop at the same settings"
         )
-        fin, punch_z, p_reached, steps = _fallback_compaction(
-            sim_mod, loose, mat, die, params, v, p_target_Pa
-        )
+        fin, punch_z, p_reached, steps = _fallback_compaction(sim_mod, case)
         method = "Simulation loop (run_compaction failed)"
     wall = time.perf_counter() - t0
     rel = v_solid / (L * L * punch_z)
     reached = bool(p_reached >= 0.99 * p_target_Pa)
-    pk = Packing(
-        centers_m=fin.centers_m,
-        radii_m=fin.radii_m,
-        box_m=np.array([L, L, punch_z]),
-        pressure_Pa=p_reached,
-        label="bench base",
-    )
     cache.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(cache) as tmp:
-        np.savez_compressed(
-            tmp,
-            centers_m=pk.centers_m,
-            radii_m=pk.radii_m,
-            box_m=pk.box_m,
-            punch_z=punch_z,
-            pressure_Pa=p_reached,
-            relative_density=rel,
-            build_wall_s=wall,
-            build_steps=steps,
-            reached_target=reached,
-            method=np.str_(method),
-        )
+        np.savez_compressed(tmp, centers_m=fin.centers_m, radii_m=fin.radii_m, box_m=np.array([L, L, punch_z]),
+                            punch_z=punch_z, pressure_Pa=p_reached, relative_density=rel, build_wall_s=wall,
+                            build_steps=steps, reached_target=reached, method=np.str_(method))
     _say(
         f"base packing: {p_reached / 1e6:.1f} MPa, relative density {rel:.3f}, {steps} steps, {wall:.1f} s "
         f"-> {cache.name}"
     )
-    info = dict(
-        cache=cache_name,
-        cached=False,
-        method=method,
-        n=n,
-        target_pressure_Pa=p_target_Pa,
-        pressure_Pa=p_reached,
-        relative_density=rel,
-        build_wall_s=wall,
-        build_steps=steps,
-        reached_target=reached,
-        engine_error=error,
-    )
-    return dict(packing=pk, punch_z=punch_z, info=info)
+    base = _read_base(cache, cache_name, p_target_Pa, cached=False)
+    base["info"]["engine_error"] = error
+    return base
 
 
-def _fallback_compaction(sim_mod, loose, mat, die, params, v, p_target):
-    sim = sim_mod.Simulation(loose, mat, die, params, solid_fraction_points=0)
-    sim.set_punch_velocity(-v)
+def _read_base(cache: Path, cache_name: str, p_target_Pa: float, cached: bool) -> dict:
+    """dict(packing, punch_z, info) of a base packing saved by :func:`build_base`."""
+    with np.load(cache, allow_pickle=False) as z:
+        pk = Packing(centers_m=z["centers_m"], radii_m=z["radii_m"], box_m=z["box_m"],
+                     pressure_Pa=float(z["pressure_Pa"]), label="bench base")
+        info = dict(cache=cache_name, cached=cached, method=str(z["method"]), n=pk.n,
+                    target_pressure_Pa=p_target_Pa, pressure_Pa=float(z["pressure_Pa"]),
+                    relative_density=float(z["relative_density"]), build_wall_s=float(z["build_wall_s"]),
+                    build_steps=int(z["build_steps"]), reached_target=bool(z["reached_target"]))
+        return dict(packing=pk, punch_z=float(z["punch_z"]), info=info)
+
+
+def _fallback_compaction(sim_mod, case):
+    st = case.stages[0]
+    p_target = st.target_pressure_Pa
+    sim = sim_mod.Simulation(case.loose, case.material, case.die, case.params, solid_fraction_points=0)
+    sim.set_punch_velocity(-st.punch_speed_m_per_s)
     good = [(sim.packing(0.0), sim.punch_z, 0.0, 0)]
     try:
         while True:
@@ -419,33 +358,27 @@ def _timed(sim, nsteps: int) -> float:
     return time.perf_counter() - t
 
 
-def _volume_correction_s(sim, repeats: int = 3):
-    """Median time of one volume-correction call (the engine runs one every ``volume_every`` steps)."""
+def _median_call_s(fn, repeats: int = 3) -> float:
+    """Median wall time of ``fn()`` between two device synchronisations."""
     from fva.backend import sync
 
-    if not hasattr(sim, "volume_correction"):
-        return None
     ts = []
     for _ in range(repeats):
         sync()
         t = time.perf_counter()
-        sim.volume_correction()
+        fn()
         sync()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
+
+
+def _volume_correction_s(sim, repeats: int = 3):
+    """Median time of one volume-correction call (the engine runs one every ``volume_every`` steps)."""
+    return _median_call_s(sim.volume_correction, repeats) if hasattr(sim, "volume_correction") else None
 
 
 def _forced_rebuild_s(sim, repeats: int = 3) -> float:
-    from fva.backend import sync
-
-    ts = []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        sim._rebuild()
-        sync()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return _median_call_s(sim._rebuild, repeats)
 
 
 def _launch_overhead_s(sim, launches: int = 300, repeats: int = 5) -> dict:
@@ -619,29 +552,22 @@ def _crossing(h: dict, p_Pa: float, stages, key: str):
     return float(y[k]) if abs(p[k] - p_Pa) <= 0.02 * p_Pa else None
 
 
-def run_study(backend: str, n_particles: int | None, overrides: list[str], max_overlap=None) -> dict:
-    from dem.loose import insert_loose
-    from dem.scenario import load_scenario, to_engine
-    from dem.sizes import sample_diameters
+def run_study(backend: str, n_particles: int | None, overrides: list[str], max_overlap=None,
+              scenario: Path = STUDY_SCENARIO) -> dict:
+    """The study case end to end through the set-up path of ``pelletsim run`` (:mod:`dem.setup`): the same
+    sizes, loose packing (in spatial order) and compaction; ``final_packing_sha256`` fingerprints the result."""
+    from dem.scenario import load_scenario
+    from dem.setup import compact, make_loose, make_sizes, packing_sha256, prepare
 
     sim_mod = engine()
     ov = list(overrides or [])
     if n_particles:
         ov.insert(0, f"particles.count={int(n_particles)}")
-    scen = load_scenario(STUDY_SCENARIO, ov)
-    sizes_cfg, mat, die, stages, params = to_engine(scen, backend=backend)
-    params = dataclasses.replace(params, backend=backend)
-    if max_overlap is not None:
-        # the scenario schema caps it at 1; the engine itself takes any value (its advice: ~1.5 for wide PSDs)
-        params = dataclasses.replace(params, max_overlap_fraction=float(max_overlap))
-    full = sizes_cfg.n == 9591
+    scen = load_scenario(scenario, ov)
+    # the scenario schema caps max_overlap_fraction at 1; the engine takes any value (~1.5 for wide PSDs)
+    over = {} if max_overlap is None else dict(max_overlap_fraction=float(max_overlap))
+    full = scen.particles.count == 9591
     modified = bool(overrides) or max_overlap is not None
-    _say(
-        f"study case: {sizes_cfg.n} particles ({'full' if full else 'reduced'}"
-        f"{', modified' if modified else ''}), die "
-        f"{die.base_x_m * 1e6:.0f}x{die.base_y_m * 1e6:.0f} µm, "
-        f"{' → '.join(f'{s.kind} {s.target_pressure_Pa / 1e9:g} GPa' for s in stages)}"
-    )
     last = [0.0]
     seen = {}
 
@@ -659,26 +585,26 @@ def run_study(backend: str, n_particles: int | None, overrides: list[str], max_o
             )
 
     t0 = time.perf_counter()
-    d = np.asarray(sample_diameters(sizes_cfg.n, **sizes_cfg.kwargs(), seed=scen.run.seed), float)
+    d = make_sizes(scen)
     t_sizes = time.perf_counter() - t0
-    h_um = scen.die.fill_height_um or scen.die.column_height_um
-    loose = insert_loose(
-        d,
-        die.base_x_m,
-        die.base_y_m,
-        column_height_m=None if h_um is None else h_um * 1e-6,
-        target_fraction=scen.die.loose_fraction,
-        seed=scen.run.seed,
-    )
+    loose = make_loose(scen, d)
     t_loose = time.perf_counter() - t0 - t_sizes
-    die = dataclasses.replace(die, fill_height_m=float(loose.box_m[2]))
+    case = prepare(scen, d, loose, backend=backend, **over)
+    die, stages, params = case.die, case.stages, case.params
+    _say(
+        f"study case: {d.size} particles ({'full' if full else 'reduced'}"
+        f"{', modified' if modified else ''}), die "
+        f"{die.base_x_m * 1e6:.0f}x{die.base_y_m * 1e6:.0f} µm, "
+        f"{' → '.join(f'{s.kind} {s.target_pressure_Pa / 1e9:g} GPa' for s in stages)}"
+    )
     row = dict(
-        scenario=str(STUDY_SCENARIO.relative_to(ROOT)),
+        scenario=str(Path(scenario).resolve().relative_to(ROOT)) if Path(scenario).resolve().is_relative_to(ROOT)
+        else str(scenario),
         overrides=ov,
         max_overlap_fraction=params.max_overlap_fraction,
         full_size=full,
         modified=modified,
-        n=int(sizes_cfg.n),
+        n=int(d.size),
         d_min_m=float(d.min()),
         d_max_m=float(d.max()),
         die_m=[die.base_x_m, die.base_y_m],
@@ -697,7 +623,7 @@ def run_study(backend: str, n_particles: int | None, overrides: list[str], max_o
     )
     t1 = time.perf_counter()
     try:
-        res = sim_mod.run_compaction(loose, mat, die, stages, params, progress=progress, seed=scen.run.seed)
+        res = compact(case, progress=progress)
     except sim_mod.SimulationError as exc:
         row.update(
             ok=False,
@@ -738,7 +664,7 @@ def run_study(backend: str, n_particles: int | None, overrides: list[str], max_o
         compaction_s=t_end - t1,
         steps=int(res.info.get("n_steps", 0)),
         dt_s=float(res.info.get("dt_s", float("nan"))),
-        particle_steps_per_s=float(res.info.get("n_steps", 0)) * sizes_cfg.n / (t_end - t1),
+        particle_steps_per_s=float(res.info.get("n_steps", 0)) * d.size / (t_end - t1),
         neighbour_builds=res.info.get("neighbour_builds"),
         host_launches_per_step=res.info.get("host_launches_per_step"),
         host_syncs_per_step=res.info.get("host_syncs_per_step"),
@@ -751,6 +677,7 @@ def run_study(backend: str, n_particles: int | None, overrides: list[str], max_o
         solid_fraction_released=float(h["solid_fraction"][-1]),
         p_released_Pa=float(h["p_top_Pa"][-1]),
         warnings=list(res.info.get("warnings", [])),
+        final_packing_sha256=None if res.final is None else packing_sha256(res.final),
     )
     _say(
         f"study case: {row['wall_s']:.1f} s end to end, {row['steps']} steps, ρ_rel "
@@ -792,7 +719,8 @@ def run_liggghts(
     else:
         punch_z = base["punch_z"]
     box = np.array([state.box_m[0], state.box_m[1], punch_z])
-    m = MATERIAL
+    m = material("hertz_mindlin")
+    mass_scaling = sim_params(backend).mass_scaling
     for npr in nprocs_list:
         runs = []
         try:
@@ -802,11 +730,11 @@ def run_liggghts(
                         state.centers_m,
                         state.radii_m,
                         box,
-                        youngs_modulus_Pa=m["youngs_modulus_Pa"],
-                        poisson_ratio=m["poisson_ratio"],
-                        restitution=m["restitution"],
-                        friction=m["friction"],
-                        density_kg_m3=m["density_kg_m3"] * NUMERICS["mass_scaling"],
+                        youngs_modulus_Pa=m.youngs_modulus_Pa,
+                        poisson_ratio=m.poisson_ratio,
+                        restitution=m.restitution,
+                        friction=m.friction,
+                        density_kg_m3=m.density_kg_m3 * mass_scaling,
                         dt_s=mine["dt_s"],
                         steps=steps,
                         nprocs=npr,
@@ -1032,20 +960,21 @@ def main(argv=None) -> dict:
     import scipy
     import taichi  # version only (fva.backend owns the runtime)
 
+    from dem.scenario import resolved_dict
     from fva.backend import ensure_init
 
     info = ensure_init(a.backend, "f64", cpu_max_num_threads=a.threads)
     backend = info.backend
     if a.quick:
-        base_cfg, n_base, p_base = (
-            QUICK_BASE,
+        base_sets, n_base, p_base = (
+            QUICK_SETS,
             min(a.base_particles, 125),
             min(a.base_pressure_mpa, 20.0) * 1e6,
         )
         sizes = [4 * n_base]
         steps, repeats, warmup = (a.steps or 10), min(a.repeats, 2), min(a.warmup, 10)
     else:
-        base_cfg, n_base, p_base = BASE, a.base_particles, a.base_pressure_mpa * 1e6
+        base_sets, n_base, p_base = [], a.base_particles, a.base_pressure_mpa * 1e6
         sizes, steps, repeats, warmup = a.size_list, a.steps, a.repeats, a.warmup
     # --quick never overwrites the real figures nor leaves its tiny base beside them
     out = Path(a.out) if a.out else RESULTS / f"dem_{backend}{'_quick' if a.quick else ''}.json"
@@ -1074,16 +1003,16 @@ def main(argv=None) -> dict:
         quick=a.quick,
         args={k: v for k, v in vars(a).items() if k != "size_list"},
         targets=TARGETS,
-        material=MATERIAL,
-        numerics=NUMERICS,
-        base_psd=base_cfg,
+        max_overlap_fraction=MAX_OVERLAP,
         sizes=[],
         study=None,
         peers=None,
     )
     del taichi
     t0 = time.perf_counter()
-    base = build_base(n_base, base_cfg, p_base, backend, cache_dir, a.rebuild_base)
+    base_scen = base_scenario(n_base, p_base, backend, base_sets)
+    res["base_scenario"] = resolved_dict(base_scen)
+    base = build_base(base_scen, cache_dir, a.rebuild_base)
     res["base"] = base["info"]
     for n in sizes:
         res["sizes"].append(

@@ -8,11 +8,12 @@ on a reduced study-like set-up, fits the in-die Heckel line of each loading bran
 interpolates the p_y whose simulated Py equals the target (linear in log p_y – log Py between the two
 bracketing runs).
 
-Set-up of each run (defaults; all are options): N = 450 spheres, number-weighted gamma a = 1.94431,
-b = 7.04802 µm truncated to [8, 40] µm, 80 × 80 µm periodic die (2·d_max), random loose fill at a solid
-fraction of 0.35; E = 22 GPa, ν = 0.3, ρ = 1900 kg/m³, μ = 0.3 (walls 0.1), e = 0.5; mass scaling 1e5,
-dt = 0.1 t_Rayleigh(r_min); approach to 20 MPa at 0.1 m/s, load to 1.7 GPa at 0.02 m/s, release to
-contact loss at 0.02 m/s; volume correction on (irreversible, MDR-like, with its bulk response).
+Set-up of each run: ``benchmarks/reduced_study.toml`` through the set-up path of ``pelletsim run``
+(:mod:`dem.setup`), with the options below as overrides (defaults: N = 450 spheres, number-weighted gamma
+a = 1.94431, b = 7.04802 µm truncated to [8, 40] µm, 80 × 80 µm periodic die (2·d_max), random loose fill at
+a solid fraction of 0.35; E = 22 GPa, ν = 0.3, ρ = 1900 kg/m³, μ = 0.3 (walls 0.1), e = 0.5; mass scaling
+1e5, dt = 0.1 t_Rayleigh(r_min); approach to 20 MPa at 0.1 m/s, load to 1.7 GPa at 0.02 m/s, release to
+contact loss at 0.02 m/s; volume correction on (irreversible, MDR-like, with its bulk response)).
 Results and discussion: docs/calibration.md.
 
 Usage (from the repository root)::
@@ -49,6 +50,7 @@ if str(ROOT) not in sys.path:
 
 TARGET_PY_GPA = 0.95          # Schneider 2023, in-die Heckel Py of the <50 µm fraction (± 0.03)
 TARGET_RECOVERY = 0.04        # measured density drop on release
+SETUP = ROOT / "benchmarks" / "reduced_study.toml"
 
 
 def _interp_at(p, rho, p_at):
@@ -58,12 +60,29 @@ def _interp_at(p, rho, p_at):
     return float(np.interp(p_at, p, rho))
 
 
-def _pore_collapse_Pa(cfg: dict):
-    """p_c of the pore-collapse bulk model (Pa): a number in GPa, "yield" (= the run's p_y), or None (off)."""
-    v = cfg.get("pore_collapse_GPa")
-    if v is None:
-        return None
-    return cfg["p_y_GPa"] * 1e9 if v == "yield" else float(v) * 1e9
+def scenario_overrides(cfg: dict) -> list[str]:
+    """The run's differences from ``reduced_study.toml`` as ``--set`` overrides (the pore-collapse p_c: a
+    number in GPa, or "yield" for p_c = the run's p_y)."""
+    sets = [f"particles.count={cfg['n']}", f"particles.shape={cfg['shape']!r}", f"particles.scale_um={cfg['scale_um']!r}",
+            f"particles.d_min_um={cfg['d_min_um']!r}", f"particles.d_max_um={cfg['d_max_um']!r}",
+            f"die.base_x_um={cfg['die_um']!r}", f"die.base_y_um={cfg['die_um']!r}",
+            f"die.loose_fraction={cfg['loose_fraction']!r}", f"material.density_kg_m3={cfg['density_kg_m3']!r}",
+            f"material.youngs_modulus_GPa={cfg['E_GPa']!r}", f"material.poisson_ratio={cfg['nu']!r}",
+            f"material.yield_stress_MPa={cfg['p_y_GPa'] * 1e3!r}", f"material.friction={cfg['friction']!r}",
+            f"material.wall_friction={cfg['wall_friction']!r}", f"numerics.mass_scaling={cfg['mass_scaling']!r}",
+            f"numerics.dt_safety={cfg.get('dt_safety', 0.2)!r}",
+            f"numerics.volume_correction={'true' if cfg.get('vc', True) else 'false'}",
+            f"protocol.0.punch_speed_m_per_s={cfg['approach_speed']!r}",
+            f"protocol.1.punch_speed_m_per_s={cfg['speed']!r}", f"protocol.2.punch_speed_m_per_s={cfg['speed']!r}",
+            f"protocol.1.target_pressure_GPa={cfg['p_max_GPa']!r}", f"run.history_every={cfg['history_every']}",
+            f"run.seed={cfg['seed']}"]
+    if cfg.get("bulk_response") is not None:
+        sets.append(f"numerics.bulk_stiffness_fraction={cfg['bulk_response']!r}")
+    pc = cfg.get("pore_collapse_GPa")
+    if pc is not None:
+        pc_MPa = cfg["p_y_GPa"] * 1e3 if pc == "yield" else float(pc) * 1e3
+        sets += ['numerics.bulk_model="pore_collapse"', f"numerics.pore_collapse_MPa={pc_MPa!r}"]
+    return sets
 
 
 def run_one(cfg: dict) -> dict:
@@ -76,40 +95,26 @@ def run_one(cfg: dict) -> dict:
     if cfg.get("growth_cap") is not None:         # radius growth cap g_max of the volume correction
         _sim.MAX_RADIUS_GROWTH = float(cfg["growth_cap"])
     from dem import heckel as hk
-    from dem.loose import insert_loose
-    from dem.simulation import SimulationError, run_compaction
-    from dem.sizes import sample_diameters
-    from dem.types import Die, Material, SimParams, Stage
+    from dem.scenario import load_scenario
+    from dem.setup import compact, prepare
+    from dem.simulation import SimulationError
 
     t0 = time.perf_counter()
     um = 1e-6
-    d = np.asarray(sample_diameters(cfg["n"], distribution="gamma", shape=cfg["shape"], scale_m=cfg["scale_um"] * um,
-                                    d_min_m=cfg["d_min_um"] * um, d_max_m=cfg["d_max_um"] * um,
-                                    seed=cfg["seed"]), float)
-    L = cfg["die_um"] * um
-    loose = insert_loose(d, L, L, target_fraction=cfg["loose_fraction"], seed=cfg["seed"])
-    mat = Material(density_kg_m3=cfg["density_kg_m3"], youngs_modulus_Pa=cfg["E_GPa"] * 1e9,
-                   poisson_ratio=cfg["nu"], yield_stress_Pa=cfg["p_y_GPa"] * 1e9, friction=cfg["friction"],
-                   wall_friction=cfg["wall_friction"], restitution=0.5, contact_model="thornton_ning")
-    die = Die(L, L, float(loose.box_m[2]))
-    prot = [Stage("load", 20e6, punch_speed_m_per_s=cfg["approach_speed"], name="approach"),
-            Stage("load", cfg["p_max_GPa"] * 1e9, punch_speed_m_per_s=cfg["speed"], name="load"),
-            Stage("unload", 0.0, punch_speed_m_per_s=cfg["speed"], name="release")]
-    params = SimParams(mass_scaling=cfg["mass_scaling"], dt_safety=cfg.get("dt_safety", 0.2), damping=0.3,
-                       volume_correction=cfg.get("vc", True), bulk_stiffness_fraction=cfg.get("bulk_response"),
-                       pore_collapse_pressure_Pa=_pore_collapse_Pa(cfg),
-                       max_overlap_fraction=cfg["max_overlap_fraction"], history_every=cfg["history_every"],
-                       solid_fraction_points=4000, backend="cpu")
+    # max_overlap_fraction is passed to the engine apart: the scenario schema caps it at 1
+    case = prepare(load_scenario(SETUP, scenario_overrides(cfg)), backend="cpu", solid_fraction_points=4000,
+                   max_overlap_fraction=cfg["max_overlap_fraction"])
+    d, loose = case.diameters_m, case.loose
     out = dict(p_y_GPa=cfg["p_y_GPa"], n=int(d.size), d_min_sampled_um=float(d.min() / um),
                d_max_sampled_um=float(d.max() / um), loose_height_um=float(loose.box_m[2] / um))
     try:
-        res = run_compaction(loose, mat, die, prot, params, seed=cfg["seed"])
+        res = compact(case)
     except SimulationError as exc:
         out.update(error=str(exc), wall_s=time.perf_counter() - t0)
         return out
     h = res.history
     p, rho, st = h["p_top_Pa"], h["relative_density"], h["stage"].astype(int)
-    kinds = [s.kind for s in prot]
+    kinds = [s.kind for s in case.stages]
     load = np.isin(st, [0, 1])
     k_max = int(np.nanargmax(p))
     mask = load.copy()

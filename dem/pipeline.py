@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dem.scenario import (CaptureSpec, Scenario, ScenarioError, expand_protocol, load_scenario, resolved_dict,
-                          to_engine, to_toml)
+from dem.scenario import CaptureSpec, Scenario, load_scenario, resolved_dict, to_toml
+from dem.setup import compact, make_loose, make_sizes, prepare
 from dem.types import CompactionResult
 from fva.types import Packing
 from fva.atomic import atomic_path, write_json, write_text
@@ -110,39 +110,18 @@ class _Progress:
 
 
 # --------------------------------------------------------------------------------------------- captures
-def match_captures(packings, specs: list[CaptureSpec]) -> list[CaptureSpec | None]:
-    """Pair the engine's captured packings with the protocol's capture specs (by order, checked by pressure)."""
-    if len(packings) == len(specs):
-        return list(specs)
-    out, j = [], 0
-    for pk in packings:
-        p = float(getattr(pk, "pressure_Pa", float("nan")))
-        found = None
-        for k in range(j, len(specs)):
-            sp = specs[k]
-            if not math.isfinite(p) or abs(p - sp.pressure_Pa) <= 0.25 * sp.pressure_Pa + 5e6:
-                found, j = sp, k + 1
-                break
-        out.append(found)
-    return out
-
-
-def select_captures(scen: Scenario, packings, specs) -> list[tuple[int, object, CaptureSpec | None]]:
-    """The (index, packing, spec) triples the [conductivity] section asks to analyse."""
+def select_captures(scen: Scenario, packings, captures) -> list[tuple[int, object, CaptureSpec]]:
+    """The (index, packing, spec) triples the [conductivity] section asks to analyse: the captures of its
+    protocol (``CaptureSpec.protocol``), at ``pressures_GPa`` (nominal or pelletizing) when given."""
     cfg = scen.conductivity
-    paired = match_captures(packings, specs)
     sel = []
-    for i, (pk, sp) in enumerate(zip(packings, paired)):
-        kind = sp.kind if sp else ("load" if "load" in str(getattr(pk, "label", "")).lower() else "unload")
-        if cfg.protocol == "variable_pressure" and kind != "load":
+    for i, (pk, sp) in enumerate(zip(packings, captures, strict=True)):
+        if sp.protocol != cfg.protocol:
             continue
-        if cfg.protocol == "stack_pressure" and kind == "load":
+        if cfg.pressures_GPa and not any(math.isclose(c, g * 1e9, rel_tol=1e-6) for c in (sp.pressure_Pa,
+                                                                                         sp.pelletizing_Pa)
+                                         for g in cfg.pressures_GPa):
             continue
-        if cfg.pressures_GPa:
-            cands = [float(pk.pressure_Pa)] + ([sp.pressure_Pa, sp.pelletizing_Pa] if sp else [])
-            if not any(math.isclose(c, g * 1e9, rel_tol=0.02) for c in cands if math.isfinite(c)
-                       for g in cfg.pressures_GPa):
-                continue
         sel.append((i, pk, sp))
     return sel
 
@@ -163,12 +142,12 @@ def normalise(analysed: list[dict], at_Pa: float, x_key: str) -> float | None:
     return None
 
 
-def _history_value_at(history: dict, spec: CaptureSpec | None, p_Pa: float, key: str):
+def _history_value_at(history: dict, spec: CaptureSpec, p_Pa: float, key: str):
     if key not in history or "p_top_Pa" not in history or not len(history["p_top_Pa"]):
         return None
     p = np.asarray(history["p_top_Pa"], float)
     mask = np.ones_like(p, bool)
-    if spec is not None and "stage" in history:
+    if "stage" in history:
         m2 = np.asarray(history["stage"]) == spec.stage_index
         if m2.any():
             mask = m2
@@ -292,7 +271,7 @@ def _finish(scenario, outdir, res, progress, failed):
 
 
 
-def _write_compaction(scen: Scenario, outdir: Path, res: _Results, result, specs, stages, say):
+def _write_compaction(scen: Scenario, outdir: Path, res: _Results, result, stages, say):
     """Write what a compaction produced (complete or partial, ``result.info["completed"]``): history.csv,
     the captured packings, the Heckel analysis and the ParaView frames. Returns (history, capture metadata)."""
     data = res.data
@@ -304,27 +283,25 @@ def _write_compaction(scen: Scenario, outdir: Path, res: _Results, result, specs
     data["history_columns"] = cols
 
     # packings
-    paired = match_captures(result.packings, specs)
     cap_meta = []
-    for i, (pk, sp) in enumerate(zip(result.packings, paired)):
+    for i, (pk, sp) in enumerate(zip(result.packings, result.captures, strict=True)):
         label = pk.label or f"{pk.pressure_Pa / 1e9:.3f} GPa"
-        if sp is not None and sp.kind != "load" and "after" not in label:
+        if sp.kind != "load" and "after" not in label:
             label = f"{label} after {sp.pelletizing_Pa / 1e9:g} GPa"
         if label != pk.label:
             pk = dataclasses.replace(pk, label=label)
             result.packings[i] = pk
         name = f"{i:02d}_{slug(label)}.npz"
         meta = {"index": i, "label": pk.label, "pressure_Pa": float(pk.pressure_Pa),
-                "stage_kind": sp.kind if sp else None, "stage_index": sp.stage_index if sp else None,
-                "pelletizing_pressure_Pa": sp.pelletizing_Pa if sp else None, "cycle": sp.cycle if sp else None,
+                "nominal_pressure_Pa": sp.pressure_Pa, "stage_kind": sp.kind, "stage_index": sp.stage_index,
+                "pelletizing_pressure_Pa": sp.pelletizing_Pa, "cycle": sp.cycle, "protocol": sp.protocol,
                 "relative_density": _history_value_at(history, sp, float(pk.pressure_Pa), "relative_density"),
                 "solid_fraction": _history_value_at(history, sp, float(pk.pressure_Pa), "solid_fraction"),
                 "thickness_m": float(pk.box_m[2]), "file": f"packings/{name}"}
         cap_meta.append(meta)
         if scen.run.write_packings:
             write_packing_npz(outdir / "packings" / name, pk,
-                              pelletizing_pressure_Pa=np.float64(meta["pelletizing_pressure_Pa"] or np.nan),
-                              stage_kind=np.str_(meta["stage_kind"] or ""))
+                              pelletizing_pressure_Pa=np.float64(sp.pelletizing_Pa), stage_kind=np.str_(sp.kind))
     if result.final is not None and scen.run.write_packings:
         write_packing_npz(outdir / "packings" / "final.npz", result.final)
     data["captures"] = cap_meta
@@ -361,40 +338,24 @@ def _resume_inputs(tree: dict):
     return np.asarray(pl["d"], float), loose
 
 
-def _sizes_and_loose(scen: Scenario, outdir: Path, res: _Results, sizes_cfg, die, say):
-    """Stages 1–2: the sampled diameters and the loose packing (renumbered in spatial order)."""
+def _sizes_and_loose(scen: Scenario, outdir: Path, res: _Results, say):
+    """Stages 1–2 (:func:`dem.setup.make_sizes`, :func:`dem.setup.make_loose`), timed, reported and written."""
+    from dem.sizes import size_stats
+
     data = res.data
     T = data["timings_s"]
-    # 1. sizes -------------------------------------------------------------------------------------
-    from dem.sizes import sample_diameters, size_stats
     t = time.perf_counter()
-    d = np.asarray(sample_diameters(sizes_cfg.n, **sizes_cfg.kwargs(), seed=scen.run.seed), float)
+    d = make_sizes(scen)
     data["sizes"] = size_stats(d)
     T["sizes"] = time.perf_counter() - t
     say(f"[pelletsim] sizes: {d.size} particles, d = {d.min() * 1e6:.2f}–{d.max() * 1e6:.2f} µm, "
         f"mean {d.mean() * 1e6:.2f} µm")
-
-    # 2. loose packing -------------------------------------------------------------------------------
-    from dem.loose import LooseInsertionError, in_spatial_order, insert_loose
     t = time.perf_counter()
-    h_um = scen.die.fill_height_um or scen.die.column_height_um
-    try:
-        loose = insert_loose(d, die.base_x_m, die.base_y_m, column_height_m=None if h_um is None else h_um * 1e-6,
-                             target_fraction=scen.die.loose_fraction, seed=scen.run.seed)
-    except LooseInsertionError as exc:
-        key = "die.fill_height_um" if scen.die.fill_height_um is not None else "die.column_height_um"
-        raise ScenarioError(f"{key}: the loose fill cannot be inserted: {exc.placed} of {exc.n} particles placed "
-                            f"at solid fraction {exc.fraction:.3f} in a column {exc.height_m * 1e6:.4g} µm high "
-                            f"(insertion jams near 0.35–0.4); give {key} ≥ {exc.need_height_m * 1e6:.4g} µm "
-                            "(solid fraction 0.30), or leave it out and set die.loose_fraction") from None
-    # particles renumbered in spatial order (the sampled order is random): partners close in memory
-    loose = in_spatial_order(loose)
+    loose = make_loose(scen, d)
     T["loose"] = time.perf_counter() - t
-    die = dataclasses.replace(die, fill_height_m=float(loose.box_m[2]))
-    area = die.area_m2
-    loose_frac = float(np.sum(np.pi / 6 * d ** 3) / (area * loose.box_m[2]))
+    loose_frac = float(np.sum(np.pi / 6 * d ** 3) / (loose.box_m[0] * loose.box_m[1] * loose.box_m[2]))
     data["loose"] = {"height_m": float(loose.box_m[2]), "solid_fraction": loose_frac, "n": loose.n}
-    if h_um is None and loose_frac < 0.98 * scen.die.loose_fraction:
+    if (scen.die.fill_height_um or scen.die.column_height_um) is None and loose_frac < 0.98 * scen.die.loose_fraction:
         data.setdefault("warnings", []).append(
             f"loose packing: solid fraction {loose_frac:.3f} below die.loose_fraction = {scen.die.loose_fraction:g} "
             f"(a column of {loose.n} particles this low jams the insertion; inserted taller and settled)")
@@ -404,7 +365,7 @@ def _sizes_and_loose(scen: Scenario, outdir: Path, res: _Results, sizes_cfg, die
                           diameters_sampled_m=d)
     say(f"[pelletsim] loose packing: height {loose.box_m[2] * 1e6:.1f} µm, solid fraction {loose_frac:.3f}")
     res.flush()
-    return d, loose, die
+    return d, loose
 
 
 def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progress: bool,
@@ -414,30 +375,23 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
     data = res.data
     T = data["timings_s"]
     say = _eprint if progress else (lambda *_: None)
-    sizes_cfg, material, die, stages, params = to_engine(scen, backend=backend)
-    expanded = expand_protocol(scen)
-    specs = [c for e in expanded for c in e.captures]
-
     info = ensure_init(backend or scen.run.backend, scen.run.default_fp)
     data["backend"] = {"requested": info.requested, "backend": info.backend, "device": info.device_name,
                        "default_fp": info.default_fp, "taichi_version": info.taichi_version}
-    params = dataclasses.replace(params, backend=info.backend)
     say(f"[pelletsim] {scen.run.name}: backend {info.backend} ({info.device_name}), seed {scen.run.seed}")
 
     if resume is not None:
         d, loose = _resume_inputs(resume)
-        die = dataclasses.replace(die, fill_height_m=float(loose.box_m[2]))
         where = ("after the compaction" if "completed" in resume
                  else f"the compaction at step {int(resume['meta_step'])}")
         say(f"[pelletsim] resuming {where} from {outdir}/checkpoint.npz")
     else:
-        d, loose, die = _sizes_and_loose(scen, outdir, res, sizes_cfg, die, say)
+        d, loose = _sizes_and_loose(scen, outdir, res, say)
+    case = prepare(scen, d, loose, backend=info.backend)
+    stages = case.stages
 
     # 3. compaction ----------------------------------------------------------------------------------
     from dem.checkpoint import CHECKPOINT_NAME, Checkpointer, checkpoint_meta
-    from dem.preflight import check_time_step
-    from dem.simulation import run_compaction
-    check_time_step(scen, float(np.min(loose.radii_m)))   # the smallest particle drawn sets the bound
     t = time.perf_counter()
     ckpt = Checkpointer(outdir / CHECKPOINT_NAME, scen.run.checkpoint_every_s,
                         extra={"meta": checkpoint_meta(scen),
@@ -455,8 +409,8 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
             result = result_from_tree(done)
         else:
             with ckpt.signals():
-                result = run_compaction(loose, material, die, stages, params, progress=_Progress(progress, stages),
-                                        seed=scen.run.seed, on_row=rows, checkpoint=ckpt, resume=resume)
+                result = compact(case, progress=_Progress(progress, stages), on_row=rows, checkpoint=ckpt,
+                                 resume=resume)
     except BaseException as exc:
         # a failure or Ctrl-C during compaction: write the history, captures and frames finished so far
         partial = getattr(exc, "partial", None)
@@ -465,12 +419,12 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
             say(f"[pelletsim] compaction stopped after {partial.info['n_steps']} steps: writing the "
                 f"{len(partial.history['step'])} history row(s) and {len(partial.packings)} capture(s) finished")
             try:
-                _, cap_meta = _write_compaction(scen, outdir, res, partial, specs, stages, say)
+                _, cap_meta = _write_compaction(scen, outdir, res, partial, stages, say)
                 # a failed compaction (not Ctrl-C): the captures it finished are still analysed
                 if not isinstance(exc, KeyboardInterrupt) and partial.packings and scen.conductivity.enabled:
                     say(f"[pelletsim] analysing the {len(partial.packings)} capture(s) finished before the failure")
                     data["conductivity_on_partial_compaction"] = True
-                    _conductivity_stage(scen, outdir, res, partial, specs, cap_meta, d, say)
+                    _conductivity_stage(scen, outdir, res, partial, cap_meta, d, say)
             except Exception as wexc:  # never mask the error that stopped the run
                 res.data.setdefault("warnings", []).append(f"partial compaction output incomplete: {wexc}")
         raise
@@ -479,8 +433,8 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
         # the finished compaction is the checkpoint now: a run stopped later resumes at the conductivity stage
         from dem.protocol import result_tree
         ckpt.write({"completed": result_tree(result), "meta_step": int(result.info.get("n_steps", 0))})
-    history, cap_meta = _write_compaction(scen, outdir, res, result, specs, stages, say)
-    _conductivity_stage(scen, outdir, res, result, specs, cap_meta, d, say)
+    history, cap_meta = _write_compaction(scen, outdir, res, result, stages, say)
+    _conductivity_stage(scen, outdir, res, result, cap_meta, d, say)
 
 
 def read_packing_npz(path) -> Packing:
@@ -502,8 +456,12 @@ def reanalyse(outdir, *, backend: str | None = None, progress: bool = True) -> d
     scen = load_scenario(outdir / "scenario.resolved.toml")
     ensure_init(backend or data.get("backend", {}).get("backend") or scen.run.backend, scen.run.default_fp)
     say = _eprint if progress else (lambda *_: None)
-    specs = [c for e in expand_protocol(scen) for c in e.captures]
     cap_meta = data.get("captures", [])
+    if any("nominal_pressure_Pa" not in m for m in cap_meta):
+        raise PipelineError(f"{outdir}/results.json: its captures do not say which protocol stage took them "
+                            "(a run of an earlier pelletsim); run the scenario again")
+    captures = [CaptureSpec(m["stage_index"], m["stage_kind"], m["nominal_pressure_Pa"], m["pelletizing_pressure_Pa"],
+                            m["cycle"]) for m in cap_meta]
     packings = [read_packing_npz(outdir / c["file"]) for c in cap_meta]
     res = _Results(outdir, data, time.perf_counter() - float(data.get("wall_time_s") or 0.0))
     data.setdefault("timings_s", {})
@@ -513,13 +471,13 @@ def reanalyse(outdir, *, backend: str | None = None, progress: bool = True) -> d
             d = z["diameters_sampled_m"] if "diameters_sampled_m" in z else 2.0 * z["radii_m"]
     else:
         d = np.concatenate([2.0 * p.radii_m for p in packings] or [np.array([1e-6])])
-    _conductivity_stage(scen, outdir, res, CompactionResult(history={}, packings=packings), specs, cap_meta, d,
-                        say)
+    _conductivity_stage(scen, outdir, res, CompactionResult(history={}, packings=packings, captures=captures),
+                        cap_meta, d, say)
     res.flush()
     return data
 
 
-def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, specs, cap_meta, d, say) -> None:
+def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, cap_meta, d, say) -> None:
     """Voxelise the selected captured packings, solve σ_eff with σ_bulk at each packing's pressure, normalise
     (Fig. 6b) and, when enabled, the microstructure metrics; results.json is flushed after every packing."""
     data = res.data
@@ -529,7 +487,7 @@ def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, spe
     data["analysed"] = []
     if not cfg.enabled:
         return
-    sel = select_captures(scen, result.packings, specs)
+    sel = select_captures(scen, result.packings, result.captures)
     # x of the Fig. 6b curves: the protocol's nominal pressures (a capture overshoots its nominal pressure a
     # little, by up to one check interval); the measured pressure is kept in pressure_Pa and sets σ_bulk
     x_key = "pelletizing_pressure_Pa" if cfg.protocol == "stack_pressure" else "nominal_pressure_Pa"
@@ -559,7 +517,7 @@ def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, spe
                                 f"(> conductivity.max_voxels = {cfg.max_voxels:.3g}); use a larger voxel")
         t = time.perf_counter()
         image = voxelise(pk, voxel_m, labels=ms.enabled)
-        p_eval = float(pk.pressure_Pa) if math.isfinite(float(pk.pressure_Pa)) else (sp.pressure_Pa if sp else 0.0)
+        p_eval = float(pk.pressure_Pa) if math.isfinite(float(pk.pressure_Pa)) else sp.pressure_Pa
         s_bulk = float(sigma_bulk_at_pressure(p_eval, sigma_ref, cfg.activation_volume_cm3_per_mol * 1e-6,
                                               cfg.p_ref_GPa * 1e9, cfg.temperature_K))
         per_axis = {}
@@ -574,9 +532,7 @@ def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, spe
         main = per_axis["z"] if "z" in per_axis else per_axis[axes[-1]]
         entry = {
             "index": i, "label": pk.label, "pressure_Pa": p_eval,
-            "nominal_pressure_Pa": sp.pressure_Pa if sp else p_eval,
-            "pelletizing_pressure_Pa": meta["pelletizing_pressure_Pa"] if meta["pelletizing_pressure_Pa"]
-            is not None else p_eval,
+            "nominal_pressure_Pa": sp.pressure_Pa, "pelletizing_pressure_Pa": sp.pelletizing_Pa,
             "stage_kind": meta["stage_kind"], "cycle": meta["cycle"],
             "relative_density": meta["relative_density"], "thickness_m": meta["thickness_m"],
             "voxel_m": voxel_m, "image_shape": list(image.shape), "porosity": image.porosity(),

@@ -9,6 +9,7 @@ v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ, k from the preceding ramp (:func:`punch
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -17,7 +18,8 @@ import numpy as np
 from fva.backend import host_traffic
 from fva.types import Packing
 from dem.simulation import RELEASE_FRACTION, Simulation, SimulationError
-from dem.types import HISTORY_COLUMNS, CompactionResult, Die, Material, ParticleFrame, SimParams, Stage
+from dem.types import (HISTORY_COLUMNS, CaptureSpec, CompactionResult, Die, Material, ParticleFrame, SimParams, Stage,
+                        capture_specs)
 
 __all__ = ["run_compaction", "punch_stiffness_estimate", "result_tree", "result_from_tree"]
 
@@ -70,8 +72,8 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
 
     Returns a :class:`CompactionResult`: history (HISTORY_COLUMNS, every ``params.history_every`` steps and at
     captures), packings captured when p_top crosses each ``stage.capture_pressures_Pa`` (rising on load,
-    falling on unload, at the end of a hold), particle frames, ``final`` packing and ``info`` (dt_s,
-    rayleigh_time_s, mass_scaling, n_steps, wall_s, backend, neighbour rebuilds, ...).
+    falling on unload, at the end of a hold) with the :class:`CaptureSpec` of each (``captures``), particle
+    frames, ``final`` packing and ``info`` (dt_s, rayleigh_time_s, mass_scaling, n_steps, wall_s, backend, neighbour rebuilds, ...).
     ``checkpoint`` (a :class:`dem.checkpoint.Checkpointer`) is asked between blocks of steps whether to save
     the whole state (engine :meth:`Simulation.state_dict` + driver); ``resume`` is such a saved tree (same
     packing, material, die, protocol and params): the run continues from it and, on the CPU, ends bitwise
@@ -89,7 +91,8 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     traffic0 = host_traffic()   # kernel launches and host syncs of this run (set-up, steps, checks, outputs)
     sim = Simulation(packing, material, die, params, seed=seed, **sim_kwargs)
     hist = {c: [] for c in HISTORY_COLUMNS}
-    packings, frames, warnings = [], [], []
+    packings, captures, frames, warnings = [], [], [], []
+    spec_of = {(c.stage_index, c.pressure_Pa): c for c in capture_specs(protocol)}
     state = dict(last_hist=-1, last_frame=-1, last_progress=time.perf_counter(), last_step=0, p_peak=0.0)
     he, fe = max(1, int(params.history_every)), int(params.frames_every)
     v_cap = params.servo_max_speed_m_per_s or max([s.punch_speed_m_per_s for s in protocol] + [0.0]) or 0.1
@@ -111,8 +114,10 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
             frames.append(sim.frame())
             state["last_frame"] = sim.step_count
 
-    def capture(si, p, label):
+    def capture(si, p, label, nominal=None):
+        # the request's identity travels with the packing: (stage, nominal pressure; a hold's is its target)
         packings.append(sim.packing(p, label))
+        captures.append(spec_of[(si, float(protocol[si].target_pressure_Pa if nominal is None else nominal))])
         record(si)
         add_frame()
 
@@ -153,17 +158,18 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
                     host_launches=launches, host_syncs=syncs, host_launches_per_step=launches / steps_here,
                     host_syncs_per_step=syncs / steps_here,
                     warnings=warnings, completed=completed, stopped=stopped)
-        return CompactionResult(history=history, packings=packings, frames=frames, info=info, final=final)
+        return CompactionResult(history=history, packings=packings, frames=frames, info=info, final=final,
+                                captures=captures)
 
     try:
         resume_stage = None
         if resume is not None:
-            resume_stage = _restore_driver(sim, resume, state, hist, packings, frames, warnings, load_track)
+            resume_stage = _restore_driver(sim, resume, state, hist, packings, captures, frames, warnings, load_track)
             state["step0"] = sim.step_count
 
         def between_blocks(ds):
             if checkpoint.due():
-                checkpoint.write(_driver_tree(sim, ds, state, hist, packings, frames, warnings, load_track))
+                checkpoint.write(_driver_tree(sim, ds, state, hist, packings, captures, frames, warnings, load_track))
                 checkpoint.after_write()
 
         _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
@@ -193,7 +199,7 @@ _FRAME_FIELDS = ("time_s", "step", "centers_m", "radii_m", "velocities_m_per_s",
 _PACKING_FIELDS = ("centers_m", "radii_m", "box_m", "periodic", "pressure_Pa", "label")
 
 
-def _driver_tree(sim, ds, state, hist, packings, frames, warnings, load_track) -> dict:
+def _driver_tree(sim, ds, state, hist, packings, captures, frames, warnings, load_track) -> dict:
     """Engine + driver state at a block boundary (see :mod:`dem.checkpoint`)."""
     return {
         "engine": sim.state_dict(),
@@ -202,22 +208,25 @@ def _driver_tree(sim, ds, state, hist, packings, frames, warnings, load_track) -
                    "warnings": list(warnings),
                    "history": {c: np.asarray(hist[c], dtype=np.int64 if c in ("step", "stage") else np.float64)
                                for c in HISTORY_COLUMNS},
-                   "packings": [{k: (np.asarray(getattr(pk, k)) if k in ("centers_m", "radii_m", "box_m")
-                                     else getattr(pk, k)) for k in _PACKING_FIELDS} for pk in packings],
+                   "packings": [_packing_tree(pk) for pk in packings],
+                   "captures": [dataclasses.asdict(c) for c in captures],
                    "frames": [{k: getattr(fr, k) for k in _FRAME_FIELDS} for fr in frames]},
         "meta_step": int(sim.step_count),
     }
 
 
+def _packing_tree(p: Packing) -> dict:
+    return {k: (np.asarray(getattr(p, k)) if k in ("centers_m", "radii_m", "box_m") else getattr(p, k))
+            for k in _PACKING_FIELDS}
+
+
 def result_tree(result: CompactionResult) -> dict:
-    """A finished compaction as checkpoint data (history, captures, frames, final packing, info)."""
-    def pk(p):
-        return {k: (np.asarray(getattr(p, k)) if k in ("centers_m", "radii_m", "box_m") else getattr(p, k))
-                for k in _PACKING_FIELDS}
+    """A finished compaction as checkpoint data (history, captures and their specs, frames, final packing, info)."""
     return {"history": {c: np.asarray(v) for c, v in result.history.items()},
-            "packings": [pk(p) for p in result.packings],
+            "packings": [_packing_tree(p) for p in result.packings],
+            "captures": [dataclasses.asdict(c) for c in result.captures],
             "frames": [{k: getattr(fr, k) for k in _FRAME_FIELDS} for fr in result.frames],
-            "final": None if result.final is None else pk(result.final), "info": dict(result.info)}
+            "final": None if result.final is None else _packing_tree(result.final), "info": dict(result.info)}
 
 
 def _packing_from(p: dict) -> Packing:
@@ -230,6 +239,7 @@ def result_from_tree(tree: dict) -> CompactionResult:
     """Inverse of :func:`result_tree`."""
     return CompactionResult(history={c: np.asarray(v) for c, v in tree["history"].items()},
                             packings=[_packing_from(p) for p in tree["packings"]],
+                            captures=[CaptureSpec(**c) for c in tree["captures"]],
                             frames=[ParticleFrame(**{k: f[k] for k in _FRAME_FIELDS}) for f in tree["frames"]],
                             info=dict(tree["info"]),
                             final=None if tree["final"] is None else _packing_from(tree["final"]))
@@ -252,7 +262,7 @@ def json_ready(d: dict) -> dict:
     return out
 
 
-def _restore_driver(sim, tree, state, hist, packings, frames, warnings, load_track) -> dict:
+def _restore_driver(sim, tree, state, hist, packings, captures, frames, warnings, load_track) -> dict:
     """Load a checkpoint tree into the engine and the driver's containers; returns the stage to resume."""
     sim.load_state_dict(tree["engine"])
     drv = tree["driver"]
@@ -260,6 +270,7 @@ def _restore_driver(sim, tree, state, hist, packings, frames, warnings, load_tra
     for c in HISTORY_COLUMNS:
         hist[c][:] = np.asarray(drv["history"][c]).tolist()
     packings[:] = [_packing_from(p) for p in drv["packings"]]
+    captures[:] = [CaptureSpec(**c) for c in drv["captures"]]
     frames[:] = [ParticleFrame(**{k: f[k] for k in _FRAME_FIELDS}) for f in drv["frames"]]
     warnings[:] = list(drv["warnings"])
     load_track[:] = [tuple(row) for row in np.asarray(drv["load_track"]).tolist()]
@@ -409,7 +420,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
             if st.kind == "load":
                 while pending and p >= pending[0]:
                     c = pending.pop(0)
-                    capture(si, p, f"load {_fmt_p(c)}")
+                    capture(si, p, f"load {_fmt_p(c)}", c)
                 if p >= target:
                     ds["done"] = True
                 nxt = min(pending[:1] + [target])
@@ -417,7 +428,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
             else:
                 while pending and p <= pending[0]:
                     c = pending.pop(0)
-                    capture(si, p, f"unload {_fmt_p(c)}")
+                    capture(si, p, f"unload {_fmt_p(c)}", c)
                 if p <= max(target, release_p):
                     ds["done"] = True          # contact lost (release) or target reached: the punch stops
                 elif s.punch_z > max(ds["z_start"], sim.punch_z0) + 2 * s.skin and p <= 0:
@@ -446,4 +457,4 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
         record(si)
         for c in pending:
             if st.kind == "unload" and c <= 0 and ds["p_prev"] <= release_p:
-                capture(si, ds["p_prev"], f"unload {_fmt_p(c)}")
+                capture(si, ds["p_prev"], f"unload {_fmt_p(c)}", c)

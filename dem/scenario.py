@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dem.types import BULK_RESPONSE, Die, Material, SimParams, Stage
+from dem.types import BULK_RESPONSE, CaptureSpec, Die, Material, SimParams, Stage, capture_specs
 
 __all__ = ["ScenarioError", "Scenario", "load_scenario", "parse_scenario", "to_engine", "expand_protocol",
            "CaptureSpec", "resolved_dict"]
@@ -531,17 +531,6 @@ def check_scenario(scen: Scenario) -> None:
 
 # --------------------------------------------------------------------------------------------- engine
 @dataclass(frozen=True)
-class CaptureSpec:
-    """A capture the protocol asks for, in the order the engine produces them."""
-
-    stage_index: int            # index in the expanded Stage list
-    kind: str                   # "load", "unload" or "hold"
-    pressure_Pa: float          # the pressure it is captured at
-    pelletizing_Pa: float       # the highest pressure reached before it (the "pelletizing" pressure)
-    cycle: int
-
-
-@dataclass(frozen=True)
 class ExpandedStage:
     stage: Stage
     kind: str
@@ -550,8 +539,7 @@ class ExpandedStage:
 
 def expand_protocol(scen: Scenario) -> list[ExpandedStage]:
     """[[protocol]] × repeat × run.protocol_cycles → engine Stages (SI) with their capture specs."""
-    out: list[ExpandedStage] = []
-    p_max = 0.0
+    stages = []
     for cyc in range(scen.run.protocol_cycles):
         for st in scen.protocol:
             for r in range(st.repeat):
@@ -559,22 +547,17 @@ def expand_protocol(scen: Scenario) -> list[ExpandedStage]:
                 caps = list(st.captures_Pa())
                 if st.kind == "hold" and st.capture and not caps:
                     caps = [tgt]
-                if st.kind == "load":
-                    p_max = max(p_max, tgt)
                 name = st.name or f"{st.kind} {tgt / 1e9:g} GPa"
                 if scen.run.protocol_cycles > 1:
                     name += f" (cycle {cyc + 1})"
                 if st.repeat > 1:
                     name += f" #{r + 1}"
-                stage = Stage(kind=st.kind, target_pressure_Pa=tgt, punch_speed_m_per_s=st.speed_m_per_s(),
-                              hold_time_s=st.hold_time_s, capture_pressures_Pa=tuple(caps), name=name)
-                idx = len(out)
-                specs = []
-                for c in caps:
-                    pel = c if st.kind == "load" else p_max
-                    specs.append(CaptureSpec(idx, st.kind, c, pel, cyc))
-                out.append(ExpandedStage(stage, st.kind, tuple(specs)))
-    return out
+                stages.append(Stage(kind=st.kind, target_pressure_Pa=tgt, punch_speed_m_per_s=st.speed_m_per_s(),
+                                    hold_time_s=st.hold_time_s, capture_pressures_Pa=tuple(caps), name=name,
+                                    cycle=cyc))
+    specs = capture_specs(stages)
+    return [ExpandedStage(stage, stage.kind, tuple(c for c in specs if c.stage_index == i))
+            for i, stage in enumerate(stages)]
 
 
 @dataclass(frozen=True)
@@ -601,6 +584,18 @@ def _um(x):
     return None if x is None else float(x) * 1e-6
 
 
+def engine_material(m: MaterialSection) -> Material:
+    """A [material] section (GPa, MPa) as the engine's :class:`dem.types.Material` (SI)."""
+    try:
+        return Material(density_kg_m3=m.density_kg_m3, youngs_modulus_Pa=m.youngs_modulus_GPa * 1e9,
+                        poisson_ratio=m.poisson_ratio,
+                        yield_stress_Pa=None if m.yield_stress_MPa is None else m.yield_stress_MPa * 1e6,
+                        friction=m.friction, wall_friction=m.wall_friction, restitution=m.restitution,
+                        rolling_friction=m.rolling_friction, contact_model=m.contact_model)
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
 def to_engine(scen: Scenario, *, backend: str | None = None):
     """Scenario → (SizesConfig, Material, Die, list[Stage], SimParams), all SI.
 
@@ -612,15 +607,7 @@ def to_engine(scen: Scenario, *, backend: str | None = None):
     sizes = SizesConfig(n=p.count, distribution=p.distribution, shape=p.shape, scale_m=_um(p.scale_um),
                         d_min_m=_um(p.d_min_um), d_max_m=_um(p.d_max_um), weighting=p.weighting,
                         histogram_csv=str(hp) if hp else None, diameter_m=_um(p.diameter_um))
-    m = scen.material
-    try:
-        material = Material(density_kg_m3=m.density_kg_m3, youngs_modulus_Pa=m.youngs_modulus_GPa * 1e9,
-                            poisson_ratio=m.poisson_ratio,
-                            yield_stress_Pa=None if m.yield_stress_MPa is None else m.yield_stress_MPa * 1e6,
-                            friction=m.friction, wall_friction=m.wall_friction, restitution=m.restitution,
-                            rolling_friction=m.rolling_friction, contact_model=m.contact_model)
-    except ValueError as exc:
-        raise ScenarioError(str(exc)) from None
+    material = engine_material(scen.material)
     d = scen.die
     h_um = d.fill_height_um or d.column_height_um
     if h_um is None:

@@ -78,6 +78,41 @@ class Stage:
     hold_time_s: float = 0.0
     capture_pressures_Pa: tuple = ()
     name: str = ""
+    cycle: int = 0                     # which repetition of the protocol (run.protocol_cycles) it belongs to
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """The identity of a captured packing, carried from the request (a Stage's capture pressures) through the
+    engine (``CompactionResult.captures``, checkpoints) to the results (results.json ``captures``)."""
+
+    stage_index: int            # index in the protocol's Stage list
+    kind: str                   # the stage's kind: "load", "unload" or "hold"
+    pressure_Pa: float          # nominal pressure, the one asked for (the Packing's pressure_Pa is the measured one)
+    pelletizing_Pa: float       # the highest load target reached before it (a load capture: its own pressure)
+    cycle: int = 0
+
+    @property
+    def protocol(self) -> str:
+        """Schneider et al. 2023's two protocols: "variable_pressure" (taken while loading, under the
+        pelletizing pressure) or "stack_pressure" (after release: unload or hold stages)."""
+        return "variable_pressure" if self.kind == "load" else "stack_pressure"
+
+
+def capture_specs(protocol) -> list[CaptureSpec]:
+    """The captures a Stage list asks for, in the order the driver takes them: a load stage's pressures
+    rising, an unload stage's falling, one at the end of a hold (at its target)."""
+    out, p_max = [], 0.0
+    for si, st in enumerate(protocol):
+        if st.kind == "load":
+            p_max = max(p_max, float(st.target_pressure_Pa))
+        caps = sorted(float(c) for c in st.capture_pressures_Pa)
+        if st.kind == "hold":
+            caps = [float(st.target_pressure_Pa)] if caps else []
+        elif st.kind == "unload":
+            caps.reverse()
+        out += [CaptureSpec(si, st.kind, c, c if st.kind == "load" else p_max, st.cycle) for c in caps]
+    return out
 
 
 # K_eff / K of the volume correction's bulk response (< 1: a penalty softened so that dt from the Rayleigh time
@@ -156,6 +191,7 @@ HISTORY_COLUMNS = ("step", "time_s", "punch_z_m", "thickness_m", "p_top_Pa", "p_
 class CompactionResult:
     """history: dict column → 1-D numpy array (columns HISTORY_COLUMNS; "stage" holds the stage index).
     packings: the Packings captured at the requested pressures, in capture order.
+    captures: the CaptureSpec of each packing (same order): which stage took it at which nominal pressure.
     frames: particle frames for ParaView.
     info: dt_s, mass_scaling, n_steps, wall_s, backend, warnings, ...
     """
@@ -165,3 +201,4 @@ class CompactionResult:
     frames: list = field(default_factory=list)
     info: dict = field(default_factory=dict)
     final: Packing | None = None
+    captures: list = field(default_factory=list)

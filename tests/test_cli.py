@@ -423,7 +423,7 @@ def test_failed_compaction_still_analyses_its_finished_captures(tmp_path, monkey
     import dataclasses
 
     from dem.simulation import SimulationError
-    from dem.types import HISTORY_COLUMNS, CompactionResult
+    from dem.types import HISTORY_COLUMNS, CaptureSpec, CompactionResult
 
     def fail(loose, *a, **k):
         z = loose.centers_m[:, 2] + loose.radii_m
@@ -435,7 +435,8 @@ def test_failed_compaction_still_analyses_its_finished_captures(tmp_path, monkey
         hist["stage"] = np.array([1, 1])
         hist["step"] = np.array([0, 100])
         exc = SimulationError("contact overlap 1.01 × the smaller diameter at step 100")
-        exc.partial = CompactionResult(history=hist, packings=[pk], info=dict(n_steps=100, completed=False))
+        exc.partial = CompactionResult(history=hist, packings=[pk], info=dict(n_steps=100, completed=False),
+                                       captures=[CaptureSpec(1, "load", 0.1e9, 0.1e9)])
         raise exc
 
     _fake_engine(monkeypatch, fail, SimulationError)
@@ -462,3 +463,23 @@ def test_reanalyse_recomputes_from_saved_captures(tiny_run, tmp_path):
     for a, b in zip(again["analysed"], res0["analysed"]):
         assert a["sigma_eff_S_per_m"] == pytest.approx(b["sigma_eff_S_per_m"], rel=1e-9)
     assert main(["reanalyse", str(tmp_path / "nothing")]) == 2
+
+
+def test_bench_study_case_is_the_packing_pelletsim_run_makes(tiny_run, load_benchmark):
+    """One set-up path: bench_dem's study case on the same scenario and seed ends in the very packing that
+    ``pelletsim run`` wrote (bitwise; the benchmark once skipped the spatial renumbering of the loose fill)."""
+    from dem.pipeline import read_packing_npz
+    from dem.setup import packing_sha256
+
+    out, res = tiny_run
+    row = load_benchmark("bench_dem").run_study("cpu", None, [], scenario=TINY)
+    assert row["ok"] and row["steps"] == res["compaction"]["n_steps"]
+    assert row["final_packing_sha256"] == packing_sha256(read_packing_npz(out / "packings" / "final.npz"))
+
+
+def test_captures_keep_their_identity_in_results(tiny_run):
+    _, res = tiny_run
+    caps = res["captures"]
+    assert [(c["stage_index"], c["stage_kind"], c["nominal_pressure_Pa"], c["protocol"]) for c in caps] == \
+        [(1, "load", 0.1e9, "variable_pressure"), (1, "load", 0.3e9, "variable_pressure")]
+    assert [a["nominal_pressure_Pa"] for a in res["analysed"]] == [0.1e9, 0.3e9]
