@@ -159,7 +159,8 @@ def _trajectory_check(a: dict, b: dict, tol_x: float, tol_p: float) -> dict:
     dr = float(np.abs(ra - np.asarray(b["r"], float)).max() / ra.min())
     dp = abs(a["p_top_Pa"] - b["p_top_Pa"]) / max(abs(a["p_top_Pa"]), 1.0)
     return dict(steps=a["steps"], max_dx_over_rmin=dx, max_dr_over_rmin=dr, p_top_a=a["p_top_Pa"],
-                p_top_b=b["p_top_Pa"], p_top_rel_diff=dp, tol=tol_x, tol_p=tol_p, ok=max(dx, dr) <= tol_x and dp <= tol_p)
+                p_top_b=b["p_top_Pa"], p_top_rel_diff=dp, tol=tol_x, tol_p=tol_p,
+                ok=max(dx, dr) <= tol_x and dp <= tol_p)
 
 
 def compare(a: dict, b: dict, p_max_Pa: float, tol_rho: float, tol_sigma: float, p_min_Pa: float = 20e6,
@@ -191,7 +192,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="cpu,cuda", help="two backends, e.g. cpu,cuda or cpu,vulkan")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a key of the compaction's scenario (benchmarks/reduced_study.toml), as pelletsim run")
+                    help="override a key of the compaction's scenario (benchmarks/reduced_study.toml), "
+                         "as pelletsim run")
     ap.add_argument("--image-n", type=int, default=96, help="edge of the fixed FV image (voxels)")
     ap.add_argument("--tol-rho", type=float, default=0.01)
     ap.add_argument("--tol-sigma", type=float, default=1e-4)

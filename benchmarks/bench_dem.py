@@ -30,7 +30,8 @@ What is timed
 
 ``--study`` runs the study case (``scenarios/schneider2023_variable_pressure.toml``: 9591 particles,
 gamma a = 1.94431, b = 7.04802 µm truncated to the scenario's window, 210 × 210 µm die, load to 1.7 GPa,
-release) end to end through ``dem.setup``: sizes → loose packing → compaction, with wall time, steps and the relative density at
+release) end to end through ``dem.setup``: sizes → loose packing → compaction, with wall time, steps and
+the relative density at
 0.5 GPa, 1.7 GPa and after release. ``--study-particles N`` keeps the die, PSD and protocol and uses N
 particles (a thinner pellet): the cost grows about as N² (particles × column height), so use it on a CPU.
 ``--study-max-overlap`` replaces the scenario's ``max_overlap_fraction`` (the scenario schema caps it at 1;

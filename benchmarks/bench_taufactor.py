@@ -85,7 +85,8 @@ def spheres_case(n: int, tmp: Path) -> dict:
     _pelletsim(path, tmp / "warm", ["--voxel-size", "1e-6", "--no-vti"])  # offline cache warm, as for a user
     wall, rss, res = _pelletsim(path, tmp / "ours", ["--voxel-size", "1e-6"])
     row = dict(size=n, voxels=n ** 3, solid_fraction=float(img.phase.mean()),
-               pelletsim=dict(command_wall_s=wall, command_cpu_s=res["_cpu_s"], tau=res["tau"], iterations=res["analysed"][0]["iterations"],
+               pelletsim=dict(command_wall_s=wall, command_cpu_s=res["_cpu_s"], tau=res["tau"],
+                              iterations=res["analysed"][0]["iterations"],
                               residual=res["analysed"][0]["residual"], peak_rss_B_per_voxel=rss / n ** 3))
     try:
         import taufactor  # noqa: F401
@@ -104,7 +105,8 @@ def tf500_case(path: Path, tmp: Path) -> dict:
     wall, rss, res = _pelletsim(path, tmp / "tf500", ["--voxel-size", "1e-6", "--phase", "255", "--axis", "all"])
     taus = {e["axis"]: e["tau"] for e in res["analysed"]}
     dev = {a: abs(taus[a] / TF500_TAU[a] - 1.0) for a in TF500_TAU}
-    return dict(image=path.name, command_wall_s=wall, command_cpu_s=res["_cpu_s"], peak_rss_bytes=rss, peak_rss_B_per_voxel=rss / 500 ** 3,
+    return dict(image=path.name, command_wall_s=wall, command_cpu_s=res["_cpu_s"], peak_rss_bytes=rss,
+                peak_rss_B_per_voxel=rss / 500 ** 3,
                 tau=taus, reference_tau=TF500_TAU, rel_deviation=dev, within_0p1_percent=max(dev.values()) <= 1e-3,
                 iterations={e["axis"]: e["iterations"] for e in res["analysed"]},
                 residual={e["axis"]: e["residual"] for e in res["analysed"]})

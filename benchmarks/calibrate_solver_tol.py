@@ -16,7 +16,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -26,8 +25,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sphere-n", type=int, default=64, help="edge of the packed-sphere image (voxels)")
-    ap.add_argument("--dtype", default="f32", choices=["f64", "f32"], help="work-vector precision (default: the solver default)")
-    ap.add_argument("-o", "--out", default=str(ROOT / "benchmarks" / "results" / "solver_tol_calibration.json"))
+    ap.add_argument("--dtype", default="f32", choices=["f64", "f32"],
+                    help="work-vector precision (default: the solver default)")
+    ap.add_argument("-o", "--out",
+                    default=str(ROOT / "benchmarks" / "results" / "solver_tol_calibration.json"))
     args = ap.parse_args(argv)
 
     from fva.backend import current, ensure_init

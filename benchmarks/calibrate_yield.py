@@ -63,7 +63,8 @@ def _interp_at(p, rho, p_at):
 def scenario_overrides(cfg: dict) -> list[str]:
     """The run's differences from ``reduced_study.toml`` as ``--set`` overrides (the pore-collapse p_c: a
     number in GPa, or "yield" for p_c = the run's p_y)."""
-    sets = [f"particles.count={cfg['n']}", f"particles.shape={cfg['shape']!r}", f"particles.scale_um={cfg['scale_um']!r}",
+    sets = [f"particles.count={cfg['n']}", f"particles.shape={cfg['shape']!r}",
+            f"particles.scale_um={cfg['scale_um']!r}",
             f"particles.d_min_um={cfg['d_min_um']!r}", f"particles.d_max_um={cfg['d_max_um']!r}",
             f"die.base_x_um={cfg['die_um']!r}", f"die.base_y_um={cfg['die_um']!r}",
             f"die.loose_fraction={cfg['loose_fraction']!r}", f"material.density_kg_m3={cfg['density_kg_m3']!r}",

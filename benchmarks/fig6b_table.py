@@ -9,7 +9,8 @@ pressure for the variable-pressure protocol, the pelletizing pressure for the st
 ρ_rel; σ_eff/σ_bulk; σ_eff normalised at the scenario's ``normalise_at_GPa``; τ) and the run's compaction
 figures (in-die Heckel Py over the scenario's window and the automatic one, out-of-die Py, ρ_rel at 0.5 and
 1.7 GPa, density drop at the stack pressures on the final release). The study's expected shapes
-(Schneider et al. 2023, Fig. 6b; ``docs/references.md#schneider-2023-protocols-fig-5-and-fig-6b``) are checked on the rows:
+(Schneider et al. 2023, Fig. 6b; ``docs/references.md#schneider-2023-protocols-fig-5-and-fig-6b``) are checked on
+the rows:
 
 * variable pressure — "rises through regime I, maximum near 0.5 GPa, then ln σ falls about linearly":
   the pressure of the maximum, and the least-squares slope of ln σ over the points at and above 0.5 GPa

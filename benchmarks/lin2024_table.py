@@ -302,7 +302,8 @@ def main(argv=None) -> dict:
     ap.add_argument("outdirs", nargs="+", help="`pelletsim run` output folders (or their results.json)")
     ap.add_argument("--labels", default=None, help="comma-separated powder per OUTDIR (fine,regular); "
                                                    "default: from the run name")
-    ap.add_argument("--reference", default=None, help="study figures TOML (default: the built-in REFERENCE, docs/references.md)")
+    ap.add_argument("--reference", default=None,
+                    help="study figures TOML (default: the built-in REFERENCE, docs/references.md)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="JSON path (default %(default)s)")
     ap.add_argument("--md", default=None, help="also write the markdown table to this path")
     args = ap.parse_args(argv)

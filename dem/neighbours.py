@@ -91,7 +91,7 @@ class NeighbourList:
         grid = (self.Lx, self.Ly, self.zmin, self.cx, self.cy, self.cz, self.nx, self.ny, self.nz)
         K.bin_particles(n, x, *grid, self.particle_cell, self.cell_count)
         K.exclusive_scan(self.ncell, self.cell_count, self.cell_start)
-        K.fill_cells(n, self.ncell, self.particle_cell, self.cell_start, self.cell_fill, self.cell_particles)
+        K.bucket_fill(self.ncell, n, self.particle_cell, self.cell_start, self.cell_fill, self.cell_particles)
         rn = r.to_numpy() if hasattr(r, "to_numpy") else np.asarray(r, float)
         self.r_bound.from_numpy(np.maximum.accumulate(rn[self._order])[self._pos])
         # one search pass appends the owned pairs (pair_owner and rev_pairs serve as the append buffers: both are
@@ -120,7 +120,7 @@ class NeighbourList:
         self.npairs = total
         K.count_reverse(n, total, self.partner, self.rev_count)
         K.exclusive_scan(n, self.rev_count, self.rev_start)
-        K.fill_reverse(n, total, self.partner, self.rev_start, self.rev_fill, self.rev_pairs)
+        K.bucket_fill(n, total, self.partner, self.rev_start, self.rev_fill, self.rev_pairs)
         K.sort_rows(n, self.rev_start, self.rev_pairs)
         K.snapshot_positions(n, x, r, self.x_build, self.r_build)
         self._has_old = 1

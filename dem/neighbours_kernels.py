@@ -61,14 +61,16 @@ def exclusive_scan(n: ti.i32, count: ti.types.ndarray(), start: ti.types.ndarray
 
 
 @ti.kernel
-def fill_cells(n: ti.i32, ncell: ti.i32, particle_cell: ti.types.ndarray(), cell_start: ti.types.ndarray(),
-               cell_fill: ti.types.ndarray(), cell_particles: ti.types.ndarray()):
-    for c in range(ncell):
-        cell_fill[c] = 0
-    for i in range(n):
-        c = particle_cell[i]
-        k = ti.atomic_add(cell_fill[c], 1)
-        cell_particles[cell_start[c] + k] = i
+def bucket_fill(n_buckets: ti.i32, n_items: ti.i32, bucket: ti.types.ndarray(), start: ti.types.ndarray(),
+                fill: ti.types.ndarray(), out: ti.types.ndarray()):
+    """Counting-sort fill: item i goes to ``out[start[bucket[i]] + k]``, k its arrival order in its bucket
+    (``start`` is the exclusive prefix sum of the bucket counts). Cells → particles, partners → pairs."""
+    for c in range(n_buckets):
+        fill[c] = 0
+    for i in range(n_items):
+        c = bucket[i]
+        k = ti.atomic_add(fill[c], 1)
+        out[start[c] + k] = i
 
 
 @ti.func
@@ -231,17 +233,6 @@ def count_reverse(n: ti.i32, npairs: ti.i32, partner: ti.types.ndarray(), rev_co
         rev_count[i] = 0
     for p in range(npairs):
         ti.atomic_add(rev_count[partner[p]], 1)
-
-
-@ti.kernel
-def fill_reverse(n: ti.i32, npairs: ti.i32, partner: ti.types.ndarray(), rev_start: ti.types.ndarray(),
-                 rev_fill: ti.types.ndarray(), rev_pairs: ti.types.ndarray()):
-    for i in range(n):
-        rev_fill[i] = 0
-    for p in range(npairs):
-        j = partner[p]
-        k = ti.atomic_add(rev_fill[j], 1)
-        rev_pairs[rev_start[j] + k] = p
 
 
 @ti.kernel

@@ -192,7 +192,8 @@ def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, prog
     Before anything is written the scenario passes :func:`dem.preflight.preflight` (ScenarioError) and the
     folder :func:`dem.outdir.prepare_outdir` (OutdirError: not empty without ``overwrite``, not writable).
     ``resume``: the checkpoint tree of an interrupted run in ``outdir`` (:func:`dem.checkpoint.read_resume`): the
-    compaction continues from it (or, when it had finished, the later stages run again). The compaction checkpoints itself to ``outdir/checkpoint.npz`` every
+    compaction continues from it (or, when it had finished, the later stages run again). The compaction checkpoints
+    itself to ``outdir/checkpoint.npz`` every
     ``run.checkpoint_every_s`` and on SIGTERM/SIGINT; the file is removed when the run completes.
     Raises KeyboardInterrupt (after writing what was finished, status "interrupted"),
     ``dem.simulation.SimulationError`` or :class:`PipelineError` (status "failed").

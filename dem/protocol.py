@@ -73,7 +73,8 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     Returns a :class:`CompactionResult`: history (HISTORY_COLUMNS, every ``params.history_every`` steps and at
     captures), packings captured when p_top crosses each ``stage.capture_pressures_Pa`` (rising on load,
     falling on unload, at the end of a hold) with the :class:`CaptureSpec` of each (``captures``), particle
-    frames, ``final`` packing and ``info`` (dt_s, rayleigh_time_s, mass_scaling, n_steps, wall_s, backend, neighbour rebuilds, ...).
+    frames, ``final`` packing and ``info`` (dt_s, rayleigh_time_s, mass_scaling, n_steps, wall_s, backend,
+    neighbour rebuilds, ...).
     ``checkpoint`` (a :class:`dem.checkpoint.Checkpointer`) is asked between blocks of steps whether to save
     the whole state (engine :meth:`Simulation.state_dict` + driver); ``resume`` is such a saved tree (same
     packing, material, die, protocol and params): the run continues from it and, on the CPU, ends bitwise

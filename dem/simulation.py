@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from fva.backend import PreparedKernel, ensure_init, host_traffic, ti
+from fva.backend import PreparedKernel, ensure_init, ti
 from fva.types import Packing
 from dem import simulation_kernels as SK
 from dem.contact import contact_params, rayleigh_time

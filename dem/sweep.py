@@ -103,7 +103,8 @@ def _check_lists(table: dict, where: str, unique: bool = True) -> None:
 
 
 def _short(key: str, params: dict) -> str:
-    """The shortest dotted suffix of ``key`` that no other parameter ends with (``protocol.2.target_…`` → ``2.target_…``)."""
+    """The shortest dotted suffix of ``key`` that no other parameter ends with
+    (``protocol.2.target_…`` → ``2.target_…``)."""
     parts = key.split(".")
     for n in range(1, len(parts) + 1):
         suf = ".".join(parts[-n:])

@@ -253,26 +253,12 @@ def test_verlet_criterion_never_misses_a_contact(taichi_runtime):
 def test_neighbour_list_on_vulkan_equals_brute_force():
     """On a Vulkan device (in a child process: one Taichi runtime per process) the list equals brute force: an
     atomic append inside the nested cell loops was miscompiled there (lavapipe lost ~80 % of the pairs)."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    from vulkan_child import run_on_vulkan
 
-    from fva.backend import _arch_available
-
-    if not _arch_available("vulkan"):
-        pytest.skip("no Vulkan device")
-    code = ("import numpy as np\n"
-            "from fva.backend import ensure_init\n"
-            "ensure_init('vulkan', 'f64')\n"
-            "from tests.test_dem_neighbours import _random_config, _build, _pairset\n"
-            "from dem.neighbours import brute_force_pairs\n"
-            "c, r, L, H = _random_config(np.random.default_rng(12345))\n"
-            "nl, x, rr = _build(c, r, L, H, 0.4e-6)\n"
-            "got, ref = _pairset(nl), brute_force_pairs(c, r, L, 0.4e-6)\n"
-            "print('PAIRS', len(got), len(ref), got == ref)\n")
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("PAIRS")]
-    assert line, out.stderr[-2000:]
-    n_got, n_ref, same = line[0].split()[1:]
-    assert same == "True" and int(n_ref) > 200, line[0]
+    n_got, n_ref, same = run_on_vulkan("from tests.test_dem_neighbours import _random_config, _build, _pairset\n"
+                                       "from dem.neighbours import brute_force_pairs\n"
+                                       "c, r, L, H = _random_config(np.random.default_rng(12345))\n"
+                                       "nl, x, rr = _build(c, r, L, H, 0.4e-6)\n"
+                                       "got, ref = _pairset(nl), brute_force_pairs(c, r, L, 0.4e-6)\n"
+                                       "print('PAIRS', len(got), len(ref), got == ref)\n", "PAIRS")
+    assert same == "True" and int(n_ref) > 200, (n_got, n_ref, same)
