@@ -716,7 +716,8 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         fields=fields, outlet_current=outlet_current,
         f_matvec_dot=f_matvec_dot, f_resid=f_resid, f_smooth=f_smooth, f_jacobi_dot=f_jacobi_dot,
         f_diag_inv=f_diag_inv, f_resid_restrict=f_resid_restrict, cg_update_jacobi=cg_update_jacobi,
-        plane_flux=plane_flux, cg_update=cg_update, f_resid_xr=f_resid_xr, init_linear=init_linear, p_update=p_update, dot=dot, copy=copy, fill=fill,
+        plane_flux=plane_flux, cg_update=cg_update, f_resid_xr=f_resid_xr, init_linear=init_linear,
+        p_update=p_update, dot=dot, copy=copy, fill=fill,
         c_diag_inv=c_diag_inv, c_smooth=c_smooth, c_resid=c_resid, restrict=restrict, prolong=prolong,
         prolong_f=prolong_f, build_from_sigma=build_from_sigma, build_from_coarse=build_from_coarse)
     ns.dtype = dt
