@@ -59,6 +59,21 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         return T[NTAB + ti.cast(a, ti.i32) * NTAB + ti.cast(b, ti.i32)]
 
     @ti.func
+    def side_nb(c, n, per, step):
+        """Index of the neighbour c + step (step ±1) along a side of n cells: wrapped when ``per``, −1 past an
+        insulating side or when the side has a single cell."""
+        m = c + step
+        if m < 0 or m >= n:
+            m = (m + n) % n if (per != 0 and n > 1) else -1
+        return m
+
+    @ti.func
+    def link(sig: ti.template(), T: ti.template(), x: ti.template(), ra, c: f64, ii, jj, kk):
+        """(g, g·x) of the face to neighbour (ii, jj, kk): g = c × the table's harmonic mean for row ``ra``."""
+        g = c * T[ra + ti.cast(sig[ii, jj, kk], ti.i32)]
+        return ti.Vector([g, g * ti.cast(x[ii, jj, kk], f64)], dt=f64)
+
+    @ti.func
     def f_row(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), i, j, k,
               c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
         """(diag, sum_j g_ij x_j) of the fine operator at cell (i, j, k).
@@ -67,53 +82,30 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         """
         n0, n1, n2 = sig.shape[0], sig.shape[1], sig.shape[2]
         a = ti.cast(sig[i, j, k], ti.i32)
-        diag = ti.cast(0.0, f64)
-        off = ti.cast(0.0, f64)
+        row = ti.Vector([0.0, 0.0], dt=f64)
         if a != 0:  # a removed/insulating voxel has an empty row: skip its loads (70 % of a 30 %-solid image)
             ra = NTAB + a * NTAB
             # axis 0 (solve axis): Dirichlet faces at the ends
             if i > 0:
-                g = c0 * T[ra + ti.cast(sig[i - 1, j, k], ti.i32)]
-                diag += g
-                off += g * ti.cast(x[i - 1, j, k], f64)
+                row += link(sig, T, x, ra, c0, i - 1, j, k)
             else:
-                diag += 2.0 * c0 * T[a]
+                row[0] += 2.0 * c0 * T[a]
             if i < n0 - 1:
-                g = c0 * T[ra + ti.cast(sig[i + 1, j, k], ti.i32)]
-                diag += g
-                off += g * ti.cast(x[i + 1, j, k], f64)
+                row += link(sig, T, x, ra, c0, i + 1, j, k)
             else:
-                diag += 2.0 * c0 * T[a] * ti.cast(em[j, k], f64)
+                row[0] += 2.0 * c0 * T[a] * ti.cast(em[j, k], f64)
             # sides: periodic wrap or zero flux (n == 1: no side faces)
-            jm = j - 1
-            if j == 0:
-                jm = n1 - 1 if (p1 != 0 and n1 > 1) else -1
-            jp = j + 1
-            if jp == n1:
-                jp = 0 if (p1 != 0 and n1 > 1) else -1
-            km = k - 1
-            if k == 0:
-                km = n2 - 1 if (p2 != 0 and n2 > 1) else -1
-            kp = k + 1
-            if kp == n2:
-                kp = 0 if (p2 != 0 and n2 > 1) else -1
+            jm, jp = side_nb(j, n1, p1, -1), side_nb(j, n1, p1, 1)
+            km, kp = side_nb(k, n2, p2, -1), side_nb(k, n2, p2, 1)
             if jm >= 0:
-                g = c1 * T[ra + ti.cast(sig[i, jm, k], ti.i32)]
-                diag += g
-                off += g * ti.cast(x[i, jm, k], f64)
+                row += link(sig, T, x, ra, c1, i, jm, k)
             if jp >= 0:
-                g = c1 * T[ra + ti.cast(sig[i, jp, k], ti.i32)]
-                diag += g
-                off += g * ti.cast(x[i, jp, k], f64)
+                row += link(sig, T, x, ra, c1, i, jp, k)
             if km >= 0:
-                g = c2 * T[ra + ti.cast(sig[i, j, km], ti.i32)]
-                diag += g
-                off += g * ti.cast(x[i, j, km], f64)
+                row += link(sig, T, x, ra, c2, i, j, km)
             if kp >= 0:
-                g = c2 * T[ra + ti.cast(sig[i, j, kp], ti.i32)]
-                diag += g
-                off += g * ti.cast(x[i, j, kp], f64)
-        return ti.Vector([diag, off], dt=f64)
+                row += link(sig, T, x, ra, c2, i, j, kp)
+        return row
 
     @ti.func
     def colour(i, j, k, n1, n2, o1: ti.i32, o2: ti.i32):
@@ -126,66 +118,78 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
 
     # Loop structure: on CPU a parallel loop over (i, j) rows with a serial inner k loop (about 6x
     # faster than a 3-D ndrange over an ndarray, which pays integer div/mod per element); on GPU a
-    # flat 3-D ndrange (consecutive threads on consecutive k: coalesced).
+    # flat 3-D ndrange (consecutive threads on consecutive k: coalesced). Every cell-wise kernel goes
+    # through one of the two helpers below; ``f(A, S, i, j, k)`` gets the kernel's arrays ``A`` and
+    # scalars ``S`` as tuples (compile-time bundles: no copies).
     @ti.func
-    def c_matvec(sig: ti.template(), T: ti.template(), em: ti.template(), p: ti.template(), ap: ti.template(), i, j, k,
-                 c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
-        v = f_row(sig, T, em, p, i, j, k, c0, c1, c2, p1, p2)
+    def cells_sum(f: ti.template(), A: ti.template(), S: ti.template(), n: ti.template()):
+        """Σ f(A, S, i, j, k) over the cells of A[0]: an ``n``-vector of float64 (f returns one)."""
+        shape = ti.static(A[0]).shape
+        s = ti.Vector([0.0] * n, dt=f64)
+        if ti.static(SERIAL_K):
+            for i, j in ti.ndrange(shape[0], shape[1]):
+                acc = ti.Vector([0.0] * n, dt=f64)
+                for k in range(shape[2]):
+                    acc += f(A, S, i, j, k)
+                s += acc
+        else:
+            for i, j, k in ti.ndrange(shape[0], shape[1], shape[2]):
+                s += f(A, S, i, j, k)
+        return s
+
+    @ti.func
+    def cells_do(f: ti.template(), A: ti.template(), S: ti.template()):
+        """f(A, S, i, j, k) on every cell of A[0] (no result)."""
+        shape = ti.static(A[0]).shape
+        if ti.static(SERIAL_K):
+            for i, j in ti.ndrange(shape[0], shape[1]):
+                for k in range(shape[2]):
+                    f(A, S, i, j, k)
+        else:
+            for i, j, k in ti.ndrange(shape[0], shape[1], shape[2]):
+                f(A, S, i, j, k)
+
+    @ti.func
+    def c_matvec(A: ti.template(), S: ti.template(), i, j, k):
+        sig, T, em, p, ap = ti.static(A[0], A[1], A[2], A[3], A[4])
+        v = f_row(sig, T, em, p, i, j, k, S[0], S[1], S[2], S[3], S[4])
         pv = ti.cast(p[i, j, k], f64)
         y = v[0] * pv - v[1]
         ap[i, j, k] = ti.cast(y, dt)
-        return y * pv
+        return ti.Vector([y * pv], dt=f64)
 
     @ti.kernel
     def f_matvec_dot(sig: U3, T: D1, em: I2, p: F3, ap: F3, c0: f64, c1: f64, c2: f64,
                      p1: ti.i32, p2: ti.i32) -> f64:
-        s = ti.cast(0.0, f64)
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(sig.shape[0], sig.shape[1]):
-                acc = ti.cast(0.0, f64)
-                for k in range(sig.shape[2]):
-                    acc += c_matvec(sig, T, em, p, ap, i, j, k, c0, c1, c2, p1, p2)
-                s += acc
-        else:
-            for i, j, k in ti.ndrange(sig.shape[0], sig.shape[1], sig.shape[2]):
-                s += c_matvec(sig, T, em, p, ap, i, j, k, c0, c1, c2, p1, p2)
-        return s
+        """ap = A p; returns pᵀA p."""
+        return cells_sum(c_matvec, (sig, T, em, p, ap), (c0, c1, c2, p1, p2), 1)[0]
 
     @ti.func
-    def c_fresid(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), rhs: ti.template(),
-                 out: ti.template(), i, j, k, has_rhs: ti.i32, add_bc: ti.i32,
-                 c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
-        v = f_row(sig, T, em, x, i, j, k, c0, c1, c2, p1, p2)
+    def c_fresid(A: ti.template(), S: ti.template(), i, j, k):
+        sig, T, em, x, rhs, out = ti.static(A[0], A[1], A[2], A[3], A[4], A[5])
+        c0 = S[2]
+        v = f_row(sig, T, em, x, i, j, k, c0, S[3], S[4], S[5], S[6])
         r = ti.cast(0.0, f64)
         if v[0] > 0:
             r = v[1] - v[0] * ti.cast(x[i, j, k], f64)
-            if has_rhs != 0:
+            if S[0] != 0:
                 r += ti.cast(rhs[i, j, k], f64)
-            if add_bc != 0 and i == 0:
+            if S[1] != 0 and i == 0:
                 r += 2.0 * c0 * sg(sig, T, i, j, k)
         out[i, j, k] = ti.cast(r, dt)
-        return r * r
+        return ti.Vector([r * r], dt=f64)
 
     @ti.kernel
     def f_resid(sig: U3, T: D1, em: I2, x: X3, rhs: F3, out: F3, has_rhs: ti.i32, add_bc: ti.i32,
                 c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32) -> f64:
         """out = [rhs] + [b] - A x; returns sum(out**2)."""
-        s = ti.cast(0.0, f64)
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(sig.shape[0], sig.shape[1]):
-                acc = ti.cast(0.0, f64)
-                for k in range(sig.shape[2]):
-                    acc += c_fresid(sig, T, em, x, rhs, out, i, j, k, has_rhs, add_bc, c0, c1, c2, p1, p2)
-                s += acc
-        else:
-            for i, j, k in ti.ndrange(sig.shape[0], sig.shape[1], sig.shape[2]):
-                s += c_fresid(sig, T, em, x, rhs, out, i, j, k, has_rhs, add_bc, c0, c1, c2, p1, p2)
-        return s
+        return cells_sum(c_fresid, (sig, T, em, x, rhs, out), (has_rhs, add_bc, c0, c1, c2, p1, p2), 1)[0]
 
     @ti.func
-    def c_fresid_xr(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), out: ti.template(),
-                    i, j, k, c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
-        v = f_row(sig, T, em, x, i, j, k, c0, c1, c2, p1, p2)
+    def c_fresid_xr(A: ti.template(), S: ti.template(), i, j, k):
+        sig, T, em, x, out = ti.static(A[0], A[1], A[2], A[3], A[4])
+        c0 = S[0]
+        v = f_row(sig, T, em, x, i, j, k, c0, S[1], S[2], S[3], S[4])
         r = ti.cast(0.0, f64)
         if v[0] > 0:
             r = v[1] - v[0] * x[i, j, k]
@@ -198,17 +202,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
     def f_resid_xr(sig: U3, T: D1, em: I2, x: X3, out: F3, c0: f64, c1: f64, c2: f64,
                    p1: ti.i32, p2: ti.i32) -> ti.types.vector(2, f64):
         """out = b − A x; returns (Σ r², Σ x·r) — the true residual and the first-order current error."""
-        s = ti.Vector([0.0, 0.0], dt=f64)
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(sig.shape[0], sig.shape[1]):
-                acc = ti.Vector([0.0, 0.0], dt=f64)
-                for k in range(sig.shape[2]):
-                    acc += c_fresid_xr(sig, T, em, x, out, i, j, k, c0, c1, c2, p1, p2)
-                s += acc
-        else:
-            for i, j, k in ti.ndrange(sig.shape[0], sig.shape[1], sig.shape[2]):
-                s += c_fresid_xr(sig, T, em, x, out, i, j, k, c0, c1, c2, p1, p2)
-        return s
+        return cells_sum(c_fresid_xr, (sig, T, em, x, out), (c0, c1, c2, p1, p2), 2)
 
     @ti.kernel
     def init_linear(sig: U3, x: X3):
@@ -222,34 +216,41 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
                 x[i, j, k] = v
 
     @ti.func
-    def c_fsmooth(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), rhs: ti.template(),
-                  i, j, k, c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
-        v = f_row(sig, T, em, x, i, j, k, c0, c1, c2, p1, p2)
+    def colour_sweep(f: ti.template(), A: ti.template(), S: ti.template(), col, o1, o2):
+        """f(A, S, i, j, k) on the cells of colour ``col`` of A[0]'s grid (see ``colour``): one colour of a
+        multi-colour Gauss–Seidel sweep, in place and race free."""
+        shape = ti.static(A[0]).shape
+        n1, n2 = shape[1], shape[2]
+        if ti.static(SERIAL_K):
+            for i, j in ti.ndrange(shape[0], n1):
+                jsl = 1 if (o1 != 0 and j == n1 - 1) else 0
+                if jsl == (col >> 1) & 1:
+                    if (col >> 2) & 1 == 1:
+                        k = n2 - 1
+                        if (i + j + k) & 1 == col & 1:
+                            f(A, S, i, j, k)
+                    else:
+                        kend = n2 - o2
+                        k0 = ((col & 1) + i + j) & 1
+                        for t in range((kend - k0 + 1) // 2):
+                            f(A, S, i, j, k0 + 2 * t)
+        else:
+            for i, j, k in ti.ndrange(shape[0], n1, n2):
+                if colour(i, j, k, n1, n2, o1, o2) == col:
+                    f(A, S, i, j, k)
+
+    @ti.func
+    def c_fsmooth(A: ti.template(), S: ti.template(), i, j, k):
+        sig, T, em, x, rhs = ti.static(A[0], A[1], A[2], A[3], A[4])
+        v = f_row(sig, T, em, x, i, j, k, S[0], S[1], S[2], S[3], S[4])
         if v[0] > 0:
             x[i, j, k] = ti.cast((ti.cast(rhs[i, j, k], f64) + v[1]) / v[0], dt)
 
     @ti.kernel
     def f_smooth(sig: U3, T: D1, em: I2, x: F3, rhs: F3, col: ti.i32, o1: ti.i32, o2: ti.i32,
                  c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
-        """One colour of a multi-colour Gauss-Seidel sweep (in place, race free)."""
-        n1, n2 = sig.shape[1], sig.shape[2]
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(sig.shape[0], n1):
-                jsl = 1 if (o1 != 0 and j == n1 - 1) else 0
-                if jsl == (col >> 1) & 1:
-                    if (col >> 2) & 1 == 1:
-                        k = n2 - 1
-                        if (i + j + k) & 1 == col & 1:
-                            c_fsmooth(sig, T, em, x, rhs, i, j, k, c0, c1, c2, p1, p2)
-                    else:
-                        kend = n2 - o2
-                        k0 = ((col & 1) + i + j) & 1
-                        for t in range((kend - k0 + 1) // 2):
-                            c_fsmooth(sig, T, em, x, rhs, i, j, k0 + 2 * t, c0, c1, c2, p1, p2)
-        else:
-            for i, j, k in ti.ndrange(sig.shape[0], n1, n2):
-                if colour(i, j, k, n1, n2, o1, o2) == col:
-                    c_fsmooth(sig, T, em, x, rhs, i, j, k, c0, c1, c2, p1, p2)
+        """One colour of a multi-colour Gauss-Seidel sweep on the fine level."""
+        colour_sweep(c_fsmooth, (sig, T, em, x, rhs), (c0, c1, c2, p1, p2), col, o1, o2)
 
     @ti.func
     def c_resid_block(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(),
@@ -278,29 +279,20 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
                 c_resid_block(sig, T, em, x, rhs, bc, I, J, K, c0, c1, c2, p1, p2)
 
     @ti.func
-    def c_jac(sig: ti.template(), T: ti.template(), em: ti.template(), r: ti.template(), z: ti.template(), i, j, k,
-              c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
-        v = f_row(sig, T, em, r, i, j, k, c0, c1, c2, p1, p2)
+    def c_jac(A: ti.template(), S: ti.template(), i, j, k):
+        sig, T, em, r, z = ti.static(A[0], A[1], A[2], A[3], A[4])
+        v = f_row(sig, T, em, r, i, j, k, S[0], S[1], S[2], S[3], S[4])
         zz = ti.cast(0.0, f64)
         if v[0] > 0:
             zz = ti.cast(r[i, j, k], f64) / v[0]
         z[i, j, k] = ti.cast(zz, dt)
-        return zz * ti.cast(r[i, j, k], f64)
+        return ti.Vector([zz * ti.cast(r[i, j, k], f64)], dt=f64)
 
     @ti.kernel
     def f_jacobi_dot(sig: U3, T: D1, em: I2, r: F3, z: F3, c0: f64, c1: f64, c2: f64,
                      p1: ti.i32, p2: ti.i32) -> f64:
-        s = ti.cast(0.0, f64)
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(sig.shape[0], sig.shape[1]):
-                acc = ti.cast(0.0, f64)
-                for k in range(sig.shape[2]):
-                    acc += c_jac(sig, T, em, r, z, i, j, k, c0, c1, c2, p1, p2)
-                s += acc
-        else:
-            for i, j, k in ti.ndrange(sig.shape[0], sig.shape[1], sig.shape[2]):
-                s += c_jac(sig, T, em, r, z, i, j, k, c0, c1, c2, p1, p2)
-        return s
+        """z = r / diag(A); returns rᵀz."""
+        return cells_sum(c_jac, (sig, T, em, r, z), (c0, c1, c2, p1, p2), 1)[0]
 
     @ti.func
     def face_I(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), i, j, k, ax: ti.template(),
@@ -378,45 +370,37 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
 
     # ------------------------------------------------------------------ generic vector kernels
     @ti.func
-    def c_cgu(x: ti.template(), r: ti.template(), p: ti.template(), ap: ti.template(), i, j, k, alpha: f64):
+    def c_cgu(A: ti.template(), S: ti.template(), i, j, k):
+        x, r, p, ap = ti.static(A[0], A[1], A[2], A[3])
+        alpha = S[0]
         x[i, j, k] = x[i, j, k] + alpha * ti.cast(p[i, j, k], f64)
         rn = ti.cast(r[i, j, k], f64) - alpha * ti.cast(ap[i, j, k], f64)
         r[i, j, k] = ti.cast(rn, dt)
-        return rn * rn
+        return ti.Vector([rn * rn], dt=f64)
 
     @ti.kernel
     def cg_update(x: X3, r: F3, p: F3, ap: F3, alpha: f64) -> f64:
-        s = ti.cast(0.0, f64)
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(x.shape[0], x.shape[1]):
-                acc = ti.cast(0.0, f64)
-                for k in range(x.shape[2]):
-                    acc += c_cgu(x, r, p, ap, i, j, k, alpha)
-                s += acc
-        else:
-            for i, j, k in ti.ndrange(x.shape[0], x.shape[1], x.shape[2]):
-                s += c_cgu(x, r, p, ap, i, j, k, alpha)
-        return s
+        """x += αp, r −= αAp; returns r·r."""
+        return cells_sum(c_cgu, (x, r, p, ap), (alpha,), 1)[0]
 
     @ti.func
-    def c_diaginv(sig: ti.template(), T: ti.template(), em: ti.template(), dinv: ti.template(), i, j, k,
-                  c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
-        v = f_row(sig, T, em, dinv, i, j, k, c0, c1, c2, p1, p2)
+    def c_diaginv(A: ti.template(), S: ti.template(), i, j, k):
+        sig, T, em, dinv = ti.static(A[0], A[1], A[2], A[3])
+        v = f_row(sig, T, em, dinv, i, j, k, S[0], S[1], S[2], S[3], S[4])
         d = ti.cast(0.0, f64)
         if v[0] > 0:
             d = 1.0 / v[0]
-        return d
+        dinv[i, j, k] = ti.cast(d, dt)
 
     @ti.kernel
     def f_diag_inv(sig: U3, T: D1, em: I2, dinv: F3, c0: f64, c1: f64, c2: f64, p1: ti.i32, p2: ti.i32):
         """dinv = 1/diag(A) on active cells, 0 on removed ones (reads dinv only as a dummy x)."""
-        for i, j in ti.ndrange(sig.shape[0], sig.shape[1]):
-            for k in range(sig.shape[2]):
-                dinv[i, j, k] = ti.cast(c_diaginv(sig, T, em, dinv, i, j, k, c0, c1, c2, p1, p2), dt)
+        cells_do(c_diaginv, (sig, T, em, dinv), (c0, c1, c2, p1, p2))
 
     @ti.func
-    def c_cgj(x: ti.template(), r: ti.template(), p: ti.template(), ap: ti.template(), dinv: ti.template(),
-              z: ti.template(), i, j, k, alpha: f64):
+    def c_cgj(A: ti.template(), S: ti.template(), i, j, k):
+        x, r, p, ap, dinv, z = ti.static(A[0], A[1], A[2], A[3], A[4], A[5])
+        alpha = S[0]
         x[i, j, k] = x[i, j, k] + alpha * ti.cast(p[i, j, k], f64)
         rn = ti.cast(r[i, j, k], f64) - alpha * ti.cast(ap[i, j, k], f64)
         r[i, j, k] = ti.cast(rn, dt)
@@ -427,94 +411,79 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
     @ti.kernel
     def cg_update_jacobi(x: X3, r: F3, p: F3, ap: F3, dinv: F3, z: F3, alpha: f64) -> ti.types.vector(2, f64):
         """x += αp, r −= αAp, z = r/diag; returns (r·r, r·z) (fused Jacobi-PCG step)."""
-        s = ti.Vector([0.0, 0.0], dt=f64)
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(x.shape[0], x.shape[1]):
-                acc = ti.Vector([0.0, 0.0], dt=f64)
-                for k in range(x.shape[2]):
-                    acc += c_cgj(x, r, p, ap, dinv, z, i, j, k, alpha)
-                s += acc
-        else:
-            for i, j, k in ti.ndrange(x.shape[0], x.shape[1], x.shape[2]):
-                s += c_cgj(x, r, p, ap, dinv, z, i, j, k, alpha)
-        return s
+        return cells_sum(c_cgj, (x, r, p, ap, dinv, z), (alpha,), 2)
+
+    @ti.func
+    def c_pup(A: ti.template(), S: ti.template(), i, j, k):
+        p, z = ti.static(A[0], A[1])
+        p[i, j, k] = ti.cast(ti.cast(z[i, j, k], f64) + S[0] * ti.cast(p[i, j, k], f64), dt)
 
     @ti.kernel
     def p_update(p: F3, z: F3, beta: f64):
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(p.shape[0], p.shape[1]):
-                for k in range(p.shape[2]):
-                    p[i, j, k] = ti.cast(ti.cast(z[i, j, k], f64) + beta * ti.cast(p[i, j, k], f64), dt)
-        else:
-            for i, j, k in ti.ndrange(p.shape[0], p.shape[1], p.shape[2]):
-                p[i, j, k] = ti.cast(ti.cast(z[i, j, k], f64) + beta * ti.cast(p[i, j, k], f64), dt)
+        """p = z + βp."""
+        cells_do(c_pup, (p, z), (beta,))
+
+    @ti.func
+    def c_dot(A: ti.template(), S: ti.template(), i, j, k):
+        a, b = ti.static(A[0], A[1])
+        return ti.Vector([ti.cast(a[i, j, k], f64) * ti.cast(b[i, j, k], f64)], dt=f64)
 
     @ti.kernel
     def dot(a: F3, b: F3) -> f64:
-        s = ti.cast(0.0, f64)
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(a.shape[0], a.shape[1]):
-                acc = ti.cast(0.0, f64)
-                for k in range(a.shape[2]):
-                    acc += ti.cast(a[i, j, k], f64) * ti.cast(b[i, j, k], f64)
-                s += acc
-        else:
-            for i, j, k in ti.ndrange(a.shape[0], a.shape[1], a.shape[2]):
-                s += ti.cast(a[i, j, k], f64) * ti.cast(b[i, j, k], f64)
-        return s
+        return cells_sum(c_dot, (a, b), (), 1)[0]
+
+    @ti.func
+    def c_copy(A: ti.template(), S: ti.template(), i, j, k):
+        src, dst = ti.static(A[0], A[1])
+        dst[i, j, k] = src[i, j, k]
 
     @ti.kernel
     def copy(src: F3, dst: F3):
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(src.shape[0], src.shape[1]):
-                for k in range(src.shape[2]):
-                    dst[i, j, k] = src[i, j, k]
-        else:
-            for i, j, k in ti.ndrange(src.shape[0], src.shape[1], src.shape[2]):
-                dst[i, j, k] = src[i, j, k]
+        cells_do(c_copy, (src, dst), ())
+
+    @ti.func
+    def c_fill(A: ti.template(), S: ti.template(), i, j, k):
+        a = ti.static(A[0])
+        a[i, j, k] = ti.cast(S[0], dt)
 
     @ti.kernel
     def fill(a: F3, v: f64):
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(a.shape[0], a.shape[1]):
-                for k in range(a.shape[2]):
-                    a[i, j, k] = ti.cast(v, dt)
-        else:
-            for i, j, k in ti.ndrange(a.shape[0], a.shape[1], a.shape[2]):
-                a[i, j, k] = ti.cast(v, dt)
+        cells_do(c_fill, (a,), (v,))
 
     # ------------------------------------------------------------------ multigrid
     @ti.func
+    def side_pair(g: ti.template(), x: ti.template(), i, j, k, ax: ti.template(), per):
+        """g[c]·x[c+1] + g[c−1]·x[c−1] along side axis ``ax`` (wrapping when ``per``; nothing past an
+        insulating side, nothing for a single cell)."""
+        n = x.shape[ax]
+        off = ti.cast(0.0, f64)
+        if n > 1:
+            up = ti.Vector([i, j, k])
+            up[ax] += 1
+            if up[ax] >= n:
+                up[ax] = 0 if per != 0 else -1
+            if up[ax] >= 0:
+                off += ti.cast(g[i, j, k], f64) * ti.cast(x[up[0], up[1], up[2]], f64)
+            dn = ti.Vector([i, j, k])
+            dn[ax] -= 1
+            if dn[ax] < 0:
+                dn[ax] = n - 1 if per != 0 else -1
+            if dn[ax] >= 0:
+                off += ti.cast(g[dn[0], dn[1], dn[2]], f64) * ti.cast(x[dn[0], dn[1], dn[2]], f64)
+        return off
+
+    @ti.func
     def c_off(gA: ti.template(), gB: ti.template(), gC: ti.template(), x: ti.template(), i, j, k,
               p1: ti.i32, p2: ti.i32):
-        n0, n1, n2 = x.shape[0], x.shape[1], x.shape[2]
+        """Σ_j g_ij x_j of a coarse-level row (explicit face conductances)."""
+        n0 = x.shape[0]
         off = ti.cast(0.0, f64)
         if i > 0:
             off += ti.cast(gA[i, j, k], f64) * ti.cast(x[i - 1, j, k], f64)
         if i < n0 - 1:
             off += ti.cast(gA[i + 1, j, k], f64) * ti.cast(x[i + 1, j, k], f64)
-        if n1 > 1:
-            jp = j + 1
-            if jp >= n1:
-                jp = 0 if p1 != 0 else -1
-            if jp >= 0:
-                off += ti.cast(gB[i, j, k], f64) * ti.cast(x[i, jp, k], f64)
-            jm = j - 1
-            if jm < 0:
-                jm = n1 - 1 if p1 != 0 else -1
-            if jm >= 0:
-                off += ti.cast(gB[i, jm, k], f64) * ti.cast(x[i, jm, k], f64)
-        if n2 > 1:
-            kp = k + 1
-            if kp >= n2:
-                kp = 0 if p2 != 0 else -1
-            if kp >= 0:
-                off += ti.cast(gC[i, j, k], f64) * ti.cast(x[i, j, kp], f64)
-            km = k - 1
-            if km < 0:
-                km = n2 - 1 if p2 != 0 else -1
-            if km >= 0:
-                off += ti.cast(gC[i, j, km], f64) * ti.cast(x[i, j, km], f64)
+        off += side_pair(gB, x, i, j, k, 1, p1)
+        off += side_pair(gC, x, i, j, k, 2, p2)
         return off
 
     @ti.kernel
@@ -540,57 +509,37 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
             dinv[i, j, k] = ti.cast(v, dt)
 
     @ti.func
-    def c_csmooth(gA: ti.template(), gB: ti.template(), gC: ti.template(), dinv: ti.template(),
-                  x: ti.template(), rhs: ti.template(), i, j, k, p1: ti.i32, p2: ti.i32):
+    def c_csmooth(A: ti.template(), S: ti.template(), i, j, k):
+        x, gA, gB, gC, dinv, rhs = ti.static(A[0], A[1], A[2], A[3], A[4], A[5])
         di = ti.cast(dinv[i, j, k], f64)
         if di > 0:
-            off = c_off(gA, gB, gC, x, i, j, k, p1, p2)
+            off = c_off(gA, gB, gC, x, i, j, k, S[0], S[1])
             x[i, j, k] = ti.cast((ti.cast(rhs[i, j, k], f64) + off) * di, dt)
 
     @ti.kernel
     def c_smooth(gA: F3, gB: F3, gC: F3, dinv: F3, x: F3, rhs: F3, col: ti.i32, o1: ti.i32,
                  o2: ti.i32, p1: ti.i32, p2: ti.i32):
-        n1, n2 = x.shape[1], x.shape[2]
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(x.shape[0], n1):
-                jsl = 1 if (o1 != 0 and j == n1 - 1) else 0
-                if jsl == (col >> 1) & 1:
-                    if (col >> 2) & 1 == 1:
-                        k = n2 - 1
-                        if (i + j + k) & 1 == col & 1:
-                            c_csmooth(gA, gB, gC, dinv, x, rhs, i, j, k, p1, p2)
-                    else:
-                        kend = n2 - o2
-                        k0 = ((col & 1) + i + j) & 1
-                        for t in range((kend - k0 + 1) // 2):
-                            c_csmooth(gA, gB, gC, dinv, x, rhs, i, j, k0 + 2 * t, p1, p2)
-        else:
-            for i, j, k in ti.ndrange(x.shape[0], n1, n2):
-                if colour(i, j, k, n1, n2, o1, o2) == col:
-                    c_csmooth(gA, gB, gC, dinv, x, rhs, i, j, k, p1, p2)
+        """One colour of a multi-colour Gauss-Seidel sweep on a coarse level."""
+        colour_sweep(c_csmooth, (x, gA, gB, gC, dinv, rhs), (p1, p2), col, o1, o2)
 
     @ti.func
-    def c_cresid(gA: ti.template(), gB: ti.template(), gC: ti.template(), dinv: ti.template(),
-                 x: ti.template(), rhs: ti.template(), out: ti.template(), i, j, k, p1: ti.i32, p2: ti.i32):
+    def c_cresid(A: ti.template(), S: ti.template(), i, j, k):
+        x, gA, gB, gC, dinv, rhs, out = ti.static(A[0], A[1], A[2], A[3], A[4], A[5], A[6])
         di = ti.cast(dinv[i, j, k], f64)
         r = ti.cast(0.0, f64)
         if di > 0:
-            off = c_off(gA, gB, gC, x, i, j, k, p1, p2)
+            off = c_off(gA, gB, gC, x, i, j, k, S[0], S[1])
             r = ti.cast(rhs[i, j, k], f64) + off - ti.cast(x[i, j, k], f64) / di
         out[i, j, k] = ti.cast(r, dt)
 
     @ti.kernel
     def c_resid(gA: F3, gB: F3, gC: F3, dinv: F3, x: F3, rhs: F3, out: F3, p1: ti.i32, p2: ti.i32):
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(x.shape[0], x.shape[1]):
-                for k in range(x.shape[2]):
-                    c_cresid(gA, gB, gC, dinv, x, rhs, out, i, j, k, p1, p2)
-        else:
-            for i, j, k in ti.ndrange(x.shape[0], x.shape[1], x.shape[2]):
-                c_cresid(gA, gB, gC, dinv, x, rhs, out, i, j, k, p1, p2)
+        """out = rhs − A x on a coarse level."""
+        cells_do(c_cresid, (x, gA, gB, gC, dinv, rhs, out), (p1, p2))
 
     @ti.func
-    def c_restrict(rf: ti.template(), bc: ti.template(), I, J, K):
+    def c_restrict(A: ti.template(), S: ti.template(), I, J, K):
+        bc, rf = ti.static(A[0], A[1])
         n0, n1, n2 = rf.shape[0], rf.shape[1], rf.shape[2]
         s = ti.cast(0.0, f64)
         for a, b, c in ti.static(ti.ndrange(2, 2, 2)):
@@ -601,39 +550,24 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
 
     @ti.kernel
     def restrict(rf: F3, bc: F3):
-        if ti.static(SERIAL_K):
-            for I, J in ti.ndrange(bc.shape[0], bc.shape[1]):
-                for K in range(bc.shape[2]):
-                    c_restrict(rf, bc, I, J, K)
-        else:
-            for I, J, K in ti.ndrange(bc.shape[0], bc.shape[1], bc.shape[2]):
-                c_restrict(rf, bc, I, J, K)
+        """bc = R rf: the sum over each 2x2x2 block."""
+        cells_do(c_restrict, (bc, rf), ())
 
     @ti.func
-    def c_prolong(act: ti.template(), xc: ti.template(), xf: ti.template(), i, j, k):
+    def c_prolong(A: ti.template(), S: ti.template(), i, j, k):
+        xf, act, xc = ti.static(A[0], A[1], A[2])
         if act[i, j, k] > 0:
             xf[i, j, k] = ti.cast(ti.cast(xf[i, j, k], f64) + ti.cast(xc[i // 2, j // 2, k // 2], f64), dt)
 
     @ti.kernel
     def prolong(act: F3, xc: F3, xf: F3):
         """xf += P xc on active fine cells (act = sigma on the fine level, 1/diag on coarse ones)."""
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(xf.shape[0], xf.shape[1]):
-                for k in range(xf.shape[2]):
-                    c_prolong(act, xc, xf, i, j, k)
-        else:
-            for i, j, k in ti.ndrange(xf.shape[0], xf.shape[1], xf.shape[2]):
-                c_prolong(act, xc, xf, i, j, k)
+        cells_do(c_prolong, (xf, act, xc), ())
 
     @ti.kernel
     def prolong_f(sig: U3, xc: F3, xf: F3):
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(xf.shape[0], xf.shape[1]):
-                for k in range(xf.shape[2]):
-                    c_prolong(sig, xc, xf, i, j, k)
-        else:
-            for i, j, k in ti.ndrange(xf.shape[0], xf.shape[1], xf.shape[2]):
-                c_prolong(sig, xc, xf, i, j, k)
+        """xf += P xc on the conducting cells of the fine level."""
+        cells_do(c_prolong, (xf, sig, xc), ())
 
     @ti.func
     def fA_sig(sig: ti.template(), T: ti.template(), em: ti.template(), p, j, k, c0: f64):
@@ -647,70 +581,75 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
             g = c0 * hmi(T, sig[p - 1, j, k], sig[p, j, k])
         return g
 
+    @ti.func
+    def face_of_sigma(G: ti.template(), idx, ax: ti.template()):
+        """Fine face conductance at ``idx`` normal to array axis ``ax``, from the phase ids.
+
+        G = (sig, T, em, c0, c1, c2, p1, p2); axis 0: face plane idx[0] (electrode faces at 0 and n0); sides:
+        the face to the next cell (the periodic wrap face, or none at an insulating side)."""
+        sig, T, em = ti.static(G[0], G[1], G[2])
+        g = ti.cast(0.0, f64)
+        if ti.static(ax == 0):
+            g = fA_sig(sig, T, em, idx[0], idx[1], idx[2], G[3])
+        else:
+            n = sig.shape[ax]
+            nxt = idx
+            nxt[ax] += 1
+            if nxt[ax] >= n:
+                nxt[ax] = 0 if (G[ti.static(5 + ax)] != 0 and n > 1) else -1
+            if nxt[ax] >= 0:
+                g = G[ti.static(3 + ax)] * hmi(T, sig[idx[0], idx[1], idx[2]], sig[nxt[0], nxt[1], nxt[2]])
+        return g
+
+    @ti.func
+    def face_of_array(G: ti.template(), idx, ax: ti.template()):
+        """Face value ``G[ax][idx]`` of the next finer level's face arrays G = (gA, gB, gC)."""
+        f = ti.static(G[ax])
+        return ti.cast(f[idx[0], idx[1], idx[2]], f64)
+
+    @ti.func
+    def fine_faces_sum(face: ti.template(), G: ti.template(), C, ax: ti.template(), n):
+        """Σ of the (up to four) fine faces ``face(G, idx, ax)`` under the coarse face C = (I, J, K) normal to
+        array axis ``ax``; ``n`` = the fine cell counts. Axis 0 faces are planes 0..n0 (face p below cell p);
+        side faces join cell c to c + 1."""
+        o1, o2 = ti.static([a for a in range(3) if a != ax])
+        s = ti.cast(0.0, f64)
+        for u, v in ti.static(ti.ndrange(2, 2)):
+            idx = 2 * C
+            if ti.static(ax == 0):
+                idx[0] = ti.min(2 * C[0], n[0])
+            else:
+                idx[ax] = ti.min(2 * C[ax] + 1, n[ax] - 1)
+            idx[o1] += u
+            idx[o2] += v
+            if idx[o1] < n[o1] and idx[o2] < n[o2]:
+                s += face(G, idx, ax)
+        return s
+
+    @ti.func
+    def coarse_faces(face: ti.template(), G: ti.template(), n, gA: ti.template(), gB: ti.template(),
+                     gC: ti.template(), scale: f64):
+        """gA, gB, gC of a coarse level: ``scale`` × the sum of the fine faces crossing each coarse face
+        (Galerkin R A P with piecewise-constant P, see fva.multigrid)."""
+        for P, J, K in ti.ndrange(gA.shape[0], gA.shape[1], gA.shape[2]):
+            gA[P, J, K] = ti.cast(scale * fine_faces_sum(face, G, ti.Vector([P, J, K]), 0, n), dt)
+        for I, J, K in ti.ndrange(gB.shape[0], gB.shape[1], gB.shape[2]):
+            gB[I, J, K] = ti.cast(scale * fine_faces_sum(face, G, ti.Vector([I, J, K]), 1, n), dt)
+        for I, J, K in ti.ndrange(gC.shape[0], gC.shape[1], gC.shape[2]):
+            gC[I, J, K] = ti.cast(scale * fine_faces_sum(face, G, ti.Vector([I, J, K]), 2, n), dt)
+
     @ti.kernel
     def build_from_sigma(sig: U3, T: D1, em: I2, gA: F3, gB: F3, gC: F3, scale: f64, c0: f64, c1: f64,
                          c2: f64, p1: ti.i32, p2: ti.i32):
-        n0, n1, n2 = sig.shape[0], sig.shape[1], sig.shape[2]
-        for P, J, K in ti.ndrange(gA.shape[0], gA.shape[1], gA.shape[2]):
-            pf = ti.min(2 * P, n0)
-            s = ti.cast(0.0, f64)
-            for b, c in ti.static(ti.ndrange(2, 2)):
-                j, k = 2 * J + b, 2 * K + c
-                if j < n1 and k < n2:
-                    s += fA_sig(sig, T, em, pf, j, k, c0)
-            gA[P, J, K] = ti.cast(scale * s, dt)
-        for I, J, K in ti.ndrange(gB.shape[0], gB.shape[1], gB.shape[2]):
-            jf = ti.min(2 * J + 1, n1 - 1)
-            jn = jf + 1
-            if jn >= n1:
-                jn = 0 if (p1 != 0 and n1 > 1) else -1
-            s = ti.cast(0.0, f64)
-            if jn >= 0:
-                for a, c in ti.static(ti.ndrange(2, 2)):
-                    i, k = 2 * I + a, 2 * K + c
-                    if i < n0 and k < n2:
-                        s += c1 * hmi(T, sig[i, jf, k], sig[i, jn, k])
-            gB[I, J, K] = ti.cast(scale * s, dt)
-        for I, J, K in ti.ndrange(gC.shape[0], gC.shape[1], gC.shape[2]):
-            kf = ti.min(2 * K + 1, n2 - 1)
-            kn = kf + 1
-            if kn >= n2:
-                kn = 0 if (p2 != 0 and n2 > 1) else -1
-            s = ti.cast(0.0, f64)
-            if kn >= 0:
-                for a, b in ti.static(ti.ndrange(2, 2)):
-                    i, j = 2 * I + a, 2 * J + b
-                    if i < n0 and j < n1:
-                        s += c2 * hmi(T, sig[i, j, kf], sig[i, j, kn])
-            gC[I, J, K] = ti.cast(scale * s, dt)
+        """First coarse level from the fine phase ids."""
+        coarse_faces(face_of_sigma, (sig, T, em, c0, c1, c2, p1, p2),
+                     ti.Vector([sig.shape[0], sig.shape[1], sig.shape[2]]), gA, gB, gC, scale)
 
     @ti.kernel
     def build_from_coarse(fA: F3, fB: F3, fC: F3, gA: F3, gB: F3, gC: F3, scale: f64):
-        n0, n1, n2 = fB.shape[0], fB.shape[1], fB.shape[2]
-        for P, J, K in ti.ndrange(gA.shape[0], gA.shape[1], gA.shape[2]):
-            pf = ti.min(2 * P, n0)
-            s = ti.cast(0.0, f64)
-            for b, c in ti.static(ti.ndrange(2, 2)):
-                j, k = 2 * J + b, 2 * K + c
-                if j < n1 and k < n2:
-                    s += ti.cast(fA[pf, j, k], f64)
-            gA[P, J, K] = ti.cast(scale * s, dt)
-        for I, J, K in ti.ndrange(gB.shape[0], gB.shape[1], gB.shape[2]):
-            jf = ti.min(2 * J + 1, n1 - 1)
-            s = ti.cast(0.0, f64)
-            for a, c in ti.static(ti.ndrange(2, 2)):
-                i, k = 2 * I + a, 2 * K + c
-                if i < n0 and k < n2:
-                    s += ti.cast(fB[i, jf, k], f64)
-            gB[I, J, K] = ti.cast(scale * s, dt)
-        for I, J, K in ti.ndrange(gC.shape[0], gC.shape[1], gC.shape[2]):
-            kf = ti.min(2 * K + 1, n2 - 1)
-            s = ti.cast(0.0, f64)
-            for a, b in ti.static(ti.ndrange(2, 2)):
-                i, j = 2 * I + a, 2 * J + b
-                if i < n0 and j < n1:
-                    s += ti.cast(fC[i, j, kf], f64)
-            gC[I, J, K] = ti.cast(scale * s, dt)
+        """Next coarse level from the face conductances of the level above."""
+        coarse_faces(face_of_array, (fA, fB, fC), ti.Vector([fB.shape[0], fB.shape[1], fB.shape[2]]),
+                     gA, gB, gC, scale)
 
     ns = SimpleNamespace(
         fields=fields, outlet_current=outlet_current,

@@ -94,25 +94,31 @@ def log_f64(x):
 
 
 @ti.func
-def cbrt(y):
-    """y^{1/3}: native ``pow`` on LLVM backends (bitwise as before), :func:`cbrt_f64` on SPIR-V backends."""
-    out = y
+def _native_cbrt(y):
+    return y ** (1.0 / 3.0)
+
+
+@ti.func
+def _by_backend(spirv_f: ti.template(), native_f: ti.template(), x):
+    """``native_f(x)`` on LLVM backends (bitwise as before), ``spirv_f(x)`` on SPIR-V backends."""
+    out = x
     if ti.static(spirv_backend()):
-        out = cbrt_f64(y)
+        out = spirv_f(x)
     else:
-        out = y ** (1.0 / 3.0)
+        out = native_f(x)
     return out
 
 
 @ti.func
+def cbrt(y):
+    """y^{1/3}: native ``pow`` on LLVM backends, :func:`cbrt_f64` on SPIR-V backends."""
+    return _by_backend(cbrt_f64, _native_cbrt, y)
+
+
+@ti.func
 def log(x):
-    """ln x: native ``ti.log`` on LLVM backends (bitwise as before), :func:`log_f64` on SPIR-V backends."""
-    out = x
-    if ti.static(spirv_backend()):
-        out = log_f64(x)
-    else:
-        out = ti.log(x)
-    return out
+    """ln x: native ``ti.log`` on LLVM backends, :func:`log_f64` on SPIR-V backends."""
+    return _by_backend(log_f64, ti.log, x)
 
 
 @ti.kernel

@@ -88,36 +88,6 @@ def test_mm_per_s_and_MPa_variants():
     assert st.target_pressure_Pa == pytest.approx(3e8) and st.punch_speed_m_per_s == pytest.approx(0.05)
 
 
-def test_unknown_key_is_named_with_suggestion():
-    d = base()
-    d["particles"]["cuont"] = 3
-    check_error(d, "particles.cuont", "unknown key", "count")
-
-
-def test_unknown_section():
-    d = base()
-    d["partcles"] = {}
-    check_error(d, "partcles", "unknown key")
-
-
-def test_unknown_key_in_stage():
-    d = base()
-    d["protocol"][1]["target_pressure_Pa"] = 0
-    check_error(d, "protocol[1].target_pressure_Pa", "unknown key")
-
-
-def test_missing_key():
-    d = base()
-    del d["particles"]["count"]
-    check_error(d, "particles.count", "missing")
-
-
-def test_missing_section():
-    d = base()
-    del d["material"]
-    check_error(d, "material", "missing")
-
-
 @pytest.mark.parametrize("key", ["d_min_um", "d_max_um", "scale_um", "shape"])
 def test_negative_size(key):
     d = base()
@@ -152,48 +122,12 @@ def test_histogram_file_missing():
     check_error(d, "particles.histogram_csv", "not found")
 
 
-def test_bad_enum():
-    d = base()
-    d["run"]["backend"] = "opencl"
-    check_error(d, "run.backend")
-
-
-def test_thornton_ning_needs_yield_stress():
-    d = base()
-    del d["material"]["yield_stress_MPa"]
-    check_error(d, "material.yield_stress_MPa", "thornton_ning")
-
-
-def test_both_unit_variants_given():
-    d = base()
-    d["protocol"][0]["target_pressure_MPa"] = 300.0
-    check_error(d, "protocol[0].target_pressure_MPa", "not both")
-
-
-def test_unload_above_previous_load():
-    d = base()
-    d["protocol"][1]["target_pressure_GPa"] = 0.4
-    check_error(d, "protocol[1].target_pressure_GPa", "below the previous target")
-
-
 def test_protocol_starting_with_unload():
     d = base()
     d["protocol"] = [d["protocol"][1]]
     d["conductivity"]["enabled"] = False
     d["microstructure"]["enabled"] = False
     check_error(d, "protocol[0].target_pressure_GPa", "unload")
-
-
-def test_load_below_current_pressure():
-    d = base()
-    d["protocol"].append({"kind": "load", "target_pressure_GPa": 0.0, "punch_speed_m_per_s": 0.1})
-    check_error(d, "protocol[2].target_pressure_GPa", "above the current pressure")
-
-
-def test_capture_outside_stage_range():
-    d = base()
-    d["protocol"][0]["capture_pressures_GPa"] = [0.1, 0.5]
-    check_error(d, "protocol[0].capture_pressures_GPa", "0.5")
 
 
 def test_hold_needs_time():
@@ -329,3 +263,53 @@ def test_numerics_defaults_are_the_engine_defaults():
     params = to_engine(parse_scenario(d))[4]
     assert params.max_overlap_fraction == SimParams().max_overlap_fraction == 1.0
     assert params.bulk_stiffness_fraction == SimParams().bulk_stiffness_fraction
+
+
+def _set(*path_value):
+    """An edit that sets d[p0][p1]… = value (the last argument)."""
+    *path, value = path_value
+
+    def edit(d):
+        for k in path[:-1]:
+            d = d[k]
+        d[path[-1]] = value
+    return edit
+
+
+def _del(*path):
+    """An edit that deletes d[p0][p1]…."""
+    def edit(d):
+        for k in path[:-1]:
+            d = d[k]
+        del d[path[-1]]
+    return edit
+
+
+_BAD_EDITS = {   # id: (edit of the base scenario dict, the key the error must name, fragments it must contain)
+    "unknown_key_suggested": (_set("particles", "cuont", 3), "particles.cuont", "unknown key", "count"),
+    "unknown_section": (_set("partcles", {}), "partcles", "unknown key"),
+    "unknown_key_in_stage": (_set("protocol", 1, "target_pressure_Pa", 0), "protocol[1].target_pressure_Pa",
+                             "unknown key"),
+    "missing_key": (_del("particles", "count"), "particles.count", "missing"),
+    "missing_section": (_del("material"), "material", "missing"),
+    "bad_enum": (_set("run", "backend", "opencl"), "run.backend"),
+    "thornton_ning_needs_yield_stress": (_del("material", "yield_stress_MPa"), "material.yield_stress_MPa",
+                                         "thornton_ning"),
+    "both_unit_variants": (_set("protocol", 0, "target_pressure_MPa", 300.0), "protocol[0].target_pressure_MPa",
+                           "not both"),
+    "unload_above_previous_load": (_set("protocol", 1, "target_pressure_GPa", 0.4),
+                                   "protocol[1].target_pressure_GPa", "below the previous target"),
+    "load_below_current_pressure": (lambda d: d["protocol"].append(
+        {"kind": "load", "target_pressure_GPa": 0.0, "punch_speed_m_per_s": 0.1}),
+        "protocol[2].target_pressure_GPa", "above the current pressure"),
+    "capture_outside_stage_range": (_set("protocol", 0, "capture_pressures_GPa", [0.1, 0.5]),
+                                    "protocol[0].capture_pressures_GPa", "0.5"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_EDITS))
+def test_bad_scenario_is_refused_naming_the_key(case):
+    edit, key, *fragments = _BAD_EDITS[case]
+    d = base()
+    edit(d)
+    check_error(d, key, *fragments)
