@@ -543,10 +543,16 @@ def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, cap
             "sigma_eff_over_bulk": main["sigma_eff_over_bulk"], "tau": main["tau"],
             "eps_total": main["eps_total"], "eps_percolating": main["eps_percolating"],
             "iterations": main["iterations"], "flux_spread": main["flux_spread"],
+            "residual": main.get("residual"), "current_imbalance": main.get("current_imbalance"),
             "converged": main.get("converged"), "percolating": main.get("percolating"),
             "axis": main.get("axis"), "axes": per_axis if len(axes) > 1 else None,
             "normalised_sigma": None,
         }
+        for ax, fig in per_axis.items():
+            if not fig.get("converged", True):
+                data.setdefault("warnings", []).append(
+                    f"conductivity of {pk.label!r} along {ax} did NOT converge (residual {fig.get('residual')}, "
+                    f"flux spread {fig.get('flux_spread')}): its sigma_eff is not reliable")
         if fields is not None:
             vti = outdir / "fields" / f"{i:02d}_{slug(pk.label or 'packing')}.vti"
             vti.parent.mkdir(parents=True, exist_ok=True)

@@ -465,6 +465,23 @@ def test_reanalyse_recomputes_from_saved_captures(tiny_run, tmp_path):
     assert main(["reanalyse", str(tmp_path / "nothing")]) == 2
 
 
+def test_an_unconverged_solve_is_a_warning_of_the_run(tiny_run, tmp_path, monkeypatch):
+    """A conduction solve that stops short is flagged in results.json, never passed off as a result."""
+    import shutil
+
+    import fva.conduction as fc
+
+    src, _ = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    real = fc.solve_conductivity
+    monkeypatch.setattr(fc, "solve_conductivity", lambda *a, **kw: real(*a, **{**kw, "max_iter": 1}))
+    assert main(["reanalyse", str(out), "-q"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert all(a["converged"] is False and a["residual"] > 1e-6 for a in res["analysed"])
+    assert sum("did NOT converge" in w for w in res["warnings"]) == len(res["analysed"])
+
+
 def test_bench_study_case_is_the_packing_pelletsim_run_makes(tiny_run, load_benchmark):
     """One set-up path: bench_dem's study case on the same scenario and seed ends in the very packing that
     ``pelletsim run`` wrote (bitwise; the benchmark once skipped the spatial renumbering of the loose fill)."""
