@@ -144,7 +144,7 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
                     skin_m=sim.skin, neighbour_builds=sim.nlist.builds, pair_capacity_grows=sim.nlist.grow_events,
                     particle_steps_per_s=sim.n * sim.step_count / max(wall, 1e-9), max_radius_growth=sim.growth,
                     contact_model=material.contact_model, seed=seed, punch_start_m=sim.punch_z0,
-                    warnings=warnings, completed=completed, stopped=stopped)
+                    warnings=warnings, holds=list(state.get("holds", [])), completed=completed, stopped=stopped)
         return CompactionResult(history=history, packings=packings, frames=frames, info=info,
                                 final=sim.packing(sim.pressures()[0], "final") if completed else None)
 
@@ -179,7 +179,8 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     return result(True)
 
 
-_STATE_KEYS = ("last_hist", "last_frame", "last_step", "p_peak", "hb", "fb", "rho_at_peak", "hold_end_step")
+_STATE_KEYS = ("last_hist", "last_frame", "last_step", "p_peak", "hb", "fb", "rho_at_peak", "hold_end_step",
+               "holds")
 _FRAME_FIELDS = ("time_s", "step", "centers_m", "radii_m", "velocities_m_per_s", "forces_N", "contact_count",
                  "stress_Pa", "box_m")
 _PACKING_FIELDS = ("centers_m", "radii_m", "box_m", "periodic", "pressure_Pa", "label")
@@ -297,6 +298,47 @@ def _drop_unphysical_rows(hist: dict, warnings: list) -> None:
             del hist[c][k:]
 
 
+def params_hold_ext(sim) -> float:
+    return float(getattr(sim.params, "hold_max_extension", 4.0))
+
+
+def _hold_window(ds, step: int, p: float) -> float:
+    """Append a check (step, p_top) to the hold's settle window, drop checks older than the window; return the
+    largest |p − target| seen over it, or +inf while the window is not yet covered by checks."""
+    ws, wp = ds["win_step"], ds["win_p"]
+    ws.append(float(step))
+    wp.append(float(p))
+    while len(ws) > 1 and ws[-1] - ws[1] >= ds["window_steps"]:
+        del ws[0], wp[0]
+    if ws[-1] - ws[0] < ds["window_steps"]:
+        return float("inf")
+    return max(abs(x - ds["target"]) for x in wp)
+
+
+def _report_hold(sim, st, ds, ctx, p_end, tol, holds, warnings) -> None:
+    """One record of a finished hold in ``holds`` (and a warning if it did not settle within ``tol``)."""
+    target = st.target_pressure_Pa
+    extra = max(0, sim.step_count - ds["hold_end_step"])
+    wp = ds["win_p"]
+    amp = (max(wp) - min(wp)) / 2 if len(wp) > 1 else float("nan")
+    rel = (p_end - target) / target
+    holds.append(dict(stage=int(ds["si"]), target_Pa=float(target), p_end_Pa=float(p_end), off_target=float(rel),
+                      hold_time_s=float(st.hold_time_s), extended_s=float(extra * sim.dt),
+                      window_s=float(ds["window_steps"] * sim.dt), ringing_amplitude_Pa=float(amp),
+                      settled=bool(ds["settled"])))
+    if not ds["settled"] or abs(rel) > tol:
+        if amp > 0.5 * tol * target:
+            why = (f"the pellet still rings from the preceding ramp (±{_fmt_p(amp)} over the last window): slow "
+                   "the last approach to the target, or lengthen hold_time_s")
+        else:
+            why = (f"the ringing has decayed (±{_fmt_p(amp)}) but the servo had not yet brought p_top to the "
+                   "target: end the preceding ramp closer to it, or lengthen hold_time_s")
+        warnings.append(
+            f"{ctx}: p_top did not settle within {tol:.0%} of the target ({_fmt_p(target)}) after extending "
+            f"the hold by {extra * sim.dt:.3g} s (the bound, {params_hold_ext(sim):g} × max(hold time, "
+            f"settle window {ds['window_steps'] * sim.dt:.3g} s)); it ends at {_fmt_p(p_end)} ({rel:+.1%}): {why}")
+
+
 def _start_stage(sim, st, si, material, load_track, params_tau_waves, state) -> dict:
     """The driver's state of stage ``si`` at its start (plain data: saved in checkpoints as it is)."""
     caps = sorted(float(c) for c in st.capture_pressures_Pa)
@@ -304,13 +346,22 @@ def _start_stage(sim, st, si, material, load_track, params_tau_waves, state) -> 
     p_prev = sim.pressures()[0]
     if st.kind == "hold":
         n_hold = max(1, int(math.ceil(st.hold_time_s / sim.dt)))
+        ds["target"] = float(st.target_pressure_Pa)
         ds["k_est"] = punch_stiffness_estimate(load_track, sim.area,
                                                1e-3 * material.youngs_modulus_Pa * sim.area / sim.punch_z)
         c_wave = math.sqrt(material.youngs_modulus_Pa / sim.rho_s)
         ds["tau"] = max(params_tau_waves * sim.punch_z / c_wave, 50 * sim.dt)
         ds["integ"] = 0.0
-        ds["steps_left"] = n_hold
         ds["hold_end_step"] = sim.step_count + n_hold
+        # settle window: two periods of the pellet's fundamental compression mode, 2 × 2H/c, with the packing's
+        # own wave speed c = √(M/ρ_bulk), M = k H/A its constrained modulus from the punch stiffness estimate
+        # (at most the solid's: a loose packing rings several times slower than the solid)
+        rho_bulk = sim.solid_volume / (sim.area * sim.punch_z) * sim.rho_s
+        c_pack = min(c_wave, math.sqrt(ds["k_est"] * sim.punch_z / sim.area / rho_bulk))
+        ds["window_steps"] = max(10, int(math.ceil(4.0 * sim.punch_z / c_pack / sim.dt)))
+        ds["max_extra_steps"] = int(math.ceil(params_hold_ext(sim) * max(n_hold, ds["window_steps"])))
+        ds["win_step"], ds["win_p"] = [], []
+        ds["settled"] = False
         return ds
     if st.kind == "load":
         sim.set_punch_velocity(-st.punch_speed_m_per_s)
@@ -348,6 +399,10 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
         caps = ds["caps"]
         if st.kind == "hold":
             state["hold_end_step"] = ds["hold_end_step"]
+            holds = state.setdefault("holds", [])
+            if "window_steps" not in ds:     # a checkpoint from before the settle window: the hold ends on time
+                ds.update(window_steps=10, max_extra_steps=0, win_step=[], win_p=[], settled=False,
+                          target=float(st.target_pressure_Pa))
 
             def ctl(s, st=st, si=si, name=name, ds=ds):
                 # PI on the punch stress: v = −(A/k_est)(Kp·e + Ki·∫e dt/τ)/τ; the integral only runs
@@ -363,22 +418,28 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                     / (ds["k_est"] * tau)
                 s.set_punch_velocity(float(np.clip(vel, -v_cap, v_cap)))
                 periodic(si, name, p)
+                # the hold ends when its time is over and p_top has settled within the tolerance over the
+                # last window (a pellet still ringing from the ramp extends it, bounded: ds["max_extra_steps"])
+                dev = _hold_window(ds, s.step_count, p)
+                if dev <= tol * st.target_pressure_Pa and s.step_count >= ds["hold_end_step"]:
+                    ds["settled"] = True
+                    return True
                 return False
 
-            while ds["steps_left"] > 0:
+            tol = float(getattr(params, "hold_tolerance", 0.05))
+            end_bound = ds["hold_end_step"] + ds["max_extra_steps"]
+            while not ds["settled"] and sim.step_count < end_bound:
                 if sim.step_count - ds["start_step"] > params.max_steps:
                     raise SimulationError(f"{ctx}: exceeded params.max_steps = {params.max_steps}")
-                done = sim.advance(min(ds["steps_left"], 1000), ctx, on_check=ctl)
-                ds["steps_left"] -= done
-                if between_blocks is not None and ds["steps_left"] > 0:
+                left = (ds["hold_end_step"] if sim.step_count < ds["hold_end_step"] else end_bound) - sim.step_count
+                sim.advance(min(left, 1000), ctx, on_check=ctl)
+                if between_blocks is not None and not ds["settled"] and sim.step_count < end_bound:
                     between_blocks(ds)
             sim.set_punch_velocity(0.0)
             p_end = sim.pressures()[0]
             if caps:
                 capture(si, p_end, f"hold {_fmt_p(st.target_pressure_Pa)}")
-            rel = abs(p_end - st.target_pressure_Pa) / st.target_pressure_Pa
-            if rel > 0.05:
-                warnings.append(f"{ctx}: pressure at the end of the hold {p_end:.4g} Pa is {rel:.1%} off target")
+            _report_hold(sim, st, ds, ctx, p_end, tol, holds, warnings)
             continue
 
         target = st.target_pressure_Pa

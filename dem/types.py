@@ -103,6 +103,11 @@ class SimParams:
         (``dem.simulation.MAX_STEP_MOTION``), a NaN, or an escape from the die.
     servo_gain / servo_integral: hold-stage PI gains, v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ with e = p_target − p_top,
         k a punch stiffness estimate from the end of the preceding load and τ = 10 wave transit times.
+    hold_tolerance / hold_max_extension: a hold ends once its time is over *and* p_top has stayed within
+        ``hold_tolerance`` × target over the last settle window (two periods of the pellet's fundamental
+        compression mode at the solid's wave speed, 4H/c); a pellet still ringing from the preceding ramp
+        extends the hold, by at most ``hold_max_extension`` × max(hold time, window). A hold that does not
+        settle ends there and is reported (``info["holds"]``, a warning).
     """
 
     dt_safety: float = 0.2
@@ -114,6 +119,8 @@ class SimParams:
     max_overlap_fraction: float = 1.0
     servo_gain: float = 0.5            # proportional gain (dimensionless, relative to the contact stiffness estimate)
     servo_integral: float = 0.05
+    hold_tolerance: float = 0.05       # relative |p_top − target| a hold must settle within
+    hold_max_extension: float = 4.0    # bound of a hold's extension, × max(hold time, settle window)
     history_every: int = 100           # steps between history rows
     frames_every: int = 0              # steps between particle frames for ParaView (0: only at captures)
     max_steps: int = 50_000_000
