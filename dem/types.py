@@ -28,6 +28,9 @@ class Material:
     restitution: float = 0.5           # coefficient of restitution (elastic damping model)
     rolling_friction: float = 0.0
     contact_model: ContactModel = "thornton_ning"
+    # work of adhesion Δγ (J/m²) of plastically flattened contacts (Thornton–Ning only; 0: no bonding):
+    # dem.contact_kernels.bonded_normal
+    adhesion_J_per_m2: float = 0.0
 
     def __post_init__(self):
         if not (self.density_kg_m3 > 0):
@@ -45,6 +48,11 @@ class Material:
             raise ValueError(f"material.restitution must be in (0, 1], got {self.restitution}")
         if self.friction < 0 or self.wall_friction < 0:
             raise ValueError("material.friction and material.wall_friction must be >= 0")
+        if not (self.adhesion_J_per_m2 >= 0):
+            raise ValueError(f"material.adhesion_J_per_m2 must be >= 0, got {self.adhesion_J_per_m2}")
+        if self.adhesion_J_per_m2 > 0 and self.contact_model != "thornton_ning":
+            raise ValueError("material.adhesion_J_per_m2 bonds plastically flattened contacts: it needs "
+                             "contact_model = 'thornton_ning' (Hertz–Mindlin has no plastic flattening)")
 
 
 @dataclass(frozen=True)
