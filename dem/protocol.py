@@ -353,12 +353,12 @@ def _start_stage(sim, st, si, material, load_track, params_tau_waves, state) -> 
         ds["tau"] = max(params_tau_waves * sim.punch_z / c_wave, 50 * sim.dt)
         ds["integ"] = 0.0
         ds["hold_end_step"] = sim.step_count + n_hold
-        # settle window: two periods of the pellet's fundamental compression mode, 2 × 2H/c, with the packing's
-        # own wave speed c = √(M/ρ_bulk), M = k H/A its constrained modulus from the punch stiffness estimate
-        # (at most the solid's: a loose packing rings several times slower than the solid)
+        # settle window: one period 2H/c of the pellet's fundamental compression mode (punch and bottom wall
+        # both held), with the packing's own wave speed c = √(M/ρ_bulk), M = k H/A its constrained modulus from
+        # the punch stiffness estimate (at most the solid's: a loose packing rings several times slower)
         rho_bulk = sim.solid_volume / (sim.area * sim.punch_z) * sim.rho_s
         c_pack = min(c_wave, math.sqrt(ds["k_est"] * sim.punch_z / sim.area / rho_bulk))
-        ds["window_steps"] = max(10, int(math.ceil(4.0 * sim.punch_z / c_pack / sim.dt)))
+        ds["window_steps"] = max(10, int(math.ceil(2.0 * sim.punch_z / c_pack / sim.dt)))
         ds["max_extra_steps"] = int(math.ceil(params_hold_ext(sim) * max(n_hold, ds["window_steps"])))
         ds["win_step"], ds["win_p"] = [], []
         ds["settled"] = False

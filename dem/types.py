@@ -112,8 +112,8 @@ class SimParams:
     servo_gain / servo_integral: hold-stage PI gains, v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ with e = p_target − p_top,
         k a punch stiffness estimate from the end of the preceding load and τ = 10 wave transit times.
     hold_tolerance / hold_max_extension: a hold ends once its time is over *and* p_top has stayed within
-        ``hold_tolerance`` × target over the last settle window (two periods of the pellet's fundamental
-        compression mode at the solid's wave speed, 4H/c); a pellet still ringing from the preceding ramp
+        ``hold_tolerance`` × target over the last settle window (one period 2H/c of the pellet's fundamental
+        compression mode, c from the punch stiffness estimate); a pellet still ringing from the preceding ramp
         extends the hold, by at most ``hold_max_extension`` × max(hold time, window). A hold that does not
         settle ends there and is reported (``info["holds"]``, a warning).
     """

@@ -125,7 +125,8 @@ def test_a_ringing_hold_is_extended_until_it_settles(taichi_runtime):
     (h0,) = res0.info["holds"]
     assert not h0["settled"] and h0["extended_s"] == 0 and abs(h0["off_target"]) > 0.05
     (w,) = res0.info["warnings"]
-    assert w.startswith("stage 2 'hold 5.0 MPa'") and "did not settle within 5%" in w and "rings" in w
+    assert w.startswith("stage 2 'hold 5.0 MPa'") and "did not settle within 5%" in w
+    assert "still rings" in w or "servo had not yet" in w                 # … and why
 
 
 def test_servo_stiffness_estimate_survives_a_flat_noisy_tail():
