@@ -5,7 +5,8 @@ checkpoints (the driver's state of a stage is plain data, saved beside the engin
 Load and unload stages move the punch at the stage's speed and end at the target pressure (a release to 0
 at contact loss, p_top ≤ RELEASE_FRACTION × the peak pressure); captures are taken when p_top crosses each
 capture pressure (approached one step at a time). A hold servos the punch stress with a PI controller,
-v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ, k from the preceding ramp (:func:`punch_stiffness_estimate`).
+v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ, k from the preceding ramp (:func:`punch_stiffness_estimate`), and ends once
+settled (:mod:`dem.hold`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 import numpy as np
 
 from fva.types import Packing
+from dem.hold import hold_max_extension, hold_window, report_hold
 from dem.simulation import RELEASE_FRACTION, Simulation, SimulationError
 from dem.types import HISTORY_COLUMNS, CompactionResult, Die, Material, ParticleFrame, SimParams, Stage
 
@@ -298,47 +300,6 @@ def _drop_unphysical_rows(hist: dict, warnings: list) -> None:
             del hist[c][k:]
 
 
-def params_hold_ext(sim) -> float:
-    return float(getattr(sim.params, "hold_max_extension", 4.0))
-
-
-def _hold_window(ds, step: int, p: float) -> float:
-    """Append a check (step, p_top) to the hold's settle window, drop checks older than the window; return the
-    largest |p − target| seen over it, or +inf while the window is not yet covered by checks."""
-    ws, wp = ds["win_step"], ds["win_p"]
-    ws.append(float(step))
-    wp.append(float(p))
-    while len(ws) > 1 and ws[-1] - ws[1] >= ds["window_steps"]:
-        del ws[0], wp[0]
-    if ws[-1] - ws[0] < ds["window_steps"]:
-        return float("inf")
-    return max(abs(x - ds["target"]) for x in wp)
-
-
-def _report_hold(sim, st, ds, ctx, p_end, tol, holds, warnings) -> None:
-    """One record of a finished hold in ``holds`` (and a warning if it did not settle within ``tol``)."""
-    target = st.target_pressure_Pa
-    extra = max(0, sim.step_count - ds["hold_end_step"])
-    wp = ds["win_p"]
-    amp = (max(wp) - min(wp)) / 2 if len(wp) > 1 else float("nan")
-    rel = (p_end - target) / target
-    holds.append(dict(stage=int(ds["si"]), target_Pa=float(target), p_end_Pa=float(p_end), off_target=float(rel),
-                      hold_time_s=float(st.hold_time_s), extended_s=float(extra * sim.dt),
-                      window_s=float(ds["window_steps"] * sim.dt), ringing_amplitude_Pa=float(amp),
-                      settled=bool(ds["settled"])))
-    if not ds["settled"] or abs(rel) > tol:
-        if amp > 0.5 * tol * target:
-            why = (f"the pellet still rings from the preceding ramp (±{_fmt_p(amp)} over the last window): slow "
-                   "the last approach to the target, or lengthen hold_time_s")
-        else:
-            why = (f"the ringing has decayed (±{_fmt_p(amp)}) but the servo had not yet brought p_top to the "
-                   "target: end the preceding ramp closer to it, or lengthen hold_time_s")
-        warnings.append(
-            f"{ctx}: p_top did not settle within {tol:.0%} of the target ({_fmt_p(target)}) after extending "
-            f"the hold by {extra * sim.dt:.3g} s (the bound, {params_hold_ext(sim):g} × max(hold time, "
-            f"settle window {ds['window_steps'] * sim.dt:.3g} s)); it ends at {_fmt_p(p_end)} ({rel:+.1%}): {why}")
-
-
 def _start_stage(sim, st, si, material, load_track, params_tau_waves, state) -> dict:
     """The driver's state of stage ``si`` at its start (plain data: saved in checkpoints as it is)."""
     caps = sorted(float(c) for c in st.capture_pressures_Pa)
@@ -359,7 +320,7 @@ def _start_stage(sim, st, si, material, load_track, params_tau_waves, state) -> 
         rho_bulk = sim.solid_volume / (sim.area * sim.punch_z) * sim.rho_s
         c_pack = min(c_wave, math.sqrt(ds["k_est"] * sim.punch_z / sim.area / rho_bulk))
         ds["window_steps"] = max(10, int(math.ceil(2.0 * sim.punch_z / c_pack / sim.dt)))
-        ds["max_extra_steps"] = int(math.ceil(params_hold_ext(sim) * max(n_hold, ds["window_steps"])))
+        ds["max_extra_steps"] = int(math.ceil(hold_max_extension(sim) * max(n_hold, ds["window_steps"])))
         ds["win_step"], ds["win_p"] = [], []
         ds["settled"] = False
         return ds
@@ -420,7 +381,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                 periodic(si, name, p)
                 # the hold ends when its time is over and p_top has settled within the tolerance over the
                 # last window (a pellet still ringing from the ramp extends it, bounded: ds["max_extra_steps"])
-                dev = _hold_window(ds, s.step_count, p)
+                dev = hold_window(ds, s.step_count, p)
                 if dev <= tol * st.target_pressure_Pa and s.step_count >= ds["hold_end_step"]:
                     ds["settled"] = True
                     return True
@@ -439,7 +400,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
             p_end = sim.pressures()[0]
             if caps:
                 capture(si, p_end, f"hold {_fmt_p(st.target_pressure_Pa)}")
-            _report_hold(sim, st, ds, ctx, p_end, tol, holds, warnings)
+            report_hold(sim, st, ds, ctx, p_end, tol, holds, warnings)
             continue
 
         target = st.target_pressure_Pa
