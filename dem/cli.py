@@ -259,6 +259,11 @@ def _print_summary(data: dict, outdir: Path) -> None:
         tail = (f", {rd['final']:.4f} at contact loss (−{100 * er['fraction']:.1f} %)"
                 if er.get("fraction") is not None and rd.get("final") is not None else "")
         print("  release: " + ", ".join(rel) + tail)
+    holds = (data.get("compaction") or {}).get("holds") or []
+    if holds:
+        worst = max(abs(h["off_target"]) for h in holds)
+        print(f"  holds: {sum(bool(h['settled']) for h in holds)} of {len(holds)} settled at their target "
+              f"(largest end offset {worst:.1%}, longest extension {max(h['extended_s'] for h in holds):.3g} s)")
     for w in data.get("warnings") or []:
         print(f"  warning: {w}")
     for a in data.get("analysed") or []:
