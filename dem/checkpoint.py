@@ -43,7 +43,7 @@ def scenario_sha(toml_text: str) -> str:
     return hashlib.sha256(toml_text.encode()).hexdigest()
 
 
-ENGINE_FILES = ("simulation.py", "simulation_kernels.py", "protocol.py", "contact.py", "contact_kernels.py",
+ENGINE_FILES = ("simulation.py", "simulation_kernels.py", "protocol.py", "hold.py", "contact.py", "contact_kernels.py",
                 "neighbours.py", "neighbours_kernels.py", "types.py")
 
 

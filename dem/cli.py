@@ -247,7 +247,25 @@ def _print_summary(data: dict, outdir: Path) -> None:
     if rd:
         print(f"  relative density: max {rd.get('max', float('nan')):.4f}, final {rd.get('final', float('nan')):.4f}")
     if h.get("Py_Pa"):
-        print(f"  Heckel: Py = {h['Py_Pa'] / 1e9:.3f} GPa, A = {h.get('A', float('nan')):.3f}")
+        fr = h.get("fit_range_Pa") or []
+        over = f" over {fr[0] / 1e9:.2f}–{fr[1] / 1e9:.2f} GPa" if len(fr) == 2 else ""
+        err = f" ± {h['Py_stderr_Pa'] / 1e9:.3f}" if h.get("Py_stderr_Pa") else ""
+        print(f"  Heckel: Py = {h['Py_Pa'] / 1e9:.3f}{err} GPa{over}, A = {h.get('A', float('nan')):.3f}")
+    er = data.get("elastic_recovery") or {}
+    rel = [f"{r['relative_density']:.4f} at {r['p_Pa'] / 1e9:g} GPa (−{100 * r['drop_fraction']:.1f} %)"
+           for r in sorted(er.get("at_stack_pressures") or [], key=lambda r: -r.get("p_Pa", 0))
+           if r.get("relative_density") is not None and r.get("drop_fraction") is not None]
+    if rel:
+        tail = (f", {rd['final']:.4f} at contact loss (−{100 * er['fraction']:.1f} %)"
+                if er.get("fraction") is not None and rd.get("final") is not None else "")
+        print("  release: " + ", ".join(rel) + tail)
+    holds = (data.get("compaction") or {}).get("holds") or []
+    if holds:
+        worst = max(abs(h["off_target"]) for h in holds)
+        print(f"  holds: {sum(bool(h['settled']) for h in holds)} of {len(holds)} settled at their target "
+              f"(largest end offset {worst:.1%}, longest extension {max(h['extended_s'] for h in holds):.3g} s)")
+    for w in data.get("warnings") or []:
+        print(f"  warning: {w}")
     for a in data.get("analysed") or []:
         s = a.get("sigma_eff_S_per_m")
         ns = a.get("normalised_sigma")

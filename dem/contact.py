@@ -110,6 +110,7 @@ class ContactParams:
     mu_pp: float
     mu_pw: float
     model_id: int
+    adhesion: float = 0.0   # work of adhesion Δγ (J/m²) of flattened particle–particle contacts
 
 
 def contact_params(material: Material) -> ContactParams:
@@ -122,7 +123,7 @@ def contact_params(material: Material) -> ContactParams:
         beta=damping_beta(material.restitution),
         p_y=float(material.yield_stress_Pa or 0.0),
         mu_pp=float(material.friction), mu_pw=float(material.wall_friction),
-        model_id=MODEL_IDS[material.contact_model])
+        model_id=MODEL_IDS[material.contact_model], adhesion=float(material.adhesion_J_per_m2))
 
 
 def normal_force_curve(model: str, deltas, R_eff: float, E_eff: float, p_y: float = 0.0) -> np.ndarray:

@@ -96,6 +96,34 @@ def normal_law(model: ti.template(), delta, R, E, py, dmax, dp, rp):
 
 
 @ti.func
+def bonded_normal(delta, E, gam, dmax, dp, rp):
+    """Bond of a plastically flattened Thornton–Ning contact (work of adhesion ``gam`` = Δγ, J/m²).
+
+    Unloaded past its plastic overlap δ_p, a flattened contact does not simply open: its contact face of
+    radius a_p = √(R_p* (δ_max − δ_p)) is a bonded interface (cold-welded grain boundary). In the limit of large
+    plastic flattening the adhesive unloading of an elastic–plastic sphere becomes that of a flat punch
+    (Mesarovic & Johnson 2000, J. Mech. Phys. Solids 48, 2009): tension F = −2 E* a_p (δ_p − δ) up to Kendall's
+    (1971) pull-off force F_c = √(8π E* Δγ a_p³), beyond which the bond is broken (F = 0, an opening of
+    F_c / (2 E* a_p) = √(2π Δγ a_p / E*), tens of nm). A bonded contact's Coulomb limit is μ (F_n + F_c)
+    (cohesion, as in Luding 2008, Granular Matter 10, 235). Returns (F ≤ 0, its stiffness S, F_c while bonded);
+    all 0 for δ ≥ δ_p (the Thornton–Ning force acts), for an unflattened contact or Δγ = 0."""
+    F = 0.0
+    S = 0.0
+    Fc_b = 0.0
+    if gam > 0.0 and dp > 0.0:
+        ap = ti.sqrt(ti.max(rp * (dmax - dp), 0.0))
+        kb = 2.0 * E * ap
+        Fc = ti.sqrt(8.0 * PI * E * gam * ap * ap * ap)
+        sep = dp - delta
+        if kb * sep <= Fc:
+            Fc_b = Fc
+            if sep > 0.0:
+                F = -kb * sep
+                S = kb
+    return ti.Vector([F, S, Fc_b])
+
+
+@ti.func
 def damping_coefficient(beta, S, m_eff):
     """Viscous normal/tangential damping coefficient (Tsuji 1992 / LIGGGHTS form).
 
@@ -134,6 +162,30 @@ def tangential_force(xi, n, vt, dt, kt, gt, mu, Fn):
         else:
             xr = ti.Vector([0.0, 0.0, 0.0])
     return Ft, xr
+
+
+@ti.kernel
+def evaluate_bonded_law_kernel(deltas: ti.types.ndarray(), R: float, E: float, py: float, gam: float,
+                               out: ti.types.ndarray()):
+    """Drive one Thornton–Ning contact with bonding (:func:`bonded_normal`) through ``deltas`` (serially, with
+    state); out[k, :] = (F, S, F_c while bonded). Used by tests."""
+    ti.loop_config(serialize=True)
+    for _ in range(1):
+        dmax = 0.0
+        dp = 0.0
+        rp = 0.0
+        for k in range(deltas.shape[0]):
+            res = normal_law(THORNTON_NING, deltas[k], R, E, py, dmax, dp, rp)
+            dmax = res[2]
+            dp = res[3]
+            rp = res[4]
+            b = bonded_normal(deltas[k], E, gam, dmax, dp, rp)
+            out[k, 0] = res[0]
+            out[k, 1] = res[1]
+            if b[1] > 0.0:
+                out[k, 0] = b[0]
+                out[k, 1] = b[1]
+            out[k, 2] = b[2]
 
 
 @ti.kernel

@@ -278,6 +278,9 @@ def _write_compaction(scen: Scenario, outdir: Path, res: _Results, result, stage
     data = res.data
     T = data["timings_s"]
     data["compaction"] = json_safe(result.info)
+    for w in result.info.get("warnings") or []:      # e.g. a hold that did not settle: said where users look
+        if w not in data.setdefault("warnings", []):
+            data["warnings"].append(w)
     history = {k: np.asarray(v) for k, v in result.history.items()}
     cols = write_history_csv(outdir / "history.csv", history)
     data.setdefault("files", {})["history"] = "history.csv"

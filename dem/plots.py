@@ -1,4 +1,5 @@
-"""Figures of a run (matplotlib, Agg, SI units on the axes, atomic saves).
+"""Figures of a run (matplotlib, Agg, atomic saves) in the field's units: pressure in GPa, sizes in µm,
+conductivity in mS/cm (1 S/m = 10 mS/cm, as the studies and the summary report it).
 
 ``plot_run(outdir)`` redraws every figure from ``results.json``, ``history.csv`` and ``packings/*.npz``
 (``pelletsim plot OUTDIR``); each ``plot_*`` function draws one figure from plain data.
@@ -29,6 +30,7 @@ EXPECTED_SHAPES = {
                          "then ln σ falls about linearly",
     "stack_pressure": "study (Fig. 6b, blue): rises monotonically with compaction, flattens at high pressure",
 }
+MS_PER_CM_PER_S_PER_M = 10.0   # 1 S/m = 1000 mS / 100 cm
 _COLORS = {"variable_pressure": "tab:orange", "stack_pressure": "tab:blue", "all": "tab:gray"}
 
 
@@ -184,10 +186,10 @@ def plot_conductivity(runs: list[dict], path) -> Path:
         if any(v is not None for v in ns):
             ax.plot(x[order], np.array([np.nan if v is None else v for v in ns], float)[order], mk + "-",
                     color=col, label=label)
-        ax2.plot(x[order], np.array([a["sigma_eff_S_per_m"] for a in an])[order], mk + "-", color=col,
-                 label=label + " σ_eff")
-        ax2.plot(x[order], np.array([a["sigma_bulk_S_per_m"] for a in an])[order], ":", color=col,
-                 label=label + " σ_bulk(p)")
+        ax2.plot(x[order], MS_PER_CM_PER_S_PER_M * np.array([a["sigma_eff_S_per_m"] for a in an])[order],
+                 mk + "-", color=col, label=label + " σ_eff")
+        ax2.plot(x[order], MS_PER_CM_PER_S_PER_M * np.array([a["sigma_bulk_S_per_m"] for a in an])[order], ":",
+                 color=col, label=label + " σ_bulk(p)")
         na = run.get("normalise_at_Pa")
         if na:
             ax.axvline(na / 1e9, color="0.6", lw=0.8, ls="--")
@@ -208,7 +210,7 @@ def plot_conductivity(runs: list[dict], path) -> Path:
         txt = "\n".join(textwrap.fill(t, 75) for t in txt.splitlines())
         ax.text(0.0, -0.17, "Expected shape — " + txt, transform=ax.transAxes, fontsize=7, va="top",
                 color="0.25")
-    _finish(ax2, "pelletizing pressure p (GPa)", "conductivity (S/m)", "Effective and bulk conductivity",
+    _finish(ax2, "pelletizing pressure p (GPa)", "conductivity σ (mS/cm)", "Effective and bulk conductivity",
             fontsize=7)
     return save_png(fig, path)
 

@@ -5,7 +5,8 @@ checkpoints (the driver's state of a stage is plain data, saved beside the engin
 Load and unload stages move the punch at the stage's speed and end at the target pressure (a release to 0
 at contact loss, p_top ≤ RELEASE_FRACTION × the peak pressure); captures are taken when p_top crosses each
 capture pressure (approached one step at a time). A hold servos the punch stress with a PI controller,
-v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ, k from the preceding ramp (:func:`punch_stiffness_estimate`).
+v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ, k from the preceding ramp (:func:`punch_stiffness_estimate`), and ends once
+settled (:mod:`dem.hold`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from fva.backend import host_traffic
 from fva.types import Packing
+from dem.hold import hold_max_extension, hold_window, report_hold
 from dem.simulation import RELEASE_FRACTION, Simulation, SimulationError
 from dem.types import (HISTORY_COLUMNS, CaptureSpec, CompactionResult, Die, Material, ParticleFrame, SimParams, Stage,
                         capture_specs)
@@ -157,7 +159,7 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
                     particle_steps_per_s=sim.n * sim.step_count / max(wall, 1e-9), max_radius_growth=growth,
                     contact_model=material.contact_model, seed=seed, punch_start_m=sim.punch_z0,
                     host_launches=launches, host_syncs=syncs, host_launches_per_step=launches / steps_here,
-                    host_syncs_per_step=syncs / steps_here,
+                    host_syncs_per_step=syncs / steps_here, holds=list(state.get("holds", [])),
                     warnings=warnings, completed=completed, stopped=stopped)
         return CompactionResult(history=history, packings=packings, frames=frames, info=info, final=final,
                                 captures=captures)
@@ -194,7 +196,8 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     return result(True)
 
 
-_STATE_KEYS = ("last_hist", "last_frame", "last_step", "p_peak", "hb", "fb", "rho_at_peak", "hold_end_step")
+_STATE_KEYS = ("last_hist", "last_frame", "last_step", "p_peak", "hb", "fb", "rho_at_peak", "hold_end_step",
+               "holds")
 _FRAME_FIELDS = ("time_s", "step", "centers_m", "radii_m", "velocities_m_per_s", "forces_N", "contact_count",
                  "stress_Pa", "box_m")
 _PACKING_FIELDS = ("centers_m", "radii_m", "box_m", "periodic", "pressure_Pa", "label")
@@ -324,13 +327,22 @@ def _start_stage(sim, st, si, material, load_track, params_tau_waves, state) -> 
     p_prev = sim.pressures()[0]
     if st.kind == "hold":
         n_hold = max(1, int(math.ceil(st.hold_time_s / sim.dt)))
+        ds["target"] = float(st.target_pressure_Pa)
         ds["k_est"] = punch_stiffness_estimate(load_track, sim.area,
                                                1e-3 * material.youngs_modulus_Pa * sim.area / sim.punch_z)
         c_wave = math.sqrt(material.youngs_modulus_Pa / sim.rho_s)
         ds["tau"] = max(params_tau_waves * sim.punch_z / c_wave, 50 * sim.dt)
         ds["integ"] = 0.0
-        ds["steps_left"] = n_hold
         ds["hold_end_step"] = sim.step_count + n_hold
+        # settle window: one period 2H/c of the pellet's fundamental compression mode (punch and bottom wall
+        # both held), with the packing's own wave speed c = √(M/ρ_bulk), M = k H/A its constrained modulus from
+        # the punch stiffness estimate (at most the solid's: a loose packing rings several times slower)
+        rho_bulk = sim.solid_volume / (sim.area * sim.punch_z) * sim.rho_s
+        c_pack = min(c_wave, math.sqrt(ds["k_est"] * sim.punch_z / sim.area / rho_bulk))
+        ds["window_steps"] = max(10, int(math.ceil(2.0 * sim.punch_z / c_pack / sim.dt)))
+        ds["max_extra_steps"] = int(math.ceil(hold_max_extension(sim) * max(n_hold, ds["window_steps"])))
+        ds["win_step"], ds["win_p"] = [], []
+        ds["settled"] = False
         return ds
     if st.kind == "load":
         sim.set_punch_velocity(-st.punch_speed_m_per_s)
@@ -368,8 +380,14 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
         caps = ds["caps"]
         if st.kind == "hold":
             state["hold_end_step"] = ds["hold_end_step"]
+            holds = state.setdefault("holds", [])
+            if "window_steps" not in ds:     # a checkpoint from before the settle window: the hold ends on time
+                ds.update(window_steps=10, max_extra_steps=0, win_step=[], win_p=[], settled=False,
+                          target=float(st.target_pressure_Pa))
 
-            def ctl(s, st=st, si=si, name=name, ds=ds):
+            tol = float(getattr(params, "hold_tolerance", 0.05))
+
+            def ctl(s, st=st, si=si, name=name, ds=ds, tol=tol):
                 # PI on the punch stress: v = −(A/k_est)(Kp·e + Ki·∫e dt/τ)/τ; the integral only runs
                 # within 5 % of the target (conditional integration: no wind-up during large transients)
                 p, _ = s.pressures()
@@ -383,22 +401,27 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                     / (ds["k_est"] * tau)
                 s.set_punch_velocity(float(np.clip(vel, -v_cap, v_cap)))
                 periodic(si, name, p)
+                # the hold ends when its time is over and p_top has settled within the tolerance over the
+                # last window (a pellet still ringing from the ramp extends it, bounded: ds["max_extra_steps"])
+                dev = hold_window(ds, s.step_count, p)
+                if dev <= tol * st.target_pressure_Pa and s.step_count >= ds["hold_end_step"]:
+                    ds["settled"] = True
+                    return True
                 return False
 
-            while ds["steps_left"] > 0:
+            end_bound = ds["hold_end_step"] + ds["max_extra_steps"]
+            while not ds["settled"] and sim.step_count < end_bound:
                 if sim.step_count - ds["start_step"] > params.max_steps:
                     raise SimulationError(f"{ctx}: exceeded params.max_steps = {params.max_steps}")
-                done = sim.advance(min(ds["steps_left"], 1000), ctx, on_check=ctl)
-                ds["steps_left"] -= done
-                if between_blocks is not None and ds["steps_left"] > 0:
+                left = (ds["hold_end_step"] if sim.step_count < ds["hold_end_step"] else end_bound) - sim.step_count
+                sim.advance(min(left, 1000), ctx, on_check=ctl)
+                if between_blocks is not None and not ds["settled"] and sim.step_count < end_bound:
                     between_blocks(ds)
             sim.set_punch_velocity(0.0)
             p_end = sim.pressures()[0]
             if caps:
                 capture(si, p_end, f"hold {_fmt_p(st.target_pressure_Pa)}")
-            rel = abs(p_end - st.target_pressure_Pa) / st.target_pressure_Pa
-            if rel > 0.05:
-                warnings.append(f"{ctx}: pressure at the end of the hold {p_end:.4g} Pa is {rel:.1%} off target")
+            report_hold(sim, st, ds, ctx, p_end, tol, holds, warnings)
             continue
 
         target = st.target_pressure_Pa

@@ -85,6 +85,8 @@ class MaterialSection(_Strict):
     restitution: float = Field(0.5, gt=0, le=1)
     rolling_friction: float = Field(0.0, ge=0)
     contact_model: Literal["hertz_mindlin", "thornton_ning"] = "thornton_ning"
+    adhesion_J_per_m2: float = Field(0.0, ge=0, description="work of adhesion of plastically flattened contacts "
+                                                             "(Thornton–Ning only; 0: none)")
 
 
 class DieSection(_Strict):
@@ -410,6 +412,9 @@ def check_scenario(scen: Scenario) -> None:
                             "lower d_min_um or raise d_max_um")
 
     m = scen.material
+    if m.adhesion_J_per_m2 > 0 and m.contact_model != "thornton_ning":
+        raise ScenarioError("material.adhesion_J_per_m2: bonds plastically flattened contacts; set contact_model = "
+                            "\"thornton_ning\" or adhesion_J_per_m2 = 0")
     if m.contact_model == "thornton_ning" and m.yield_stress_MPa is None:
         raise ScenarioError("material.yield_stress_MPa: required for contact_model = \"thornton_ning\"")
     n = scen.numerics
@@ -591,7 +596,8 @@ def engine_material(m: MaterialSection) -> Material:
                         poisson_ratio=m.poisson_ratio,
                         yield_stress_Pa=None if m.yield_stress_MPa is None else m.yield_stress_MPa * 1e6,
                         friction=m.friction, wall_friction=m.wall_friction, restitution=m.restitution,
-                        rolling_friction=m.rolling_friction, contact_model=m.contact_model)
+                        rolling_friction=m.rolling_friction, contact_model=m.contact_model,
+                        adhesion_J_per_m2=m.adhesion_J_per_m2)
     except ValueError as exc:
         raise ScenarioError(str(exc)) from None
 

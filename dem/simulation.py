@@ -279,7 +279,7 @@ class Simulation:
         nl, cp = self.nlist, self.cp
         SK.pair_forces_eval(self.model, nl.npairs, self.x, self.v, self.w, self.r, self.m, nl.pair_owner,
                             nl.partner, nl.hist, self.pw, self.Lx, self.Ly, cp.E_pp, cp.G_pp, cp.p_y, cp.beta,
-                            cp.mu_pp, self.mu_r, self.eps_v, self.K_bulk)
+                            cp.mu_pp, self.mu_r, self.eps_v, self.K_bulk, cp.adhesion)
 
     def _force_eval(self):
         """Forces at the current state without moving and without touching the contact histories (dt = 0, no
@@ -301,7 +301,7 @@ class Simulation:
                            nl.pair_owner, nl.partner, nl.hist, self.pw, nl.row_start, nl.rev_start, nl.rev_pairs,
                            self.wall_hist, self.fwall, self.ewall, self.ncont, self.eps_v, cp.E_pp, cp.G_pp, cp.E_pw,
                            cp.G_pw, cp.p_y, cp.beta, cp.mu_pp, cp.mu_pw, self.mu_r, float(self.params.damping),
-                           self.gz, int(self.top_wall), self.K_bulk)
+                           self.gz, int(self.top_wall), self.K_bulk, cp.adhesion)
 
     def _check(self, context: str = ""):
         nl = self.nlist

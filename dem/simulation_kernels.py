@@ -16,7 +16,7 @@ The cube root and logarithm of the volume correction go through :mod:`fva.math_k
 """
 from fva import math_kernels as FM
 from fva.backend import ti
-from dem.contact_kernels import HERTZ, damping_coefficient, normal_law, tangential_force
+from dem.contact_kernels import HERTZ, bonded_normal, damping_coefficient, normal_law, tangential_force
 from dem.neighbours_kernels import min_image, vec3
 
 PI = 3.141592653589793
@@ -70,7 +70,7 @@ def steps(model: ti.template(), nsteps: ti.template(), n: ti.i32, npairs: ti.i32
           rev_pairs: ti.types.ndarray(), wall_hist: ti.types.ndarray(), fwall: ti.types.ndarray(),
           ewall: ti.types.ndarray(), ncont: ti.types.ndarray(), eps_v: ti.types.ndarray(),
           E: float, G: float, Ew: float, Gw: float, py: float, beta: float, mu: float, mu_w: float, mu_r: float,
-          damping: float, gz: float, top_wall: ti.i32, Kb: float):
+          damping: float, gz: float, top_wall: ti.i32, Kb: float, gam: float):
     """``nsteps`` velocity-Verlet steps in ONE launch: kick_drift → pair_forces → gather_kick, ``nsteps`` times.
     Each loop of the unrolled sequence is a top-level loop of the kernel, i.e. its own offloaded task, and the
     tasks run in order; so this is the same computation, in the same order, as 3·nsteps separate launches —
@@ -80,7 +80,7 @@ def steps(model: ti.template(), nsteps: ti.template(), n: ti.i32, npairs: ti.i32
     for _s in ti.static(range(nsteps)):
         _kick_drift(n, dt, x, v, w, f, tq, inv_m, inv_I, Lx, Ly, ctrl)
         _pair_forces(model, npairs, dt, x, v, w, r, m, pair_owner, partner, hist, pw, Lx, Ly, E, G, py, beta, mu,
-                     mu_r, eps_v, Kb, True)
+                     mu_r, eps_v, Kb, gam, True)
         _gather_kick(model, n, dt, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw, wall_hist,
                      fwall, ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz, top_wall,
                      eps_v, Kb, True)
@@ -91,7 +91,7 @@ def _pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.template
                  w: ti.template(), r: ti.template(), m: ti.template(),
                  pair_owner: ti.template(), partner: ti.template(), hist: ti.template(),
                  pw: ti.template(), Lx: float, Ly: float, E: float, G: float,
-                 py: float, beta: float, mu: float, mu_r: float, eps_v: ti.template(), Kb: float,
+                 py: float, beta: float, mu: float, mu_r: float, eps_v: ti.template(), Kb: float, gam: float,
                  update: ti.template()):
     """Particle–particle contacts, one 12-double record per pair (one cache-friendly write):
     pw[p, 0:3] force on the owner i; pw[p, 3:6] / pw[p, 6:9] torques on i / j; pw[p, 9] recoverable elastic
@@ -136,7 +136,17 @@ def _pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.template
             aj = -(rj - 0.5 * delta) * nrm
             vc = vec3(v, i) + vec3(w, i).cross(ai) - vec3(v, j) - vec3(w, j).cross(aj)
             vn = vc.dot(nrm)
-            Fn = res[0] + damping_coefficient(beta, res[1], meff) * vn
+            Fel = res[0]
+            Sel = res[1]
+            Fc_b = 0.0
+            if ti.static(model != HERTZ):
+                # a flattened contact opened past δ_p stays bonded up to its pull-off force (bonded_normal)
+                b = bonded_normal(delta, E, gam, res[2], res[3], res[4])
+                if b[1] > 0.0:
+                    Fel = b[0]
+                    Sel = b[1]
+                Fc_b = b[2]
+            Fn = Fel + damping_coefficient(beta, Sel, meff) * vn
             eb = 0.0
             if eps_v[i] > 0.0 or eps_v[j] > 0.0:
                 ci, cj = _lens_caps(dist, ri, rj)
@@ -149,7 +159,7 @@ def _pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.template
             gt = damping_coefficient(beta, kt, meff)
             vt = vc - vn * nrm
             xi = ti.Vector([hist[p, 0], hist[p, 1], hist[p, 2]])
-            Ft, xi_n = tangential_force(xi, nrm, vt, dt, kt, gt, mu, Fn)
+            Ft, xi_n = tangential_force(xi, nrm, vt, dt, kt, gt, mu, Fn + Fc_b)
             if ti.static(update):
                 for c in ti.static(range(3)):
                     hist[p, c] = xi_n[c]
@@ -181,10 +191,11 @@ def pair_forces_eval(model: ti.template(), npairs: ti.i32, x: ti.types.ndarray()
                      w: ti.types.ndarray(), r: ti.types.ndarray(), m: ti.types.ndarray(),
                      pair_owner: ti.types.ndarray(), partner: ti.types.ndarray(), hist: ti.types.ndarray(),
                      pw: ti.types.ndarray(), Lx: float, Ly: float, E: float, G: float,
-                     py: float, beta: float, mu: float, mu_r: float, eps_v: ti.types.ndarray(), Kb: float):
+                     py: float, beta: float, mu: float, mu_r: float, eps_v: ti.types.ndarray(), Kb: float,
+                     gam: float):
     """:func:`_pair_forces` at the current state (dt = 0), contact histories left untouched."""
     _pair_forces(model, npairs, 0.0, x, v, w, r, m, pair_owner, partner, hist, pw, Lx, Ly, E, G, py, beta, mu, mu_r,
-                 eps_v, Kb, False)
+                 eps_v, Kb, gam, False)
 
 
 @ti.func

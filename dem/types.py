@@ -28,6 +28,9 @@ class Material:
     restitution: float = 0.5           # coefficient of restitution (elastic damping model)
     rolling_friction: float = 0.0
     contact_model: ContactModel = "thornton_ning"
+    # work of adhesion Δγ (J/m²) of plastically flattened contacts (Thornton–Ning only; 0: no bonding):
+    # dem.contact_kernels.bonded_normal
+    adhesion_J_per_m2: float = 0.0
 
     def __post_init__(self):
         if not (self.density_kg_m3 > 0):
@@ -45,6 +48,11 @@ class Material:
             raise ValueError(f"material.restitution must be in (0, 1], got {self.restitution}")
         if self.friction < 0 or self.wall_friction < 0:
             raise ValueError("material.friction and material.wall_friction must be >= 0")
+        if not (self.adhesion_J_per_m2 >= 0):
+            raise ValueError(f"material.adhesion_J_per_m2 must be >= 0, got {self.adhesion_J_per_m2}")
+        if self.adhesion_J_per_m2 > 0 and self.contact_model != "thornton_ning":
+            raise ValueError("material.adhesion_J_per_m2 bonds plastically flattened contacts: it needs "
+                             "contact_model = 'thornton_ning' (Hertz–Mindlin has no plastic flattening)")
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,11 @@ class SimParams:
         (``dem.simulation.MAX_STEP_MOTION``), a NaN, or an escape from the die.
     servo_gain / servo_integral: hold-stage PI gains, v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ with e = p_target − p_top,
         k a punch stiffness estimate from the end of the preceding load and τ = 10 wave transit times.
+    hold_tolerance / hold_max_extension: a hold ends once its time is over *and* p_top has stayed within
+        ``hold_tolerance`` × target over the last settle window (one period 2H/c of the pellet's fundamental
+        compression mode, c from the punch stiffness estimate); a pellet still ringing from the preceding ramp
+        extends the hold, by at most ``hold_max_extension`` × max(hold time, window). A hold that does not
+        settle ends there and is reported (``info["holds"]``, a warning).
     """
 
     dt_safety: float = 0.2
@@ -149,6 +162,8 @@ class SimParams:
     max_overlap_fraction: float = 1.0
     servo_gain: float = 0.5            # proportional gain (dimensionless, relative to the contact stiffness estimate)
     servo_integral: float = 0.05
+    hold_tolerance: float = 0.05       # relative |p_top − target| a hold must settle within
+    hold_max_extension: float = 4.0    # bound of a hold's extension, × max(hold time, settle window)
     history_every: int = 100           # steps between history rows
     frames_every: int = 0              # steps between particle frames for ParaView (0: only at captures)
     max_steps: int = 50_000_000

@@ -500,3 +500,25 @@ def test_captures_keep_their_identity_in_results(tiny_run):
     assert [(c["stage_index"], c["stage_kind"], c["nominal_pressure_Pa"], c["protocol"]) for c in caps] == \
         [(1, "load", 0.1e9, "variable_pressure"), (1, "load", 0.3e9, "variable_pressure")]
     assert [a["nominal_pressure_Pa"] for a in res["analysed"]] == [0.1e9, 0.3e9]
+
+
+def test_summary_names_release_holds_and_warnings(capsys, tmp_path):
+    """The end-of-run summary says where the release went, how the holds ended, and every warning."""
+    from dem.cli import _print_summary
+
+    w = "stage 6 'hold 0.1 GPa': p_top did not settle within 5% of the target (0.10 GPa) …"
+    data = {"name": "x", "status": "complete", "wall_time_s": 1.0, "backend": {"backend": "cpu"},
+            "relative_density": {"max": 0.99, "final": 0.86},
+            "heckel": {"Py_Pa": 0.95e9, "Py_stderr_Pa": 0.02e9, "A": 2.7, "fit_range_Pa": [0.5e9, 1.7e9]},
+            "elastic_recovery": {"fraction": 0.13, "at_stack_pressures": [
+                {"p_Pa": 1e7, "relative_density": 0.92, "drop_fraction": 0.073},
+                {"p_Pa": 1e8, "relative_density": 0.96, "drop_fraction": 0.03}]},
+            "compaction": {"holds": [{"settled": True, "off_target": 0.01, "extended_s": 1e-4},
+                                     {"settled": False, "off_target": -0.08, "extended_s": 8e-4}]},
+            "warnings": [w]}
+    _print_summary(data, tmp_path)
+    out = capsys.readouterr().out
+    assert "Py = 0.950 ± 0.020 GPa over 0.50–1.70 GPa" in out
+    assert "release: 0.9600 at 0.1 GPa (−3.0 %), 0.9200 at 0.01 GPa (−7.3 %), 0.8600 at contact loss (−13.0 %)" in out
+    assert "holds: 1 of 2 settled at their target (largest end offset 8.0%, longest extension 0.0008 s)" in out
+    assert f"warning: {w}" in out

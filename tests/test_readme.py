@@ -13,7 +13,7 @@ def _python_blocks() -> list[str]:
 
 
 def test_readme_python_blocks_run(taichi_runtime, capsys):
-    blocks = _python_blocks()[:2]
+    blocks = _python_blocks()[:2]      # (the third, a dask scheduler for sweeps, waits for a key press)
     assert len(blocks) == 2, "README: the FV solve and the compaction quick starts"
     assert "solve_conductivity" in blocks[0] and "run_compaction" in blocks[1]
     ns: dict = {}

@@ -1,0 +1,54 @@
+"""Hold stages of the protocol driver (:mod:`dem.protocol`): when a hold has settled, and its record.
+
+A hold ends when its time is over and p_top has stayed within ``params.hold_tolerance`` of the target over one
+period 2H/c of the pellet's fundamental compression mode (punch and bottom wall held; c = √(M/ρ_bulk) from the
+servo's punch stiffness estimate). A pellet still ringing from the preceding ramp extends the hold, by at most
+``params.hold_max_extension`` × max(hold time, period); each hold is recorded (``info["holds"]``) and one that
+did not settle is a warning that names its cause (ringing, or the servo's offset).
+"""
+from __future__ import annotations
+
+
+def _fmt_p(p):
+    return f"{p / 1e9:.2f} GPa" if p >= 1e8 else f"{p / 1e6:.1f} MPa"
+
+
+def hold_max_extension(sim) -> float:
+    return float(getattr(sim.params, "hold_max_extension", 4.0))
+
+
+def hold_window(ds, step: int, p: float) -> float:
+    """Append a check (step, p_top) to the hold's settle window, drop checks older than the window; return the
+    largest |p − target| seen over it, or +inf while the window is not yet covered by checks."""
+    ws, wp = ds["win_step"], ds["win_p"]
+    ws.append(float(step))
+    wp.append(float(p))
+    while len(ws) > 1 and ws[-1] - ws[1] >= ds["window_steps"]:
+        del ws[0], wp[0]
+    if ws[-1] - ws[0] < ds["window_steps"]:
+        return float("inf")
+    return max(abs(x - ds["target"]) for x in wp)
+
+
+def report_hold(sim, st, ds, ctx, p_end, tol, holds, warnings) -> None:
+    """One record of a finished hold in ``holds`` (and a warning if it did not settle within ``tol``)."""
+    target = st.target_pressure_Pa
+    extra = max(0, sim.step_count - ds["hold_end_step"])
+    wp = ds["win_p"]
+    amp = (max(wp) - min(wp)) / 2 if len(wp) > 1 else float("nan")
+    rel = (p_end - target) / target
+    holds.append(dict(stage=int(ds["si"]), target_Pa=float(target), p_end_Pa=float(p_end), off_target=float(rel),
+                      hold_time_s=float(st.hold_time_s), extended_s=float(extra * sim.dt),
+                      window_s=float(ds["window_steps"] * sim.dt), ringing_amplitude_Pa=float(amp),
+                      settled=bool(ds["settled"])))
+    if not ds["settled"] or abs(rel) > tol:
+        if amp > 0.5 * tol * target:
+            why = (f"the pellet still rings from the preceding ramp (±{_fmt_p(amp)} over the last window): slow "
+                   "the last approach to the target, or lengthen hold_time_s")
+        else:
+            why = (f"the ringing has decayed (±{_fmt_p(amp)}) but the servo had not yet brought p_top to the "
+                   "target: end the preceding ramp closer to it, or lengthen hold_time_s")
+        warnings.append(
+            f"{ctx}: p_top did not settle within {tol:.0%} of the target ({_fmt_p(target)}) after extending "
+            f"the hold by {extra * sim.dt:.3g} s (the bound, {hold_max_extension(sim):g} × max(hold time, "
+            f"settle window {ds['window_steps'] * sim.dt:.3g} s)); it ends at {_fmt_p(p_end)} ({rel:+.1%}): {why}")
