@@ -126,12 +126,15 @@ def contact_params(material: Material) -> ContactParams:
         model_id=MODEL_IDS[material.contact_model], adhesion=float(material.adhesion_J_per_m2))
 
 
-def normal_force_curve(model: str, deltas, R_eff: float, E_eff: float, p_y: float = 0.0) -> np.ndarray:
-    """Run the engine's Taichi normal law along an overlap path. Returns (len, 6):
-    F, S, δ_max, δ_p, R_p*, U per point. Needs an initialised Taichi runtime (``ensure_init``)."""
+def normal_force_curve(model: str, deltas, R_eff: float, E_eff: float, p_y: float = 0.0,
+                       adhesion_J_per_m2: float = 0.0) -> np.ndarray:
+    """Run the engine's Taichi normal law along an overlap path. Returns (len, 7):
+    F, S, δ_max, δ_p, R_p*, U, F_c per point (F_c: the cohesion of a bonded flattened contact when
+    ``adhesion_J_per_m2`` > 0, else 0). Needs an initialised Taichi runtime (``ensure_init``)."""
     from dem.contact_kernels import MODEL_IDS, evaluate_normal_law_kernel
 
     d = np.ascontiguousarray(deltas, dtype=np.float64)
-    out = np.zeros((d.size, 6), dtype=np.float64)
-    evaluate_normal_law_kernel(MODEL_IDS[model], d, float(R_eff), float(E_eff), float(p_y), out)
+    out = np.zeros((d.size, 7), dtype=np.float64)
+    evaluate_normal_law_kernel(MODEL_IDS[model], d, float(R_eff), float(E_eff), float(p_y),
+                               float(adhesion_J_per_m2), out)
     return out

@@ -165,34 +165,11 @@ def tangential_force(xi, n, vt, dt, kt, gt, mu, Fn):
 
 
 @ti.kernel
-def evaluate_bonded_law_kernel(deltas: ti.types.ndarray(), R: float, E: float, py: float, gam: float,
-                               out: ti.types.ndarray()):
-    """Drive one Thornton–Ning contact with bonding (:func:`bonded_normal`) through ``deltas`` (serially, with
-    state); out[k, :] = (F, S, F_c while bonded). Used by tests."""
-    ti.loop_config(serialize=True)
-    for _ in range(1):
-        dmax = 0.0
-        dp = 0.0
-        rp = 0.0
-        for k in range(deltas.shape[0]):
-            res = normal_law(THORNTON_NING, deltas[k], R, E, py, dmax, dp, rp)
-            dmax = res[2]
-            dp = res[3]
-            rp = res[4]
-            b = bonded_normal(deltas[k], E, gam, dmax, dp, rp)
-            out[k, 0] = res[0]
-            out[k, 1] = res[1]
-            if b[1] > 0.0:
-                out[k, 0] = b[0]
-                out[k, 1] = b[1]
-            out[k, 2] = b[2]
-
-
-@ti.kernel
 def evaluate_normal_law_kernel(model: ti.template(), deltas: ti.types.ndarray(), R: float, E: float,
-                               py: float, out: ti.types.ndarray()):
+                               py: float, gam: float, out: ti.types.ndarray()):
     """Drive one contact through the overlap path ``deltas`` (serially, with state) and record
-    out[k, :] = (F, S, dmax, dp, rp, U). Used by tests and by :func:`dem.contact.normal_force_curve`."""
+    out[k, :] = (F, S, dmax, dp, rp, U, F_c): with ``gam`` > 0 a flattened contact bonds (:func:`bonded_normal`:
+    F and S of the bond while it holds, F_c its cohesion). Used by tests and :func:`dem.contact.normal_force_curve`."""
     ti.loop_config(serialize=True)
     for _ in range(1):
         dmax = 0.0
@@ -205,3 +182,10 @@ def evaluate_normal_law_kernel(model: ti.template(), deltas: ti.types.ndarray(),
             rp = res[4]
             for c in ti.static(range(6)):
                 out[k, c] = res[c]
+            out[k, 6] = 0.0
+            if gam > 0.0:
+                bnd = bonded_normal(deltas[k], E, gam, dmax, dp, rp)
+                if bnd[1] > 0.0:
+                    out[k, 0] = bnd[0]
+                    out[k, 1] = bnd[1]
+                out[k, 6] = bnd[2]

@@ -155,7 +155,9 @@ def test_flattened_contact_bond_flat_punch_pull_off(taichi_runtime):
     """A flattened Thornton–Ning contact opened past δ_p pulls back as a bonded flat punch of radius a_p
     (F = −2E* a_p (δ_p − δ)) up to Kendall's pull-off √(8π E* Δγ a_p³), then breaks (F = 0); Δγ = 0 is the plain
     law, and an unflattened (elastic) contact never bonds."""
-    from dem.contact_kernels import evaluate_bonded_law_kernel
+    def bonded(path, gam):
+        """(F, S, F_c) of the Thornton–Ning law with bonding along ``path``."""
+        return normal_force_curve("thornton_ning", path, R, Es, py, gam)[:, [0, 1, 6]]
 
     R, Es, py, gam = 2.5e-6, effective_modulus(20e9, 0.3), 300e6, 0.5
     dmax = 40 * yield_overlap(R, Es, py)
@@ -166,16 +168,13 @@ def test_flattened_contact_bond_flat_punch_pull_off(taichi_runtime):
     assert 1e-9 < open_c < 1e-7
     seps = np.array([0.25, 0.5, 0.99, 1.01, 2.0]) * open_c
     path = np.concatenate([np.linspace(0, dmax, 201), dp - seps])
-    out = np.zeros((path.size, 3))
-    evaluate_bonded_law_kernel(np.ascontiguousarray(path), R, Es, py, gam, out)
+    out = bonded(path, gam)
     np.testing.assert_allclose(out[:201, 0], tn_force(path[:201], R, Es, py), rtol=1e-9)   # loading unchanged
     np.testing.assert_allclose(out[201:204, 0], -kb * seps[:3], rtol=1e-9)                # bonded, in tension
     np.testing.assert_allclose(out[201:204, 2], Fc, rtol=1e-12)                            # cohesion while bonded
     assert np.all(out[204:, :] == 0.0)                                                     # broken past F_c
-    plain = np.zeros_like(out)
-    evaluate_bonded_law_kernel(np.ascontiguousarray(path), R, Es, py, 0.0, plain)
+    plain = bonded(path, 0.0)
     assert np.all(plain[201:, 0] == 0.0) and np.all(plain[:, 2] == 0.0)
-    elastic = np.zeros((3, 3))
     d_el = 0.5 * yield_overlap(R, Es, py)
-    evaluate_bonded_law_kernel(np.array([d_el, 0.5 * d_el, 1e-3 * d_el]), R, Es, py, gam, elastic)
+    elastic = bonded(np.array([d_el, 0.5 * d_el, 1e-3 * d_el]), gam)
     assert np.all(elastic[:, 0] >= 0.0) and np.all(elastic[:, 2] == 0.0)
