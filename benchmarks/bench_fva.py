@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
 def _stream(K, ti, n: int, dtype_name: str, repeats: int = 5) -> dict:
     """Copy bandwidth (bytes read + written per second) and the fine matvec's effective bandwidth."""
     from fva.backend import sync
-    from fva.pcg import phase_table
+    from fva.pcg import sigma_table
 
     tdt = ti.f64 if dtype_name == "f64" else ti.f32
     item = 8 if dtype_name == "f64" else 4
@@ -48,7 +48,8 @@ def _stream(K, ti, n: int, dtype_name: str, repeats: int = 5) -> dict:
         sync()
         ts.append(time.perf_counter() - t)
     copy_bw = 2 * item * n ** 3 / min(ts)
-    ids, T = phase_table((np.random.default_rng(0).random((n, n, n)) < 0.75).astype(float))
+    ids = (np.random.default_rng(0).random((n, n, n)) < 0.75).astype(np.uint8)   # id 1 conducts (σ = 1)
+    T = sigma_table(np.array([0.0, 1.0]))
     sig = ti.ndarray(ti.u8, (n, n, n))
     sig.from_numpy(ids)
     Tt = ti.ndarray(ti.f64, T.shape)

@@ -381,11 +381,9 @@ def cmd_conductivity(args) -> int:
 
 def _phase_conductivities(image, given) -> dict:
     """{label: S/m} from repeated --phase-conductivity; every other label present is insulating."""
-    import numpy as np
+    from fva.conduction import labels_text, present_labels
 
-    from fva.conduction import labels_text
-
-    present = [int(v) for v in np.unique(image.phase)]
+    present = present_labels(image.phase)
     table = {}
     for lab, v in given:
         if lab not in present:

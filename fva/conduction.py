@@ -197,14 +197,6 @@ def phase_ids(image: VoxelImage, table: dict) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.array([0.0] + sigmas)
 
 
-def conductivity_map(image: VoxelImage, sigma_bulk_S_per_m: float = 1.0, sigma_pore_S_per_m: float = 0.0,
-                     phase_conductivities: dict | None = None) -> tuple[np.ndarray, float]:
-    """σ per voxel (float64, [z, y, x]) and the bulk conductivity used for τ (see ``label_conductivities``)."""
-    table, bulk = label_conductivities(image, sigma_bulk_S_per_m, sigma_pore_S_per_m, phase_conductivities)
-    ids, sig_of_id = phase_ids(image, table)
-    return sig_of_id[ids], bulk
-
-
 def labels_text(labels: list, limit: int = 12) -> str:
     head = ", ".join(str(v) for v in labels[:limit])
     return head + (f", … ({len(labels)} labels)" if len(labels) > limit else "")

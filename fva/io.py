@@ -114,12 +114,12 @@ def load_image(path, *, key: str | None = None, voxel_m=None, phase: int | None 
     if vox is None:
         raise ValueError(f"{p}: the voxel size is not stored in the file; pass voxel_m= (metres)")
     conducting = 1 if phase is None else int(phase)
-    present = np.unique(arr)
-    if conducting not in present:
-        from fva.conduction import labels_text
+    from fva.conduction import labels_text, present_labels
 
+    present = present_labels(arr)   # a histogram for 8-bit images: no sorted copy of a tomogram
+    if conducting not in present:
         raise ValueError(f"{p}: the conducting phase {conducting} is not in the image (labels present: "
-                         f"{labels_text([int(v) for v in present])}); choose it with --phase N / phase=")
+                         f"{labels_text(present)}); choose it with --phase N / phase=")
     return VoxelImage(phase=arr, voxel_m=vox, periodic=tuple(periodic), conducting_phase=conducting)
 
 

@@ -39,14 +39,6 @@ def sigma_table(sig_of_id: np.ndarray) -> np.ndarray:
     return T
 
 
-def phase_table(sig: np.ndarray):
-    """(u8 id image, table) from a float σ map (benchmarks; the solve builds ids from labels directly)."""
-    vals = np.unique(sig)
-    if vals[0] != 0.0:
-        vals = np.concatenate([[0.0], vals])
-    return np.searchsorted(vals, sig).astype(np.uint8), sigma_table(vals)
-
-
 def bytes_per_voxel(dtype: str, preconditioner: str = "mg") -> int:
     """Fine-level device bytes per voxel: id, x (f64), r, p, z/Ap (+ 1/diag for Jacobi)."""
     item = 8 if dtype == "f64" else 4
