@@ -382,37 +382,36 @@ def _forced_rebuild_s(sim, repeats: int = 3) -> float:
     return _median_call_s(sim._rebuild, repeats)
 
 
-def _launch_overhead_s(sim, launches: int = 300, repeats: int = 5) -> dict:
-    """Fixed cost of one step launch: the step kernel with zero particles and pairs (empty loops; the punch and
-    clock words it advances are restored), through the engine's prepared launch and through Taichi's plain
-    ``Kernel.__call__``; the minimum over ``repeats`` batches of ``launches``."""
+def _launch_overhead_s(sim, blocks: int = 20, repeats: int = 5) -> dict:
+    """Fixed cost of one block of steps (:mod:`dem.block`): the engine's block graph replayed with zero particles
+    and pairs (empty loops; the punch and clock words it advances are restored); the minimum over ``repeats``
+    batches of ``blocks``. Per block and per step."""
     from fva.backend import sync
 
-    if not hasattr(sim, "_launch_steps"):
+    if not hasattr(sim, "_dispatches"):
         return {}
-    n, npairs, ctrl = sim.n, sim.nlist.npairs, sim.ctrl.to_numpy()
-    fast0 = sim._launch_steps.fast
-    out = {}
+    ctrl = sim.ctrl.to_numpy()
+    k = int(sim.block_steps)
+    vals = sim._values()
+    vals.update(n=0, npairs=0, p_above=math.inf, p_below=-math.inf)
+    key = ("empty block", k)
+
+    def seq():
+        return sim._dispatches(k, -1)
     try:
-        sim.n, sim.nlist.npairs = 0, 0
-        for name, fast in (("prepared", fast0), ("plain", False)):
-            sim._launch_steps.fast = fast
-            sim._steps(1)
-            best = math.inf
-            for _ in range(repeats):
-                sync()
-                t = time.perf_counter()
-                for _ in range(launches):
-                    sim._steps(1)
-                sync()
-                best = min(best, (time.perf_counter() - t) / launches)
-            out[name] = best
+        sim._graph.run(key, seq, vals)
+        best = math.inf
+        for _ in range(repeats):
+            sync()
+            t = time.perf_counter()
+            for _ in range(blocks):
+                sim._graph.run(key, seq, vals)
+            sync()
+            best = min(best, (time.perf_counter() - t) / blocks)
     finally:
-        sim.n, sim.nlist.npairs = n, npairs
-        sim._launch_steps.fast = fast0
         sim.ctrl.from_numpy(ctrl)
-    out["prepared_active"] = bool(fast0)
-    return out
+        sim._measure()
+    return dict(block_s=best, block_steps=k, per_step_s=best / k, graph=bool(sim._graph.use_graph))
 
 
 def _overlaps(sim) -> np.ndarray:
@@ -786,12 +785,11 @@ def markdown(res: dict) -> str:
             f"| {100 * r['rebuild_share']:.1f} % | {r['bytes_per_particle']:.0f} "
             f"| {r['pairs_per_particle']:.1f} | {r['contacts_per_particle']:.1f} |"
         )
-    lo = [r for r in res["sizes"] if (r.get("launch_overhead_s") or {}).get("plain")]
+    lo = [r for r in res["sizes"] if (r.get("launch_overhead_s") or {}).get("block_s")]
     if lo:
         r = lo[0]["launch_overhead_s"]
-        L += ["", f"Fixed cost of one step launch (empty step kernel): {1e6 * r['prepared']:.0f} µs prepared "
-                  f"(engine{'' if r['prepared_active'] else ', inactive: plain path'}), {1e6 * r['plain']:.0f} µs "
-                  f"through Taichi's plain call."]
+        L += ["", f"Fixed cost of one block of {r['block_steps']} steps with no particles: {1e6 * r['block_s']:.0f} µs "
+                  f"({1e6 * r['per_step_s']:.0f} µs per step; {'graph replay' if r['graph'] else 'plain launches'})."]
     b = res.get("base") or {}
     if b:
         L += [

@@ -5,7 +5,8 @@
 #
 # bench: CPU-vs-CUDA agreement (backend_agreement.py), CPU-vs-Vulkan agreement (--tiny, f64 and f32; skipped
 #        when Taichi finds no Vulkan device), DEM throughput at 10k / 100k / 1M particles
-#        (bench_dem.py; again at 10k with PELLETSIM_PREPARED_LAUNCH=1), FV solver throughput (bench_fva.py);
+#        (bench_dem.py), host launches / syncs / µs per step at 60 particles (bench_host_traffic.py), FV solver
+#        throughput (bench_fva.py);
 # study: both full-size study scenarios end to end with `pelletsim run --backend cuda` (no .vti: ~1 GB each).
 # Each step has its own time limit (STEP_S, seconds) so that one slow step cannot eat the others' time; a step
 # that fails is reported and the script goes on. Python is run as $PY (default python3), with the repository
@@ -41,9 +42,9 @@ if [[ $what == bench || $what == all ]]; then
     fi
     step dem "$PY" benchmarks/bench_dem.py --backend "$BACKEND" --sizes "${DEM_SIZES:-10000,100000,1000000}" \
         --out "$out/dem_$BACKEND.json"
-    # the prepared launches (fva.backend.PreparedKernel) are off on a GPU until validated there: time them at 10k
-    step dem_prepared env PELLETSIM_PREPARED_LAUNCH=1 "$PY" benchmarks/bench_dem.py --backend "$BACKEND" \
-        --sizes "${DEM_PREPARED_SIZES:-10000}" --out "$out/dem_${BACKEND}_prepared.json"
+    # the engine's host overhead per step at 60 particles through `pelletsim run` (blocks of steps, dem.block)
+    step host_traffic "$PY" benchmarks/bench_host_traffic.py --backend "$BACKEND" --repeats 2 \
+        --out "$out/host_traffic_$BACKEND.json"
     step fva "$PY" benchmarks/bench_fva.py --backend "$BACKEND" --sizes "${FVA_SIZES:-128,256,384}" --no-peers \
         --out "$out/fva_$BACKEND.json"
 fi

@@ -1,6 +1,7 @@
 """Verlet neighbour list with a skin for wide size ratios (kernels in :mod:`dem.neighbours_kernels`).
 
-Build = bin particles in a cell grid (count → exclusive scan → fill) → one search pass appending the owned
+Build = bin particles in a cell grid (count → exclusive scan → fill) → search bounds (running maximum of the radii
+in ownership order) → one search pass appending the owned
 pairs at atomic slots (counted per owner) → scan → counting sort into the owners' rows → sort each row by
 partner index → carry each pair's contact history over from the previous
 list (binary search in the owner's old sorted row) → transposed ("reverse") rows so each particle can sum
@@ -12,11 +13,13 @@ Capacity-sized ndarrays; when the pair count exceeds capacity they grow by 1.5×
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
 from fva.backend import ti
 from dem import neighbours_kernels as K
+from dem.graph import KernelGraph
 
 N_HIST = 8   # per-pair history: ξ (3), δ_max, δ_p, R_p*, spare (2)
 
@@ -61,8 +64,9 @@ class NeighbourList:
         self.r_bound = ti.ndarray(f, shape=self.n)
         # ownership order: (r0 ascending, index descending) → everything particle i may own precedes it
         self._order = np.lexsort((-np.arange(self.n), r0))
-        self._pos = np.empty(self.n, dtype=np.int64)
-        self._pos[self._order] = np.arange(self.n)
+        self._order_nd = ti.ndarray(i32, shape=self.n)
+        self._order_nd.from_numpy(self._order.astype(np.int32))
+        self._graph = KernelGraph(use_graph=os.environ.get("PELLETSIM_NO_GRAPH", "") in ("", "0", "false", "no"))
         self.capacity = 0
         self._alloc_pairs(int(capacity or max(16, 8 * self.n)))
         self.old_partner = ti.ndarray(i32, shape=self.capacity)
@@ -79,25 +83,58 @@ class NeighbourList:
         self.hist = ti.ndarray(ti.f64, shape=(cap, N_HIST))
         self.rev_pairs = ti.ndarray(ti.i32, shape=cap)
 
+    # the build's two dispatch sequences; each name is a key of :meth:`_values`, in the kernel's parameter order
+    _GRID = ("Lx", "Ly", "zmin", "cx", "cy", "cz", "nx", "ny", "nz")
+    _SEARCH = (
+        (K.bin_particles, ("n", "x") + _GRID + ("particle_cell", "cell_count")),
+        (K.exclusive_scan, ("ncell", "cell_count", "cell_start")),
+        (K.bucket_fill, ("ncell", "n", "particle_cell", "cell_start", "cell_fill", "cell_particles")),
+        (K.bound_radii, ("n", "order", "r", "r_bound")),
+        (K.search_append, ("n", "x", "r", "r0", "r_bound", "skin") + _GRID
+         + ("cell_start", "cell_particles", "cap", "total", "row_count", "app_owner", "app_partner")),
+    )
+    _ROWS = (
+        (K.exclusive_scan, ("n", "row_count", "row_start")),
+        (K.scatter_rows, ("n", "npairs", "app_owner", "app_partner", "row_start", "rev_fill", "partner")),
+        (K.sort_rows, ("n", "row_start", "partner")),
+        (K.set_owner, ("n", "row_start", "pair_owner")),
+        (K.remap_history, ("n", "nh", "row_start", "partner", "hist", "old_row_start", "old_partner", "old_hist",
+                           "has_old")),
+        (K.count_reverse, ("n", "npairs", "partner", "rev_count")),
+        (K.exclusive_scan, ("n", "rev_count", "rev_start")),
+        (K.bucket_fill, ("n", "npairs", "partner", "rev_start", "rev_fill", "rev_pairs")),
+        (K.sort_rows, ("n", "rev_start", "rev_pairs")),
+        (K.snapshot_positions, ("n", "x", "r", "x_build", "r_build")),
+    )
+
+    def _values(self, x, r, r0, npairs=0) -> dict:
+        return dict(n=self.n, ncell=self.ncell, x=x, r=r, r0=r0, Lx=self.Lx, Ly=self.Ly, zmin=self.zmin, cx=self.cx,
+                    cy=self.cy, cz=self.cz, nx=self.nx, ny=self.ny, nz=self.nz, particle_cell=self.particle_cell,
+                    cell_count=self.cell_count, cell_start=self.cell_start, cell_fill=self.cell_fill,
+                    cell_particles=self.cell_particles, order=self._order_nd, r_bound=self.r_bound, skin=self.skin,
+                    cap=self.capacity, total=self._total, row_count=self.row_count, app_owner=self.pair_owner,
+                    app_partner=self.rev_pairs, npairs=int(npairs), row_start=self.row_start,
+                    rev_fill=self.rev_fill, partner=self.partner, pair_owner=self.pair_owner, nh=N_HIST,
+                    hist=self.hist, old_row_start=self.old_row_start, old_partner=self.old_partner,
+                    old_hist=self.old_hist, has_old=int(self._has_old), rev_count=self.rev_count,
+                    rev_start=self.rev_start, rev_pairs=self.rev_pairs, x_build=self.x_build, r_build=self.r_build)
+
     def build(self, x, r, r0) -> bool:
         """(Re)build from positions ``x`` (N,3 ndarray), current radii ``r`` and original radii ``r0``
         (ndarrays; ownership follows r0; the search bound comes from the current radii). Returns True when the
-        pair capacity had to grow."""
-        n = self.n
+        pair capacity had to grow. Two graph launches (:class:`dem.graph.KernelGraph`) and one read (the pair
+        count, which decides whether the pair arrays must grow)."""
+        if not hasattr(r, "to_numpy"):
+            r = self._nd(np.asarray(r, float))
+        if not hasattr(r0, "to_numpy"):
+            r0 = self._nd(np.asarray(r0, float))
         # keep the current list as "old" for the history transfer (swap references, no copy)
         self.old_partner, self.partner = self.partner, self.old_partner
         self.old_hist, self.hist = self.hist, self.old_hist
         self.old_row_start, self.row_start = self.row_start, self.old_row_start
-        grid = (self.Lx, self.Ly, self.zmin, self.cx, self.cy, self.cz, self.nx, self.ny, self.nz)
-        K.bin_particles(n, x, *grid, self.particle_cell, self.cell_count)
-        K.exclusive_scan(self.ncell, self.cell_count, self.cell_start)
-        K.bucket_fill(self.ncell, n, self.particle_cell, self.cell_start, self.cell_fill, self.cell_particles)
-        rn = r.to_numpy() if hasattr(r, "to_numpy") else np.asarray(r, float)
-        self.r_bound.from_numpy(np.maximum.accumulate(rn[self._order])[self._pos])
         # one search pass appends the owned pairs (pair_owner and rev_pairs serve as the append buffers: both are
         # rewritten below); a second pass only when they did not fit
-        args = (n, x, r, r0, self.r_bound, self.skin, *grid, self.cell_start, self.cell_particles)
-        K.search_append(*args, self.capacity, self._total, self.row_count, self.pair_owner, self.rev_pairs)
+        self._graph.run("search", lambda: self._SEARCH, self._values(x, r, r0))
         total = int(self._total[0])
         grew = False
         cap_needed = max(total, 1)
@@ -106,26 +143,22 @@ class NeighbourList:
             self._alloc_pairs(int(1.5 * cap_needed) + 16)
             self.grow_events += 1
             grew = True
-            K.search_append(*args, self.capacity, self._total, self.row_count, self.pair_owner, self.rev_pairs)
+            self._graph.run("search", lambda: self._SEARCH, self._values(x, r, r0))
         elif self.partner.shape[0] != self.capacity or self.hist.shape[0] != self.capacity:
             # after a growth the swapped-in buffer may be the small one: replace it
             self.partner = ti.ndarray(ti.i32, shape=self.capacity)
             self.hist = ti.ndarray(ti.f64, shape=(self.capacity, N_HIST))
-        K.exclusive_scan(n, self.row_count, self.row_start)
-        K.scatter_rows(n, total, self.pair_owner, self.rev_pairs, self.row_start, self.rev_fill, self.partner)
-        K.sort_rows(n, self.row_start, self.partner)
-        K.set_owner(n, self.row_start, self.pair_owner)
-        K.remap_history(n, N_HIST, self.row_start, self.partner, self.hist, self.old_row_start,
-                        self.old_partner, self.old_hist, self._has_old)
+        self._graph.run("rows", lambda: self._ROWS, self._values(x, r, r0, total))
         self.npairs = total
-        K.count_reverse(n, total, self.partner, self.rev_count)
-        K.exclusive_scan(n, self.rev_count, self.rev_start)
-        K.bucket_fill(n, total, self.partner, self.rev_start, self.rev_fill, self.rev_pairs)
-        K.sort_rows(n, self.rev_start, self.rev_pairs)
-        K.snapshot_positions(n, x, r, self.x_build, self.r_build)
         self._has_old = 1
         self.builds += 1
         return grew
+
+    @staticmethod
+    def _nd(a):
+        nd = ti.ndarray(ti.f64, shape=a.shape)
+        nd.from_numpy(np.ascontiguousarray(a))
+        return nd
 
     def max_motion(self, x, r) -> float:
         """max_i |x_i − x_i(build)| + radius growth since the last build (m)."""

@@ -61,6 +61,19 @@ def exclusive_scan(n: ti.i32, count: ti.types.ndarray(), start: ti.types.ndarray
 
 
 @ti.kernel
+def bound_radii(n: ti.i32, order: ti.types.ndarray(), r: ti.types.ndarray(), r_bound: ti.types.ndarray()):
+    """r_bound[order[k]] = max_{m ≤ k} r[order[m]]: the largest radius among the particles a particle may own
+    (ownership order: r0 ascending), the reach of its owner search (serial; cheap at rebuild cadence)."""
+    ti.loop_config(serialize=True)
+    for _ in range(1):
+        acc = 0.0
+        for k in range(n):
+            j = order[k]
+            acc = ti.max(acc, r[j])
+            r_bound[j] = acc
+
+
+@ti.kernel
 def bucket_fill(n_buckets: ti.i32, n_items: ti.i32, bucket: ti.types.ndarray(), start: ti.types.ndarray(),
                 fill: ti.types.ndarray(), out: ti.types.ndarray()):
     """Counting-sort fill: item i goes to ``out[start[bucket[i]] + k]``, k its arrival order in its bucket

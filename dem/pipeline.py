@@ -146,9 +146,11 @@ def _history_value_at(history: dict, spec: CaptureSpec, p_Pa: float, key: str):
     if key not in history or "p_top_Pa" not in history or not len(history["p_top_Pa"]):
         return None
     p = np.asarray(history["p_top_Pa"], float)
-    mask = np.ones_like(p, bool)
+    mask = np.isfinite(np.asarray(history[key], float))     # a column may be sampled on some rows only
+    if not mask.any():
+        return None
     if "stage" in history:
-        m2 = np.asarray(history["stage"]) == spec.stage_index
+        m2 = mask & (np.asarray(history["stage"]) == spec.stage_index)
         if m2.any():
             mask = m2
     if not math.isfinite(p_Pa):
@@ -604,7 +606,10 @@ def _density_summary(history: dict, cap_meta: list[dict]) -> dict:
             out["at_max_pressure"] = float(rho[k])
             out["max_pressure_Pa"] = float(p[k])
     if "solid_fraction" in history and len(history["solid_fraction"]):
-        out["final_solid_fraction"] = float(np.asarray(history["solid_fraction"], float)[-1])
+        sf = np.asarray(history["solid_fraction"], float)
+        sf = sf[np.isfinite(sf)]
+        if len(sf):
+            out["final_solid_fraction"] = float(sf[-1])
     return out
 
 

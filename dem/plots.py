@@ -116,7 +116,8 @@ def plot_density(history: dict, captures: list[dict], path, stage_kinds=None) ->
         ax.plot(p[rel], rho[rel], "--", color="C0", lw=1.5, label="release")
     if "solid_fraction" in history:
         sf = np.asarray(history["solid_fraction"], float)
-        ax.plot(p, sf, ":", color="0.5", lw=1, label="solid fraction (union of spheres)")
+        ok = np.isfinite(sf)          # the Monte-Carlo fraction is on every tenth row and at captures
+        ax.plot(p[ok], sf[ok], ":", color="0.5", lw=1, label="solid fraction (union of spheres)")
     caps = [c for c in captures if c.get("relative_density") is not None]
     if caps:
         ax.plot([c["pressure_Pa"] / 1e9 for c in caps], [c["relative_density"] for c in caps], "ko", ms=4,

@@ -98,14 +98,18 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     spec_of = {(c.stage_index, c.pressure_Pa): c for c in capture_specs(protocol)}
     state = dict(last_hist=-1, last_frame=-1, last_progress=time.perf_counter(), last_step=0, p_peak=0.0)
     he, fe = max(1, int(params.history_every)), int(params.frames_every)
+    sim.block_align = (he, fe)       # blocks end where a history row or a frame is due
     v_cap = params.servo_max_speed_m_per_s or max([s.punch_speed_m_per_s for s in protocol] + [0.0]) or 0.1
     load_track = []   # (punch_z, p_top) at checks of the latest ramp: stiffness estimate for the servo
     params_tau_waves = 10.0   # servo time scale in units of the wave transit time through the packing
 
-    def record(si):
+    def record(si, periodic_row=False):
         if sim.step_count == state["last_hist"]:
             return
-        row = sim.history_row(si)
+        # the Monte-Carlo solid fraction (host work on two array copies) on the periodic rows at multiples of
+        # SOLID_FRACTION_EVERY × history_every steps and on every capture / stage-end row; NaN on the others
+        sf = not periodic_row or (sim.step_count // he) % SOLID_FRACTION_EVERY == 0
+        row = sim.history_row(si, solid_fraction=sf)
         for c in HISTORY_COLUMNS:
             hist[c].append(row[c])
         state["last_hist"] = sim.step_count
@@ -125,11 +129,10 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
         add_frame()
 
     def periodic(si, stage_name, p):
-        if sim.step_count // he != state.get("hb", -1):
-            state["hb"] = sim.step_count // he
-            record(si)
-        if fe > 0 and sim.step_count // fe != state.get("fb", -1):
-            state["fb"] = sim.step_count // fe
+        # blocks end at every multiple of he and fe (sim.block_align): a row / frame exactly there
+        if sim.step_count % he == 0:
+            record(si, periodic_row=True)
+        if fe > 0 and sim.step_count % fe == 0:
             add_frame()
         if progress is not None:
             now = time.perf_counter()
@@ -196,7 +199,7 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     return result(True)
 
 
-_STATE_KEYS = ("last_hist", "last_frame", "last_step", "p_peak", "hb", "fb", "rho_at_peak", "hold_end_step",
+_STATE_KEYS = ("last_hist", "last_frame", "last_step", "p_peak", "rho_at_peak", "hold_end_step",
                "holds")
 _FRAME_FIELDS = ("time_s", "step", "centers_m", "radii_m", "velocities_m_per_s", "forces_N", "contact_count",
                  "stress_Pa", "box_m")
@@ -360,6 +363,18 @@ def _start_stage(sim, st, si, material, load_track, params_tau_waves, state) -> 
     return ds
 
 
+SOLID_FRACTION_EVERY = 10   # periodic history rows per Monte-Carlo solid fraction
+
+
+def _stop_at_next(sim, st, pending, target, release_p):
+    """The device stops a block at the first step whose punch pressure reaches the next capture or the stage's
+    end (load: p ≥ the next; unload: p ≤ the next, or the release pressure), so each is taken at that very step."""
+    if st.kind == "load":
+        sim.stop_above_Pa, sim.stop_below_Pa = min(pending[:1] + [target]), -math.inf
+    else:
+        sim.stop_above_Pa, sim.stop_below_Pa = math.inf, max(pending[:1] + [target, release_p])
+
+
 def _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
                 params_tau_waves, record, capture, periodic, resume_stage=None, between_blocks=None):
     """The stage loop of :func:`run_compaction` (see there). Each stage's driver state is one dict of plain
@@ -393,7 +408,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                 p, _ = s.pressures()
                 state["p_peak"] = max(state["p_peak"], p)
                 err = st.target_pressure_Pa - p
-                T = s._k * s.dt
+                T = s.last_block_steps * s.dt
                 if abs(err) < 0.05 * st.target_pressure_Pa:
                     ds["integ"] += err * T
                 tau = ds["tau"]
@@ -410,6 +425,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                 return False
 
             end_bound = ds["hold_end_step"] + ds["max_extra_steps"]
+            sim.k_cap = max(1, int(params.check_every))      # the servo acts between blocks: one every check_every
             while not ds["settled"] and sim.step_count < end_bound:
                 if sim.step_count - ds["start_step"] > params.max_steps:
                     raise SimulationError(f"{ctx}: exceeded params.max_steps = {params.max_steps}")
@@ -418,6 +434,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                 if between_blocks is not None and not ds["settled"] and sim.step_count < end_bound:
                     between_blocks(ds)
             sim.set_punch_velocity(0.0)
+            sim.k_cap = None
             p_end = sim.pressures()[0]
             if caps:
                 capture(si, p_end, f"hold {_fmt_p(st.target_pressure_Pa)}")
@@ -433,7 +450,6 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
             rho_punch = s.solid_volume / (s.area * s.punch_z) if s.punch_z > 0 else float("inf")
             if p > state["p_peak"]:
                 state["p_peak"], state["rho_at_peak"] = p, rho_punch
-            rate = p - ds["p_prev"]             # pressure change over the last check interval
             load_track.append((s.punch_z, p))
             if st.kind == "load" and rho_punch > 1.0:
                 # the punch has passed the fully dense thickness Σ V_solid / A: no pellet state lies beyond
@@ -447,8 +463,6 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                     capture(si, p, f"load {_fmt_p(c)}", c)
                 if p >= target:
                     ds["done"] = True
-                nxt = min(pending[:1] + [target])
-                near = p + 2.0 * max(rate, 0.0) >= nxt
             else:
                 while pending and p <= pending[0]:
                     c = pending.pop(0)
@@ -457,14 +471,12 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                     ds["done"] = True          # contact lost (release) or target reached: the punch stops
                 elif s.punch_z > max(ds["z_start"], sim.punch_z0) + 2 * s.skin and p <= 0:
                     ds["done"] = True
-                nxt = max(pending[:1] + [target])
-                near = p + 2.0 * min(rate, 0.0) <= nxt
-            # approach a capture / target pressure one step at a time (captures within one step's change)
-            s.k_cap = 1 if near else None
+            _stop_at_next(s, st, pending, target, release_p)
             ds["p_prev"] = p
             periodic(si, name, p)
             return ds["done"]
 
+        _stop_at_next(sim, st, pending, target, release_p)
         while not ds["done"]:
             if sim.step_count - ds["start_step"] > params.max_steps:
                 raise SimulationError(f"{ctx}: did not reach {_fmt_p(target)} within params.max_steps = "
@@ -477,7 +489,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
             if between_blocks is not None and not ds["done"]:
                 between_blocks(ds)
         sim.set_punch_velocity(0.0)
-        sim.k_cap = None
+        sim.stop_above_Pa, sim.stop_below_Pa = math.inf, -math.inf
         record(si)
         for c in pending:
             if st.kind == "unload" and c <= 0 and ds["p_prev"] <= release_p:

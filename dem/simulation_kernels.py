@@ -1,10 +1,11 @@
 """Taichi kernels of one DEM step (orchestrated by :mod:`dem.simulation`). Ndarray arguments only.
 
-A step is three stages, run by :func:`steps` (one launch for one or more steps):
-  1. :func:`_kick_drift`   v += ½dt F/m, ω += ½dt T/I, x += dt v (x, y wrapped), punch z += dt v_punch;
-  2. :func:`_pair_forces`  one pass over the owned Verlet pairs: contact law, damping, tangential history;
+A step is three stages (three parallel loops), run by :func:`dem.block.step_kernel` inside a block of steps:
+  0. :func:`advance_punch` punch z += dt v_punch, t += dt;
+  1. :func:`kick_drift`   v += ½dt F/m, ω += ½dt T/I, x += dt v (x, y wrapped);
+  2. :func:`pair_forces`  one pass over the owned Verlet pairs: contact law, damping, tangential history;
                            the force on the owner is stored per pair (no atomics);
-  3. :func:`_gather_kick`  each particle sums its owned rows (+f) and reverse rows (−f) in a fixed order,
+  3. :func:`gather_kick`  each particle sums its owned rows (+f) and reverse rows (−f) in a fixed order,
                            adds the bottom-wall and punch contacts, local (Cundall) damping, v += ½dt F/m.
 :func:`pair_forces_eval` and :func:`gather_eval` evaluate stages 2–3 at the current state (dt = 0) without
 writing any contact history.
@@ -44,11 +45,17 @@ def _set3(a: ti.template(), i, v):
 
 
 @ti.func
-def _kick_drift(n: ti.i32, dt: float, x: ti.template(), v: ti.template(), w: ti.template(),
-                f: ti.template(), tq: ti.template(), inv_m: ti.template(),
-                inv_I: ti.template(), Lx: float, Ly: float, ctrl: ti.template()):
+def advance_punch(dt: float, ctrl: ti.template()):
+    """Punch z += dt v_punch, time += dt (serial)."""
     ctrl[0] += dt * ctrl[1]
     ctrl[2] += dt
+
+
+@ti.func
+def kick_drift(n: ti.i32, dt: float, x: ti.template(), v: ti.template(), w: ti.template(),
+               f: ti.template(), tq: ti.template(), inv_m: ti.template(),
+               inv_I: ti.template(), Lx: float, Ly: float):
+    """First half kick and drift of particles 0..n−1 (x, y wrapped into the die)."""
     for i in range(n):
         vi = vec3(v, i) + 0.5 * dt * inv_m[i] * vec3(f, i)
         wi = vec3(w, i) + 0.5 * dt * inv_I[i] * vec3(tq, i)
@@ -60,34 +67,8 @@ def _kick_drift(n: ti.i32, dt: float, x: ti.template(), v: ti.template(), w: ti.
         _set3(x, i, xi)
 
 
-@ti.kernel
-def steps(model: ti.template(), nsteps: ti.template(), n: ti.i32, npairs: ti.i32, dt: float,
-          x: ti.types.ndarray(), v: ti.types.ndarray(), w: ti.types.ndarray(), r: ti.types.ndarray(),
-          m: ti.types.ndarray(), inv_m: ti.types.ndarray(), inv_I: ti.types.ndarray(), f: ti.types.ndarray(),
-          tq: ti.types.ndarray(), fc: ti.types.ndarray(), ctrl: ti.types.ndarray(), Lx: float, Ly: float,
-          pair_owner: ti.types.ndarray(), partner: ti.types.ndarray(), hist: ti.types.ndarray(),
-          pw: ti.types.ndarray(), row_start: ti.types.ndarray(), rev_start: ti.types.ndarray(),
-          rev_pairs: ti.types.ndarray(), wall_hist: ti.types.ndarray(), fwall: ti.types.ndarray(),
-          ewall: ti.types.ndarray(), ncont: ti.types.ndarray(), eps_v: ti.types.ndarray(),
-          E: float, G: float, Ew: float, Gw: float, py: float, beta: float, mu: float, mu_w: float, mu_r: float,
-          damping: float, gz: float, top_wall: ti.i32, Kb: float, gam: float):
-    """``nsteps`` velocity-Verlet steps in ONE launch: kick_drift → pair_forces → gather_kick, ``nsteps`` times.
-    Each loop of the unrolled sequence is a top-level loop of the kernel, i.e. its own offloaded task, and the
-    tasks run in order; so this is the same computation, in the same order, as 3·nsteps separate launches —
-    without the Python-side cost of each launch (≈ 0.3 ms with these ~30 arguments; on a GPU that fixed cost,
-    not the arithmetic, set the step time below ~10⁵ particles). Compile time grows about quadratically with
-    ``nsteps`` (unrolled); the engine uses ``dem.simulation.FUSED_STEPS``."""
-    for _s in ti.static(range(nsteps)):
-        _kick_drift(n, dt, x, v, w, f, tq, inv_m, inv_I, Lx, Ly, ctrl)
-        _pair_forces(model, npairs, dt, x, v, w, r, m, pair_owner, partner, hist, pw, Lx, Ly, E, G, py, beta, mu,
-                     mu_r, eps_v, Kb, gam, True)
-        _gather_kick(model, n, dt, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw, wall_hist,
-                     fwall, ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz, top_wall,
-                     eps_v, Kb, True)
-
-
 @ti.func
-def _pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.template(), v: ti.template(),
+def pair_forces(model: ti.template(), npairs: ti.i32, dt: float, x: ti.template(), v: ti.template(),
                  w: ti.template(), r: ti.template(), m: ti.template(),
                  pair_owner: ti.template(), partner: ti.template(), hist: ti.template(),
                  pw: ti.template(), Lx: float, Ly: float, E: float, G: float,
@@ -193,8 +174,8 @@ def pair_forces_eval(model: ti.template(), npairs: ti.i32, x: ti.types.ndarray()
                      pw: ti.types.ndarray(), Lx: float, Ly: float, E: float, G: float,
                      py: float, beta: float, mu: float, mu_r: float, eps_v: ti.types.ndarray(), Kb: float,
                      gam: float):
-    """:func:`_pair_forces` at the current state (dt = 0), contact histories left untouched."""
-    _pair_forces(model, npairs, 0.0, x, v, w, r, m, pair_owner, partner, hist, pw, Lx, Ly, E, G, py, beta, mu, mu_r,
+    """:func:`pair_forces` at the current state (dt = 0), contact histories left untouched."""
+    pair_forces(model, npairs, 0.0, x, v, w, r, m, pair_owner, partner, hist, pw, Lx, Ly, E, G, py, beta, mu, mu_r,
                  eps_v, Kb, gam, False)
 
 
@@ -240,7 +221,7 @@ def wall_contact(model: ti.template(), delta, nrm, r, mi, vi, wi, vwall, wh: ti.
 
 
 @ti.func
-def _gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.template(), v: ti.template(),
+def gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.template(), v: ti.template(),
                  w: ti.template(), r: ti.template(), m: ti.template(), inv_m: ti.template(),
                  inv_I: ti.template(), row_start: ti.template(), rev_start: ti.template(),
                  rev_pairs: ti.template(), pw: ti.template(), wall_hist: ti.template(),
@@ -310,8 +291,8 @@ def gather_eval(model: ti.template(), n: ti.i32, x: ti.types.ndarray(), v: ti.ty
                 f: ti.types.ndarray(), tq: ti.types.ndarray(), fc: ti.types.ndarray(), ctrl: ti.types.ndarray(),
                 Ew: float, Gw: float, py: float, beta: float, mu_w: float, mu_r: float, damping: float,
                 gz: float, top_wall: ti.i32, eps_v: ti.types.ndarray(), Kb: float):
-    """:func:`_gather_kick` at the current state (dt = 0: no kick), wall histories left untouched."""
-    _gather_kick(model, n, 0.0, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw, wall_hist, fwall,
+    """:func:`gather_kick` at the current state (dt = 0: no kick), wall histories left untouched."""
+    gather_kick(model, n, 0.0, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw, wall_hist, fwall,
                  ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz, top_wall, eps_v, Kb, False)
 
 
@@ -319,8 +300,9 @@ def gather_eval(model: ti.template(), n: ti.i32, x: ti.types.ndarray(), v: ti.ty
 def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.types.ndarray(),
                 pw: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, x_build: ti.types.ndarray(),
                 r_build: ti.types.ndarray(), Lx: float, Ly: float, f: ti.types.ndarray(), inv_m: ti.types.ndarray(),
-                dt: float, skin: float, k_max: ti.i32, reach: ti.types.ndarray(), out: ti.types.ndarray()):
-    """out = [nan count, max pair overlap fraction, escaped count, max speed, max wall overlap fraction,
+                dt: float, skin: float, k_max: ti.i32, reach: ti.types.ndarray(), blk: ti.types.ndarray(),
+                off: ti.i32):
+    """blk[off:off + 12] = [nan count, max pair overlap fraction, escaped count, max speed, max wall overlap fraction,
     largest escaped/NaN index, max e_i, max |v_i|/r_i (1/s; × dt = the largest motion per step in units of the
     particle's radius), k_next, A_1, A_2, count of A_i = A_1].
 
@@ -334,8 +316,8 @@ def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.nd
     the sum over one pair, instead of twice the largest (one fast particle can use the whole skin when its
     neighbours barely move). Only max/add of integers-as-floats: order-independent."""
     for k in range(12):
-        out[k] = 0.0
-    out[5] = -1.0
+        blk[off + k] = 0.0
+    blk[off + 5] = -1.0
     pz = ctrl[0]
     for i in range(n):
         xi = vec3(x, i)
@@ -345,41 +327,41 @@ def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.nd
             if xi[c] != xi[c] or vi[c] != vi[c]:
                 bad = 1
         if bad:
-            ti.atomic_add(out[0], 1.0)
-            ti.atomic_max(out[5], ti.cast(i, ti.f64))
+            ti.atomic_add(blk[off + 0], 1.0)
+            ti.atomic_max(blk[off + 5], ti.cast(i, ti.f64))
         esc = 0
         if xi[2] < -r[i]:
             esc = 1
         if top_wall != 0 and xi[2] > pz + r[i]:
             esc = 1
         if esc:
-            ti.atomic_add(out[2], 1.0)
-            ti.atomic_max(out[5], ti.cast(i, ti.f64))
-        ti.atomic_max(out[3], vi.norm())
-        ti.atomic_max(out[7], vi.norm() / r[i])
+            ti.atomic_add(blk[off + 2], 1.0)
+            ti.atomic_max(blk[off + 5], ti.cast(i, ti.f64))
+        ti.atomic_max(blk[off + 3], vi.norm())
+        ti.atomic_max(blk[off + 7], vi.norm() / r[i])
         ow = (r[i] - xi[2]) / r[i]
         if top_wall != 0:
             ow = ti.max(ow, (xi[2] + r[i] - pz) / r[i])
-        ti.atomic_max(out[4], ow)
+        ti.atomic_max(blk[off + 4], ow)
         dm = min_image(xi - vec3(x_build, i), Lx, Ly)
         e = dm.norm() + ti.max(r[i] - r_build[i], 0.0)
-        ti.atomic_max(out[6], e)
+        ti.atomic_max(blk[off + 6], e)
         reach[i] = e + dt * (vi + 0.5 * dt * inv_m[i] * vec3(f, i)).norm()
     for p in range(npairs):
-        ti.atomic_max(out[1], pw[p, 10])
+        ti.atomic_max(blk[off + 1], pw[p, 10])
     for _ in range(1):
         kn = 1.0
-        if out[3] * dt > 0.0:
-            kn = ti.floor(0.1 * skin / (out[3] * dt))
-        out[8] = ti.min(ti.max(kn, 1.0), ti.cast(k_max, ti.f64))
+        if blk[off + 3] * dt > 0.0:
+            kn = ti.floor(0.1 * skin / (blk[off + 3] * dt))
+        blk[off + 8] = ti.min(ti.max(kn, 1.0), ti.cast(k_max, ti.f64))
     for i in range(n):
-        reach[i] += 2.0 * (out[8] - 1.0) * dt * vec3(v, i).norm()
-        ti.atomic_max(out[9], reach[i])
+        reach[i] += 2.0 * (blk[off + 8] - 1.0) * dt * vec3(v, i).norm()
+        ti.atomic_max(blk[off + 9], reach[i])
     for i in range(n):
-        if reach[i] < out[9]:
-            ti.atomic_max(out[10], reach[i])
+        if reach[i] < blk[off + 9]:
+            ti.atomic_max(blk[off + 10], reach[i])
         else:
-            ti.atomic_add(out[11], 1.0)
+            ti.atomic_add(blk[off + 11], 1.0)
 
 
 @ti.kernel
@@ -407,10 +389,9 @@ def chunk_sums(n: ti.i32, chunk: ti.i32, a: ti.types.ndarray(), col: ti.i32, out
         out[c] = s
 
 
-@ti.kernel
-def pair_caps(npairs: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), pair_owner: ti.types.ndarray(),
-              partner: ti.types.ndarray(), cap_i: ti.types.ndarray(), cap_j: ti.types.ndarray(), Lx: float,
-              Ly: float):
+@ti.func
+def lens_caps_pass(npairs: ti.i32, x: ti.template(), r: ti.template(), pair_owner: ti.template(),
+                   partner: ti.template(), cap_i: ti.template(), cap_j: ti.template(), Lx: float, Ly: float):
     """Per pair, the cap volumes each sphere loses (:func:`_lens_caps`)."""
     for p in range(npairs):
         i = pair_owner[p]
@@ -421,12 +402,13 @@ def pair_caps(npairs: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), pair
         cap_j[p] = cj
 
 
-@ti.kernel
-def volume_correct(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: ti.types.ndarray(),
-                   row_start: ti.types.ndarray(), rev_start: ti.types.ndarray(), rev_pairs: ti.types.ndarray(),
-                   cap_i: ti.types.ndarray(), cap_j: ti.types.ndarray(), ctrl: ti.types.ndarray(),
-                   top_wall: ti.i32, growth_cap: float, growth_step: float, eps_v: ti.types.ndarray(),
-                   eps_p: ti.types.ndarray(), phi_c: ti.types.ndarray(), phi: float, pc_over_K: float):
+@ti.func
+def volume_correct_pass(n: ti.i32, x: ti.template(), r: ti.template(), r0: ti.template(),
+                        row_start: ti.template(), rev_start: ti.template(), rev_pairs: ti.template(),
+                        cap_i: ti.template(), cap_j: ti.template(), ctrl: ti.template(),
+                        top_wall: ti.i32, growth_cap: float, growth_step: float, eps_v: ti.template(),
+                        eps_p: ti.template(), phi_c: ti.template(), vol_solid: float, area: float,
+                        pc_over_K: float):
     """MDR-like volume conservation (cf. Zunker & Kamrin 2024), irreversible: one fixed-point update
 
         r_vc = min( (r0³ + 3/(4π) Σ_c V_cap,c(r))^{1/3},  g_max r0,  r + Δg r0 ),   r ← max(r, r_vc),
@@ -453,8 +435,12 @@ def volume_correct(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: 
     ln(1/φ) = p/p_c + ln(1/φ_c) from the end of the sphere stage on (Carroll & Holt 1972 pore collapse with
     Py = p_c; Heckel 1961). ε_p,i ← max(ε_p,i, ε_i − p_f/K_eff) is irreversible and the bulk response carries
     only the elastic part ε_v,i = max(0, ε_i − ε_p,i), which alone recovers on release. No flow once φ ≤ 0
-    (the mass-based density can then exceed 1 only by the elastic compression of the solid)."""
+    (the mass-based density can then exceed 1 only by the elastic compression of the solid). φ = 1 − V_solid /
+    (A z_punch), the compact's mass-based porosity under the punch (1 without a punch or pore collapse)."""
     pz = ctrl[0]
+    phi = 1.0
+    if pc_over_K > 0.0 and top_wall != 0:
+        phi = 1.0 - vol_solid / (area * ti.max(pz, 1e-300))
     for i in range(n):
         s = 0.0
         for p in range(row_start[i], row_start[i + 1]):

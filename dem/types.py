@@ -171,7 +171,8 @@ class SimParams:
     default_fp: str = "f64"
     # optional engine controls (added by the DEM engine; defaults keep earlier behaviour)
     gravity_m_s2: float = 0.0          # gravity magnitude along −z (0: off, the die default)
-    check_every: int = 10              # steps between host checks (pressure, captures, blow-up, Verlet test)
+    check_every: int = 10              # steps between punch-servo updates in holds (a block each)
+    block_steps: int = 64              # longest block of steps per host call (dem.block; ends early on the device)
     volume_correction_every: int = 10  # steps between volume-correction updates (2 fixed-point passes each)
     solid_fraction_points: int = 20000 # Monte-Carlo points for the union-of-spheres solid fraction (0: skip)
     servo_max_speed_m_per_s: float | None = None  # hold-stage punch speed cap (default: fastest stage speed)

@@ -239,24 +239,30 @@ def test_compaction_with_volume_correction_runs(taichi_runtime):
     assert [p.label for p in res.packings] == ["load 10.0 MPa", "load 20.0 MPa"]
 
 
-def test_prepared_launches_bitwise_equal_to_plain_with_volume_correction(taichi_runtime, monkeypatch):
-    """Every prepared launch of a compaction (steps, checks, pressures, volume correction, whose porosity
-    argument changes at every update and is patched in place) gives Taichi's plain calls' run to the bit."""
+def test_compaction_is_bitwise_independent_of_the_block_length_and_of_graphs(taichi_runtime, monkeypatch):
+    """Where a block of steps ends is decided on the device from the state alone (rebuilds, thresholds), and the
+    volume correction runs at fixed steps: a compaction with blocks of ≤ 64 steps, one with blocks of ≤ 7 and one
+    whose kernels are launched one by one from Python (no graphs) are the same run to the bit."""
     from dem.simulation import run_compaction
 
     runs = []
-    for plain in ("0", "1"):
-        monkeypatch.setenv("PELLETSIM_PLAIN_LAUNCH", plain)
+    for block, no_graph in ((64, "0"), (7, "0"), (64, "1")):
+        monkeypatch.setenv("PELLETSIM_NO_GRAPH", no_graph)
         pk = _lattice(nx=4, nz=4)
-        prot = [Stage("load", 20e6, punch_speed_m_per_s=0.1), Stage("unload", 5e6, punch_speed_m_per_s=0.1)]
+        prot = [Stage("load", 20e6, punch_speed_m_per_s=0.1, capture_pressures_Pa=(10e6,)),
+                Stage("unload", 5e6, punch_speed_m_per_s=0.1)]
         runs.append(run_compaction(pk, _tn(), Die(4 * A, 4 * A, 4 * A), prot,
                                    SimParams(mass_scaling=1e4, history_every=20, volume_correction=True,
-                                             pore_collapse_pressure_Pa=50e6), seed=2))
-    fast, plain = runs
-    assert fast.info["max_radius_growth"] > 1.0
-    assert fast.info["max_radius_growth"] == plain.info["max_radius_growth"]
-    for c in ("p_top_Pa", "relative_density", "punch_z_m", "coordination"):
-        np.testing.assert_array_equal(fast.history[c], plain.history[c])
+                                             pore_collapse_pressure_Pa=50e6, block_steps=block), seed=2))
+    ref = runs[0]
+    assert ref.info["max_radius_growth"] > 1.0
+    assert ref.packings[0].pressure_Pa >= 10e6
+    for other in runs[1:]:
+        assert other.info["max_radius_growth"] == ref.info["max_radius_growth"]
+        assert other.info["n_steps"] == ref.info["n_steps"]
+        np.testing.assert_array_equal(other.packings[0].centers_m, ref.packings[0].centers_m)
+        for c in ("p_top_Pa", "relative_density", "punch_z_m", "coordination", "step"):
+            np.testing.assert_array_equal(other.history[c], ref.history[c])
 
 
 # ------------------------------------------------------------------ bad input and blow-ups
@@ -411,11 +417,11 @@ def test_interrupt_carries_the_partial_result(taichi_runtime, monkeypatch):
     calls = {"n": 0}
     orig = simmod.Simulation.history_row
 
-    def row(self, si):
+    def row(self, si, **kw):
         calls["n"] += 1
         if calls["n"] == 6:
             raise KeyboardInterrupt
-        return orig(self, si)
+        return orig(self, si, **kw)
 
     monkeypatch.setattr(simmod.Simulation, "history_row", row)
     with pytest.raises(KeyboardInterrupt) as ei:

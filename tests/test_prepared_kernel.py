@@ -69,20 +69,21 @@ def test_kernel_with_a_return_value_falls_back(taichi_runtime):
     assert not pk.fast
 
 
-def test_dem_steps_bitwise_equal_to_plain_launches(taichi_runtime):
-    """A hot gas (many neighbour-list rebuilds, so npairs and the pair arrays change between launches) run with
-    the prepared launches and with Taichi's plain calls ends in the same state to the bit."""
+def test_dem_blocks_bitwise_equal_to_plain_launches(taichi_runtime):
+    """A hot gas (many neighbour-list rebuilds, so npairs and the pair arrays change between blocks) advanced by
+    graph-replayed blocks and by the same kernels launched one by one from Python ends in the same state to the
+    bit."""
     from tests.test_dem_neighbours import _hot_gas
 
     runs = []
-    for fast in (True, False):
+    for use_graph in (True, False):
         sim = _hot_gas(n=120)
-        sim._launch_steps.fast = fast
-        sim._launch_diagnostics.fast = fast
+        sim._graph.use_graph = use_graph
+        sim.nlist._graph.use_graph = use_graph
         b0 = sim.nlist.builds
         sim.advance(150)
         assert sim.nlist.builds - b0 > 10
-        assert sim._launch_steps.fast is fast
+        assert sim._graph.use_graph is use_graph
         runs.append((sim.x.to_numpy(), sim.v.to_numpy(), sim.nlist.hist.to_numpy()[: sim.nlist.npairs]))
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)

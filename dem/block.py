@@ -1,0 +1,291 @@
+"""Blocks of steps on the device: the host advances the engine by up to K steps with ONE call and reads ONE
+small array back; every per-step decision is taken on the device.
+
+A block is a Taichi graph (``ti.graph``: the dispatches are recorded once and replayed from C++, so a block
+costs one Python call whatever K is) of
+
+    begin  →  K × [ step  →  (volume correction, at steps that are multiples of ``volume_every``)  →  watch ]
+           →  checks  →  row sums
+
+* :func:`step_kernel` — one velocity-Verlet step (kick–drift, pair forces, gather–kick; three parallel loops),
+  a no-op once the block has stopped;
+* :func:`watch` — after each step, deterministic chunked sums of the wall forces (p_top, p_bottom) and the
+  Verlet test; it stops the block (``Slot.STOP``) when the host is needed: the neighbour list must be rebuilt
+  before the next step, the punch pressure crossed a threshold the host set for this block (a capture or the
+  stage's target), or a NaN appeared;
+* checks — :func:`dem.simulation_kernels.diagnostics` (overlaps, escapes, speeds) once per block;
+* :func:`row_sums` — the history row's sums at the block's end (energies, contacts, thickness, virial).
+
+The block's outcome is the packed array ``blk`` (:class:`Slot`), read by the host once per block. Steps after
+the stop are no-ops, so where a block ends depends only on the state, never on K: a run is bitwise the same
+for any block length (and a checkpoint taken between blocks resumes bitwise).
+
+Verlet test (exact for the next step). e_i = |x_i − x_i(build)| + (r_i − r_i(build))⁺ is how far particle i may
+have closed a gap since the build; u_i = dt |v_i + ½ dt f_i/m_i| is its motion in the next step (the next kick
+uses the stored forces). A pair absent from the list (gap ≥ skin at the build) can touch during the next step
+only if A_i + A_j > skin, A = e + u; the block stops for a rebuild when the two largest A exceed the skin.
+"""
+
+import enum
+import math
+
+from fva.backend import ti
+from dem import simulation_kernels as SK
+from dem.neighbours_kernels import min_image, vec3
+
+
+class Slot(enum.IntEnum):
+    """Named slots of the block record ``blk`` (f64)."""
+    STOP = 0          # 1 once the block has stopped (later steps are no-ops)
+    STEPS = 1         # steps done in this block
+    REASON = 2        # why it stopped: a sum of Reason flags
+    P_TOP = 3         # punch pressure after the last step done (Pa)
+    P_BOTTOM = 4      # bottom-wall pressure (Pa)
+    PUNCH_Z = 5       # punch position (m)
+    TIME = 6          # simulated time (s)
+    A1 = 7            # largest Verlet reach A_i after the last step (m)
+    A2 = 8            # second largest (m)
+    VR_MAX = 9        # largest |v_i|/r_i over the block's steps (1/s)
+    # the history row at the block's end (:func:`row_sums`)
+    KE_TRANS = 10     # ½ Σ m v² (J)
+    KE_ROT = 11       # ½ Σ I ω² (J)
+    ELASTIC = 12      # recoverable elastic energy, pairs + walls (J)
+    CONTACTS = 13     # Σ_i contacts of i (= 2 × pairs in contact, + wall contacts not counted)
+    TOP = 14          # max_i (z_i + r_i) (m)
+    VIRIAL_ZZ = 15    # Σ_i V σ_zz share (N·m; compression negative)
+    GROWTH = 16       # max_i r_i / r0_i
+
+
+N_SLOTS = len(Slot)
+
+
+class Reason(enum.IntFlag):
+    NAN = 1           # a NaN in a position or velocity
+    REBUILD = 2       # the neighbour list must be rebuilt before the next step
+    ABOVE = 4         # p_top ≥ the block's upper threshold
+    BELOW = 8         # p_top ≤ the block's lower threshold
+
+
+def watch_chunk(n: int) -> int:
+    """Chunk length of the watch's two-level sums: fixed by n alone (so the sums are deterministic for any
+    thread count), ≈ √n so that both levels are short (60 → 32, 10⁴ → 100, 10⁶ → 1000)."""
+    return max(32, int(math.ceil(math.sqrt(max(n, 1)))))
+
+
+@ti.kernel
+def begin(blk: ti.types.ndarray(), ctrl: ti.types.ndarray(), vp: float):
+    """Open a block: clear the record, set the punch velocity the host chose for it."""
+    for k in ti.static(range(N_SLOTS)):
+        blk[k] = 0.0
+    blk[int(Slot.PUNCH_Z)] = ctrl[0]
+    blk[int(Slot.TIME)] = ctrl[2]
+    ctrl[1] = vp
+
+
+_STEP_KERNELS: dict = {}
+
+
+def step_kernel(model: int):
+    """The one-step kernel for contact model ``model`` (a compile-time constant: graphs take no template
+    arguments, so each model gets its own kernel object, built once)."""
+    if model in _STEP_KERNELS:
+        return _STEP_KERNELS[model]
+
+    @ti.kernel
+    def step(n: ti.i32, npairs: ti.i32, dt: float, x: ti.types.ndarray(), v: ti.types.ndarray(),
+             w: ti.types.ndarray(), r: ti.types.ndarray(), m: ti.types.ndarray(), inv_m: ti.types.ndarray(),
+             inv_I: ti.types.ndarray(), f: ti.types.ndarray(), tq: ti.types.ndarray(), fc: ti.types.ndarray(),
+             ctrl: ti.types.ndarray(), Lx: float, Ly: float, pair_owner: ti.types.ndarray(),
+             partner: ti.types.ndarray(), hist: ti.types.ndarray(), pw: ti.types.ndarray(),
+             row_start: ti.types.ndarray(), rev_start: ti.types.ndarray(), rev_pairs: ti.types.ndarray(),
+             wall_hist: ti.types.ndarray(), fwall: ti.types.ndarray(), ewall: ti.types.ndarray(),
+             ncont: ti.types.ndarray(), eps_v: ti.types.ndarray(), E: float, G: float, Ew: float, Gw: float,
+             py: float, beta: float, mu: float, mu_w: float, mu_r: float, damping: float, gz: float,
+             top_wall: ti.i32, Kb: float, gam: float, blk: ti.types.ndarray()):
+        go = 1 - ti.cast(blk[int(Slot.STOP)], ti.i32)
+        nn = n * go
+        if go:
+            SK.advance_punch(dt, ctrl)
+        SK.kick_drift(nn, dt, x, v, w, f, tq, inv_m, inv_I, Lx, Ly)
+        SK.pair_forces(model, npairs * go, dt, x, v, w, r, m, pair_owner, partner, hist, pw, Lx, Ly, E, G, py,
+                       beta, mu, mu_r, eps_v, Kb, gam, True)
+        SK.gather_kick(model, nn, dt, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw,
+                       wall_hist, fwall, ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz,
+                       top_wall, eps_v, Kb, True)
+
+    _STEP_KERNELS[model] = step
+    return step
+
+
+@ti.kernel
+def watch(n: ti.i32, chunk: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.types.ndarray(),
+          f: ti.types.ndarray(), inv_m: ti.types.ndarray(), fwall: ti.types.ndarray(),
+          x_build: ti.types.ndarray(), r_build: ti.types.ndarray(), ctrl: ti.types.ndarray(),
+          part: ti.types.ndarray(), blk: ti.types.ndarray(), Lx: float, Ly: float, dt: float, skin: float,
+          area: float, p_above: float, p_below: float):
+    """After a step: p_top, p_bottom (Pa) as fixed two-level sums (chunks of ``chunk`` particles in index
+    order, then the chunks in order: bitwise reproducible), the Verlet reaches' two largest A_1 ≥ A_2, NaN,
+    and the block's stop decision (:class:`Reason`)."""
+    nch = (n + chunk - 1) // chunk
+    go = 1 - ti.cast(blk[int(Slot.STOP)], ti.i32)
+    for c in range(nch * go):
+        sb = 0.0
+        st = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        vr = 0.0
+        bad = 0.0
+        for i in range(c * chunk, ti.min(n, (c + 1) * chunk)):
+            sb += fwall[i, 0]
+            st += fwall[i, 1]
+            xi = vec3(x, i)
+            vi = vec3(v, i)
+            e = min_image(xi - vec3(x_build, i), Lx, Ly).norm() + ti.max(r[i] - r_build[i], 0.0)
+            a = e + dt * (vi + 0.5 * dt * inv_m[i] * vec3(f, i)).norm()
+            if not (a == a):
+                bad = 1.0
+            elif a > a1:
+                a2 = a1
+                a1 = a
+            elif a > a2:
+                a2 = a
+            vr = ti.max(vr, vi.norm() / r[i])
+        part[c, 0] = sb
+        part[c, 1] = st
+        part[c, 2] = a1
+        part[c, 3] = a2
+        part[c, 4] = vr
+        part[c, 5] = bad
+    if go:
+        sb = 0.0
+        st = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        vr = blk[int(Slot.VR_MAX)]
+        bad = 0.0
+        for c in range(nch):          # not top-level: one thread, in order
+            sb += part[c, 0]
+            st += part[c, 1]
+            for k in ti.static(range(2)):
+                a = part[c, 2 + k]
+                if a > a1:
+                    a2 = a1
+                    a1 = a
+                elif a > a2:
+                    a2 = a
+            vr = ti.max(vr, part[c, 4])
+            bad = ti.max(bad, part[c, 5])
+        p_top = st / area
+        blk[int(Slot.STEPS)] += 1.0
+        blk[int(Slot.P_TOP)] = p_top
+        blk[int(Slot.P_BOTTOM)] = sb / area
+        blk[int(Slot.PUNCH_Z)] = ctrl[0]
+        blk[int(Slot.TIME)] = ctrl[2]
+        blk[int(Slot.A1)] = a1
+        blk[int(Slot.A2)] = a2
+        blk[int(Slot.VR_MAX)] = vr
+        why = 0
+        if bad > 0.0:
+            why |= int(Reason.NAN)
+        if a1 + a2 > skin:
+            why |= int(Reason.REBUILD)
+        if p_top >= p_above:
+            why |= int(Reason.ABOVE)
+        if p_top <= p_below:
+            why |= int(Reason.BELOW)
+        if why != 0:
+            blk[int(Slot.STOP)] = 1.0
+            blk[int(Slot.REASON)] = ti.cast(why, ti.f64)
+
+
+@ti.kernel
+def volume_step(npairs: ti.i32, n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), r0: ti.types.ndarray(),
+                pair_owner: ti.types.ndarray(), partner: ti.types.ndarray(), row_start: ti.types.ndarray(),
+                rev_start: ti.types.ndarray(), rev_pairs: ti.types.ndarray(), cap_i: ti.types.ndarray(),
+                cap_j: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, growth_cap: float,
+                growth_step: float, eps_v: ti.types.ndarray(), eps_p: ti.types.ndarray(),
+                phi_c: ti.types.ndarray(), vol_solid: float, area: float, pc_over_K: float, Lx: float, Ly: float,
+                blk: ti.types.ndarray()):
+    """One fixed-point update of the volume correction (:func:`SK.pair_caps` then :func:`SK.volume_correct`)
+    in one launch, a no-op once the block has stopped; the compact's porosity φ = 1 − V_solid/(A·z_punch) is
+    read on the device."""
+    go = 1 - ti.cast(blk[int(Slot.STOP)], ti.i32)
+    SK.lens_caps_pass(npairs * go, x, r, pair_owner, partner, cap_i, cap_j, Lx, Ly)
+    SK.volume_correct_pass(n * go, x, r, r0, row_start, rev_start, rev_pairs, cap_i, cap_j, ctrl, top_wall,
+                           growth_cap, growth_step, eps_v, eps_p, phi_c, vol_solid, area, pc_over_K)
+
+
+N_PART = 13   # columns of the chunk partials: watch 0–5, row sums 6–12
+
+
+@ti.kernel
+def row_sums(n: ti.i32, chunk: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), w: ti.types.ndarray(),
+             r: ti.types.ndarray(), r0: ti.types.ndarray(), m: ti.types.ndarray(), inv_I: ti.types.ndarray(),
+             row_start: ti.types.ndarray(), partner: ti.types.ndarray(), pw: ti.types.ndarray(),
+             ewall: ti.types.ndarray(), ncont: ti.types.ndarray(), fwall: ti.types.ndarray(),
+             ctrl: ti.types.ndarray(), top_wall: ti.i32, part: ti.types.ndarray(), blk: ti.types.ndarray()):
+    """The sums of a history row, as fixed two-level sums (bitwise reproducible): kinetic energies
+    ½ Σ m v², ½ Σ I ω²; elastic energy Σ_pairs e_p + Σ_walls e; Σ contacts; max (z + r); the zz virial
+    Σ_i [Σ_owned f_z (z_j − z_i) + wall terms f_z (z_wall − z_i)] = V σ_zz; max r/r0."""
+    nch = (n + chunk - 1) // chunk
+    pz = ctrl[0]
+    for c in range(nch):
+        kt = 0.0
+        kr = 0.0
+        el = 0.0
+        nc = 0.0
+        top = -1e300
+        vir = 0.0
+        g = 1.0
+        for i in range(c * chunk, ti.min(n, (c + 1) * chunk)):
+            vi = vec3(v, i)
+            wi = vec3(w, i)
+            kt += 0.5 * m[i] * vi.dot(vi)
+            kr += 0.5 * wi.dot(wi) / inv_I[i]
+            zi = x[i, 2]
+            ri = r[i]
+            s = 0.0
+            e = ewall[i]
+            for p in range(row_start[i], row_start[i + 1]):
+                e += pw[p, 9]
+                s += pw[p, 2] * (x[partner[p], 2] - zi)
+            if ri - zi > 0.0:
+                s += fwall[i, 0] * (0.0 - zi)
+            if top_wall != 0:
+                if zi + ri - pz > 0.0:
+                    s += -fwall[i, 1] * (pz - zi)
+            el += e
+            nc += ti.cast(ncont[i], ti.f64)
+            top = ti.max(top, zi + ri)
+            vir += s
+            g = ti.max(g, ri / r0[i])
+        part[c, 6] = kt
+        part[c, 7] = kr
+        part[c, 8] = el
+        part[c, 9] = nc
+        part[c, 10] = top
+        part[c, 11] = vir
+        part[c, 12] = g
+    kt = 0.0
+    kr = 0.0
+    el = 0.0
+    nc = 0.0
+    top = -1e300
+    vir = 0.0
+    g = 1.0
+    if nch > 0:
+        for c in range(nch):          # inside an if, not top-level: one thread, in order
+            kt += part[c, 6]
+            kr += part[c, 7]
+            el += part[c, 8]
+            nc += part[c, 9]
+            top = ti.max(top, part[c, 10])
+            vir += part[c, 11]
+            g = ti.max(g, part[c, 12])
+    blk[int(Slot.KE_TRANS)] = kt
+    blk[int(Slot.KE_ROT)] = kr
+    blk[int(Slot.ELASTIC)] = el
+    blk[int(Slot.CONTACTS)] = nc
+    blk[int(Slot.TOP)] = top
+    blk[int(Slot.VIRIAL_ZZ)] = vir
+    blk[int(Slot.GROWTH)] = g
