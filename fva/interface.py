@@ -118,3 +118,25 @@ def face_table(sig_of_id: np.ndarray, r_over_d) -> np.ndarray:
         T[plus:plus + NTAB * NTAB] = Gi.ravel()
         T[minus:minus + NTAB * NTAB] = Gi.T.ravel()
     return T
+
+
+def grain_image(arr: np.ndarray, voxel_m, pore_label: int = 0, periodic=(False, False, False)):
+    """VoxelImage of a grain label image (e.g. a watershed segmentation of a tomogram): every voxel whose
+    value is not ``pore_label`` is solid (phase 1, conducting) and its value is its grain's label, so that
+    R_i acts on the faces between different grains; pore voxels get phase 0 and label −1."""
+    from fva.types import VoxelImage
+
+    arr = np.asarray(arr)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"a grain label image must hold integer labels, got {arr.dtype}")
+    if arr.size and (int(arr.max()) > np.iinfo(np.int32).max or int(arr.min()) < np.iinfo(np.int32).min):
+        raise ValueError("grain labels must fit in int32")
+    solid = arr != pore_label
+    if not solid.any():
+        raise ValueError(f"the grain label image holds only the pore label {pore_label}: no grain to conduct")
+    labels = arr.astype(np.int32)
+    labels[~solid] = -1
+    if np.any(labels[solid] < 0):
+        raise ValueError("grain labels must be >= 0 (the pore is given by --grain-labels PORE)")
+    return VoxelImage(phase=solid.astype(np.uint8), voxel_m=voxel_m, periodic=tuple(periodic),
+                      conducting_phase=1, labels=labels)
