@@ -3,6 +3,7 @@
     pelletsim run scenarios/schneider2023_variable_pressure.toml -o out/fine [--set particles.count=…]
     pelletsim run scenarios/schneider2023_gt50_variable_pressure.toml -o out/coarse
     python benchmarks/interface_resistance.py out/fine out/coarse [--r-ohm-m2 3e-6 1e-5 2e-5 3e-5 1e-4]
+    python benchmarks/interface_resistance.py - - --replot          # redraw the figure from the JSON
 
 For every packing captured on loading (both runs) it voxelises with particle labels at the run's voxel size
 and solves σ_eff along z with σ_bulk(p) of the run's scenario (activation volume), for R_i = 0 and each R_i
@@ -45,11 +46,17 @@ MS = 10.0  # mS/cm per S/m
 
 
 def load_run(outdir: Path) -> dict:
+    import tomllib
+    from types import SimpleNamespace
+
     from dem.pipeline import read_packing_npz
-    from dem.scenario import load_scenario
+    from dem.scenario import ConductivitySection
 
     res = json.loads((outdir / "results.json").read_text())
-    scen = load_scenario(outdir / "scenario.resolved.toml")
+    # only [conductivity] and [particles] are needed: a histogram scenario's CSV path would not resolve here
+    raw = tomllib.loads((outdir / "scenario.resolved.toml").read_text())
+    scen = SimpleNamespace(conductivity=ConductivitySection(**raw["conductivity"]),
+                           particles=SimpleNamespace(**raw["particles"]))
     caps = [c for c in res.get("captures", []) if c.get("stage_kind") == "load"]
     voxel = (res.get("conductivity") or {}).get("voxel_m") or scen.conductivity.voxel_um * 1e-6
     return dict(name=res.get("name", outdir.name), scen=scen, voxel_m=float(voxel),
@@ -114,7 +121,11 @@ def main(argv=None) -> int:
     ap.add_argument("--res-voxels-per-dmin", type=float, nargs=3, default=[3.0, 5.0, 7.0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "interface_resistance.json"))
     ap.add_argument("--fig", default=str(ROOT / "docs" / "interface_resistance.png"))
+    ap.add_argument("--replot", action="store_true", help="redraw --fig from the JSON at --out (no solves)")
     a = ap.parse_args(argv)
+    if a.replot:
+        figure(json.loads(Path(a.out).read_text()), Path(a.fig))
+        return 0
     from fva.atomic import write_json
     from fva.backend import ensure_init
 
@@ -200,28 +211,31 @@ def figure(out: dict, path: Path) -> None:
     ax.set_ylabel(f"σ_eff / σ_eff({at:g} GPa)")
     ax.set_title("Normalised σ, fine fraction (regime I shaded)")
     ax.legend(fontsize=7)
-    cxp = np.array([r["nominal_GPa"] for r in out["coarse"]])
-    for rows, xv, name, mk in ((out["fine"], fx, "< 50 µm", "v"), (out["coarse"], cxp, "> 50 µm (approx. PSD)", "s")):
-        for r in sorted({0.0, ch or 0.0}):
-            k = f"{r:g}"
-            bx.plot(xv, [MS * q["sigma"][k] for q in rows], mk + ("-" if r == 0 else "--"),
-                    label=f"{name}, R_i = {k} Ω·m²")
-    for f, mk in (("fine", "v"), ("coarse", "s")):
-        mm = out["measured_mS_per_cm"][f]
-        bx.plot([float(p) for p in mm], list(mm.values()), "k" + mk, mfc="none", ms=7,
-                label=f"measured {'< 50' if f == 'fine' else '> 50'} µm")
+    for r in sorted({0.0, ch or 0.0}):
+        k = f"{r:g}"
+        ratio = out["fine_over_coarse"][k]
+        bx.plot([float(p) for p in ratio], list(ratio.values()), "o-" if r == 0 else "v--",
+                label=f"model, R_i = {k} Ω·m²" + (" (chosen)" if r == ch else ""))
+    mr = out["measured_fine_over_coarse"]
+    bx.plot([float(p) for p in mr], list(mr.values()), "ks", mfc="none", ms=8, label="measured (0.01, 0.5 GPa)")
+    bx.axhline(1.0, color="0.6", lw=0.8)
     bx.set_xlabel("pelletizing pressure p (GPa)")
-    bx.set_ylabel("σ_eff (mS/cm)")
+    bx.set_ylabel("σ_eff(< 50 µm) / σ_eff(> 50 µm, approx. PSD)")
     bx.set_title("Fine vs coarse fraction at equal pressure")
     bx.legend(fontsize=7)
     res = out["resolution"]
     if res and ch:
-        v = [q["voxel_m"] * 1e6 for q in res]
-        cx.plot(v, [q["interface_resistance_area_ohm_m2"] / ch for q in res], "o-",
-                label="interface part L/σ(R_i) − L/σ(0), in units of R_i")
-        cx.plot(v, [MS * q["sigma"]["0"] for q in res], "s--", label="σ_eff(R_i = 0) (mS/cm)")
-        cx.plot(v, [MS * q["sigma"][f"{ch:g}"] for q in res], "^--", label=f"σ_eff(R_i = {ch:g}) (mS/cm)")
-        cx.set_xlabel("voxel size (µm)")
+        v = np.array([q["voxel_m"] * 1e6 for q in res])
+        fin = int(np.argmin(v))
+        part = np.array([q["interface_resistance_area_ohm_m2"] for q in res])
+        cx.plot(v, part / part[fin], "o-", label="interface part L/σ(R_i) − L/σ(0)")
+        for k, mk in (("0", "s--"), (f"{ch:g}", "^--")):
+            sv = np.array([q["sigma"][k] for q in res])
+            cx.plot(v, sv / sv[fin], mk, label=f"σ_eff(R_i = {k} Ω·m²)")
+        cx.plot(v, v[fin] / v, "k:", lw=1, label="∝ 1/Δ (what a per-voxel term would do)")
+        cx.set_ylim(0.3, 1.2)
+        cx.set_ylabel("relative to the finest voxel")
+        cx.set_xlabel("voxel size Δ (µm)")
         cx.set_title(f"Resolution, < 50 µm packing at {res[0]['nominal_GPa']:g} GPa")
         cx.legend(fontsize=7)
     for a_ in (ax, bx, cx):

@@ -199,7 +199,8 @@ def plot_conductivity(runs: list[dict], path) -> Path:
         if na:
             ax.axvline(na / 1e9, color="0.6", lw=0.8, ls="--")
         dv, T = run.get("dV_m3_per_mol"), run.get("temperature_K")
-        if proto == "variable_pressure" and na and dv and T and x.max() > na / 1e9:
+        if proto == "variable_pressure" and na and dv and T and x.max() > na / 1e9 and "slope" not in used:
+            used.add("slope")  # one activation-volume line per figure
             # the study: above the maximum ln σ falls linearly with the activation-volume slope
             xs = np.linspace(na / 1e9, x.max(), 30)
             ax.plot(xs, np.exp(-dv * (xs - na / 1e9) * 1e9 / (R_J_PER_MOL_K * T)), "--", color="0.45", lw=1,
