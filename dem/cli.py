@@ -62,6 +62,15 @@ def _unit_interval(text: str) -> float:
     return v
 
 
+def _resistance(text: str) -> float:
+    """R_i in Ω·m² for --interface-resistance: a finite number >= 0."""
+    from fva.interface import check_interface_resistance
+    try:
+        return check_interface_resistance(text, "OHM_M2")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _label_conductivity(text: str) -> tuple[int, float]:
     """LABEL=S_PER_M for --phase-conductivity."""
     label, sep, value = text.partition("=")
@@ -132,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
                    type=_label_conductivity, metavar="LABEL=S_PER_M",
                    help="conductivity of one label in S/m (repeatable, multi-phase images); labels not "
                         "given are insulating; --phase (or the most conductive label) sets σ_bulk for τ")
+    c.add_argument("--grain-labels", dest="grain_labels", action="store_true",
+                   help="IMAGE is a grain label image (one label per grain, e.g. a watershed segmentation): every "
+                        "label but --pore-label conducts with σ_bulk")
+    c.add_argument("--pore-label", dest="pore_label", type=int, default=0, metavar="N",
+                   help="pore value of a --grain-labels image (default 0)")
+    c.add_argument("--interface-resistance", dest="interface_resistance", type=_resistance, default=0.0,
+                   metavar="OHM_M2", help="specific resistance R_i (Ω·m²) of every face between two different "
+                                          "grains (needs --grain-labels; default 0)")
     c.add_argument("--flux-tol", type=_unit_interval, default=1e-4,
                    help="spread of the plane currents, inlet/outlet included (0 < tol < 1, default 1e-4)")
     c.add_argument("--rtol", type=_unit_interval, default=None,
@@ -294,7 +311,14 @@ def _load_image(args):
         kw["key"] = args.key
     if args.voxel_size is not None:
         kw["voxel_m"] = args.voxel_size
-    if args.phase is not None:
+    if getattr(args, "grain_labels", False):
+        if args.phase is not None or args.phase_conductivity:
+            raise UsageError("--grain-labels: every grain conducts with σ_bulk; drop --phase / --phase-conductivity")
+        kw["grains"] = args.pore_label
+    elif getattr(args, "interface_resistance", 0.0) > 0:
+        raise UsageError("--interface-resistance needs --grain-labels: a phase image has no particles; give a grain "
+                         "label image (one label per grain, pore 0 or --pore-label N)")
+    elif args.phase is not None:
         kw["phase"] = args.phase
     elif getattr(args, "phase_conductivity", None):  # σ_bulk (for τ) from the most conductive label given
         kw["phase"] = max(args.phase_conductivity, key=lambda lv: lv[1])[0]
@@ -329,7 +353,9 @@ def cmd_conductivity(args) -> int:
     data = {"status": "running", "command": "conductivity", "image": str(Path(args.image).resolve()),
             "versions": _versions(), "backend": {"backend": info.backend, "device": info.device_name},
             "image_shape": list(image.shape), "voxel_m": list(image.voxel_m), "porosity": image.porosity(),
-            "conducting_phase": image.conducting_phase, "sigma_bulk_S_per_m": sigma_bulk, "analysed": []}
+            "conducting_phase": image.conducting_phase, "sigma_bulk_S_per_m": sigma_bulk, "analysed": [],
+            "grain_labels_pore": args.pore_label if args.grain_labels else None,
+            "interface_resistance_ohm_m2": args.interface_resistance}
     write_vti = not args.no_vti and (args.vti or image.phase.size <= VTI_DEFAULT_MAX_VOXELS)
     if not args.no_vti and not write_vti:
         print(f"note: {image.phase.size:.3g} voxels: the .vti field files are not written by default above "
@@ -342,7 +368,7 @@ def cmd_conductivity(args) -> int:
         for ax in axes:
             r = solve_conductivity(image, ax, sigma_bulk_S_per_m=sigma_bulk, preconditioner=args.preconditioner,
                                    phase_conductivities=phase_sig, flux_tol=args.flux_tol, rtol=args.rtol,
-                                   return_fields=write_vti,
+                                   return_fields=write_vti, interface_resistance_ohm_m2=args.interface_resistance,
                                    progress=None if args.quiet else SolveProgress(ax, rtol=args.rtol))
             entry = {"pressure_Pa": None, "label": f"{Path(args.image).name} axis {ax}", **json_safe(r.figures())}
             if write_vti:

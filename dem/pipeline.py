@@ -511,6 +511,8 @@ def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, cap
     d_min = (scen.particles.d_min_um * 1e-6) if scen.particles.d_min_um else float(d.min())
     voxel_m = cfg.voxel_um * 1e-6 if cfg.voxel_um else d_min / (cfg.voxels_per_dmin or 4.0)
     data["conductivity"]["voxel_m"] = voxel_m
+    r_i = cfg.interface_resistance_ohm_m2
+    data["conductivity"]["interface_resistance_ohm_m2"] = r_i
     sigma_ref = cfg.sigma_ref_mS_per_cm * 0.1
     axes = ["x", "y", "z"] if cfg.axis == "all" else [cfg.axis]
     ms = scen.microstructure
@@ -522,7 +524,7 @@ def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, cap
             raise PipelineError(f"conductivity.voxel_um: {pk.label!r} would need {nvox:.3g} voxels "
                                 f"(> conductivity.max_voxels = {cfg.max_voxels:.3g}); use a larger voxel")
         t = time.perf_counter()
-        image = voxelise(pk, voxel_m, labels=ms.enabled)
+        image = voxelise(pk, voxel_m, labels=ms.enabled or r_i > 0)  # particle labels: R_i's grain boundaries
         p_eval = float(pk.pressure_Pa) if math.isfinite(float(pk.pressure_Pa)) else sp.pressure_Pa
         s_bulk = float(sigma_bulk_at_pressure(p_eval, sigma_ref, cfg.activation_volume_cm3_per_mol * 1e-6,
                                               cfg.p_ref_GPa * 1e9, cfg.temperature_K))
@@ -531,7 +533,8 @@ def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, cap
         for ax in axes:
             want = save_vti is not None and (ax == axes[-1])
             r = solve_conductivity(image, ax, sigma_bulk_S_per_m=s_bulk, sigma_pore_S_per_m=cfg.sigma_pore_S_per_m,
-                                   preconditioner=cfg.preconditioner, flux_tol=cfg.flux_tol, return_fields=want)
+                                   preconditioner=cfg.preconditioner, flux_tol=cfg.flux_tol, return_fields=want,
+                                   interface_resistance_ohm_m2=r_i)
             per_axis[ax] = json_safe(r.figures())
             if want:
                 fields = r
@@ -547,6 +550,7 @@ def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, cap
             "sigma_eff_mS_per_cm": None if main["sigma_eff_S_per_m"] is None else main["sigma_eff_S_per_m"] * 10,
             "sigma_eff_over_bulk": main["sigma_eff_over_bulk"], "tau": main["tau"],
             "eps_total": main["eps_total"], "eps_percolating": main["eps_percolating"],
+            "interface_faces": main.get("interface_faces"),
             "iterations": main["iterations"], "flux_spread": main["flux_spread"],
             "residual": main.get("residual"), "current_imbalance": main.get("current_imbalance"),
             "converged": main.get("converged"), "percolating": main.get("percolating"),

@@ -32,6 +32,7 @@ EXPECTED_SHAPES = {
 }
 MS_PER_CM_PER_S_PER_M = 10.0   # 1 S/m = 1000 mS / 100 cm
 _COLORS = {"variable_pressure": "tab:orange", "stack_pressure": "tab:blue", "all": "tab:gray"}
+_SPARE_COLORS = ["tab:green", "tab:purple", "tab:brown", "tab:red", "tab:olive", "tab:cyan"]
 
 
 def _finish(ax, xlabel: str, ylabel: str, title: str, *, fontsize: float = 8, **legend_kw) -> None:
@@ -171,6 +172,7 @@ def plot_conductivity(runs: list[dict], path) -> Path:
     """
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     protos = []
+    used: set = set()   # two runs of one protocol (e.g. two sieve fractions, --compare) get distinct colours
     for run in runs:
         an = [a for a in run.get("analysed", []) if a.get("sigma_eff_S_per_m") is not None]
         if not an:
@@ -181,6 +183,9 @@ def plot_conductivity(runs: list[dict], path) -> Path:
         x = np.array([a.get(xk) if a.get(xk) is not None else a["pressure_Pa"] for a in an], float) / 1e9
         order = np.argsort(x)
         col = _COLORS.get(proto, None)
+        if col in used:
+            col = next(c for c in _SPARE_COLORS + [None] if c not in used)
+        used.add(col)
         mk = "v" if proto == "variable_pressure" else "^"
         label = f"{run.get('name', '')} ({proto.replace('_', ' ')})"
         ns = [a.get("normalised_sigma") for a in an]
@@ -195,7 +200,8 @@ def plot_conductivity(runs: list[dict], path) -> Path:
         if na:
             ax.axvline(na / 1e9, color="0.6", lw=0.8, ls="--")
         dv, T = run.get("dV_m3_per_mol"), run.get("temperature_K")
-        if proto == "variable_pressure" and na and dv and T and x.max() > na / 1e9:
+        if proto == "variable_pressure" and na and dv and T and x.max() > na / 1e9 and "slope" not in used:
+            used.add("slope")  # one activation-volume line per figure
             # the study: above the maximum ln σ falls linearly with the activation-volume slope
             xs = np.linspace(na / 1e9, x.max(), 30)
             ax.plot(xs, np.exp(-dv * (xs - na / 1e9) * 1e9 / (R_J_PER_MOL_K * T)), "--", color="0.45", lw=1,

@@ -156,6 +156,10 @@ class ConductivitySection(_Strict):
     activation_volume_cm3_per_mol: float = Field(1.4, description="ΔV in σ(p)=σ_ref·exp(−ΔV(p−p_ref)/RT)")
     temperature_K: float = Field(298.15, gt=0)
     sigma_pore_S_per_m: float = Field(0.0, ge=0)
+    interface_resistance_ohm_m2: float = Field(0.0, ge=0, allow_inf_nan=False,
+                                               description="specific grain-boundary resistance R_i (Ω·m²) of every "
+                                                           "voxel face between two particles (0: none, the study's "
+                                                           "model; fva.interface)")
     axis: Literal["x", "y", "z", "all"] = "z"
     preconditioner: str = "mg"
     flux_tol: float = Field(1e-4, gt=0, lt=1)

@@ -224,7 +224,8 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
                        dtype: str = DEFAULT_DTYPE, periodic_sides=None, return_fields: bool = False,
                        electrode_mask: np.ndarray | None = None, rtol: float | None = None,
                        sigma_tol: float | None = None, check_every: int | None = None,
-                       backend: str | None = None, progress=None) -> ConductivityResult:
+                       backend: str | None = None, progress=None,
+                       interface_resistance_ohm_m2: float = 0.0) -> ConductivityResult:
     """Effective conductivity of ``image`` along ``axis`` ("x", "y" or "z").
 
     Parameters
@@ -246,6 +247,10 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
         and the high-face electrode current map.
     electrode_mask : 2-D bool over the high-index face of ``axis`` (shape of the image with that
         axis removed, e.g. (ny, nx) for z); False voxels of the face are insulating.
+    interface_resistance_ohm_m2 : specific resistance R_i (Ω·m²) of every face between two conducting
+        voxels of different particles (``image.labels``, required when R_i > 0), in series with the two
+        half-voxel bulk resistances: g = 1/(Δ/(2σ_a) + R_i + Δ/(2σ_b)) per unit area (``fva.interface``).
+        0 (default) is the operator without interfaces, unchanged.
 
     Returns
     -------
@@ -265,6 +270,12 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
     if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
         raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     _itemsize(dtype)
+    from fva.interface import add_interface_bits, check_interface_resistance
+
+    r_i = check_interface_resistance(interface_resistance_ohm_m2)
+    if r_i > 0 and image.labels is None:
+        raise ValueError("interface_resistance_ohm_m2 > 0 needs a particle label image (VoxelImage.labels: "
+                         "voxelise(..., labels=True) or a grain label image); this image has none")
     ax = AXES[axis]
     check_size(image.shape, dtype, preconditioner)
 
@@ -293,12 +304,17 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
     ids[~perc] = 0
     any_perc = bool(perc.any())
     del perc
+    n_iface, r_over_d = 0, None
+    if r_i > 0 and any_perc:
+        n_iface = add_interface_bits(ids, np.transpose(image.labels, perm), p1, p2)
+        r_over_d = tuple(r_i / di for di in d)
     n0, n1, n2 = ids.shape
     length = n0 * d[0]
     area = n1 * d[1] * n2 * d[2]
 
     common = dict(sigma_bulk_S_per_m=sigma_bulk, eps_total=eps_total, eps_percolating=eps_perc,
-                  axis=axis, preconditioner=preconditioner)
+                  axis=axis, preconditioner=preconditioner, interface_resistance_ohm_m2=r_i,
+                  interface_faces=n_iface)
     if not any_perc:
         msg = (f"no 6-connected path of conducting voxels joins the two {axis} electrodes: "
                f"sigma_eff = 0 (eps_total = {eps_total:.4f})")
@@ -324,7 +340,8 @@ def solve_conductivity(image: VoxelImage, axis: str = "z", *, sigma_bulk_S_per_m
     areas = (d[1] * d[2], d[0] * d[2], d[0] * d[1])
     dev, info = pcg_solve(ids, sig_of_id, em_face.astype(np.int32), c, p1, p2, preconditioner=preconditioner,
                           flux_tol=flux_tol, rtol=rtol, sigma_tol=sigma_tol, max_iter=max_iter, dtype=dtype,
-                          check_every=check_every, progress=progress, fields=want, areas=areas)
+                          check_every=check_every, progress=progress, fields=want, areas=areas,
+                          r_over_d=r_over_d)
     current_A = info["current_A"]
     sigma_eff = current_A * length / area  # ΔV = 1 V
     if sigma_eff <= 0 or not math.isfinite(sigma_eff):

@@ -9,6 +9,11 @@ sides (periodic when ``p1`` / ``p2`` is 1, zero-flux otherwise).
   (0 when either is 0), so no division per face; face conductance = table value x ``c0 = d1*d2/d0``
   (etc.); the boundary conductance of an end slab is ``2*sigma*c0`` (half a voxel), on the high
   face only where the electrode mask ``em`` is 1. The low face is at 1 V, the high face at 0 V.
+* Interface resistance (``fva.interface``): the table may hold six face blocks instead of one, one per
+  direction d = 2*axis + (0: towards −1, 1: towards +1), at T[NTAB + d*NTAB² + a*NTAB + b] (a = this
+  cell's id byte, b = the neighbour's); the id byte then carries interface bits that those blocks
+  resolve. ``blk`` (the block stride) is 0 for a one-block table, so that path reads exactly the old
+  entries.
 * Coarse levels: explicit face conductances ``gA`` (n0+1, n1, n2: plane p is the face between
   cells p-1 and p, planes 0 and n0 are the electrode faces), ``gB`` / ``gC`` (face between j and
   j+1 / k and k+1, the last one being the periodic wrap face or 0), and the inverse diagonal.
@@ -54,9 +59,18 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         return T[ti.cast(sig[i, j, k], ti.i32)]
 
     @ti.func
-    def hmi(T: ti.template(), a, b):
-        """Harmonic-mean conductivity of two phase ids (table lookup, 0 when either is 0)."""
-        return T[NTAB + ti.cast(a, ti.i32) * NTAB + ti.cast(b, ti.i32)]
+    def blk(T: ti.template()):
+        """Stride between the per-direction face blocks of the table: 0 for the one-block table."""
+        s = 0
+        if T.shape[0] > NTAB + NTAB * NTAB:
+            s = NTAB * NTAB
+        return s
+
+    @ti.func
+    def hmi(T: ti.template(), a, b, ax: ti.template()):
+        """Face conductivity (S/m) between the lower cell ``a`` and the upper cell ``b`` along array axis ``ax``
+        (the +ax block; table lookup, 0 when either is 0)."""
+        return T[NTAB + (2 * ax + 1) * blk(T) + ti.cast(a, ti.i32) * NTAB + ti.cast(b, ti.i32)]
 
     @ti.func
     def side_nb(c, n, per, step):
@@ -85,26 +99,27 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         row = ti.Vector([0.0, 0.0], dt=f64)
         if a != 0:  # a removed/insulating voxel has an empty row: skip its loads (70 % of a 30 %-solid image)
             ra = NTAB + a * NTAB
+            sb = blk(T)  # direction d adds d * sb (0: one block for all six faces)
             # axis 0 (solve axis): Dirichlet faces at the ends
             if i > 0:
                 row += link(sig, T, x, ra, c0, i - 1, j, k)
             else:
                 row[0] += 2.0 * c0 * T[a]
             if i < n0 - 1:
-                row += link(sig, T, x, ra, c0, i + 1, j, k)
+                row += link(sig, T, x, ra + 1 * sb, c0, i + 1, j, k)
             else:
                 row[0] += 2.0 * c0 * T[a] * ti.cast(em[j, k], f64)
             # sides: periodic wrap or zero flux (n == 1: no side faces)
             jm, jp = side_nb(j, n1, p1, -1), side_nb(j, n1, p1, 1)
             km, kp = side_nb(k, n2, p2, -1), side_nb(k, n2, p2, 1)
             if jm >= 0:
-                row += link(sig, T, x, ra, c1, i, jm, k)
+                row += link(sig, T, x, ra + 2 * sb, c1, i, jm, k)
             if jp >= 0:
-                row += link(sig, T, x, ra, c1, i, jp, k)
+                row += link(sig, T, x, ra + 3 * sb, c1, i, jp, k)
             if km >= 0:
-                row += link(sig, T, x, ra, c2, i, j, km)
+                row += link(sig, T, x, ra + 4 * sb, c2, i, j, km)
             if kp >= 0:
-                row += link(sig, T, x, ra, c2, i, j, kp)
+                row += link(sig, T, x, ra + 5 * sb, c2, i, j, kp)
         return row
 
     @ti.func
@@ -310,19 +325,19 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
             elif i == n0:
                 out = 2.0 * c * sg(sig, T, n0 - 1, j, k) * ti.cast(em[j, k], f64) * x[n0 - 1, j, k]
             else:
-                out = c * hmi(T, sig[i - 1, j, k], sig[i, j, k]) * (x[i - 1, j, k] - x[i, j, k])
+                out = c * hmi(T, sig[i - 1, j, k], sig[i, j, k], 0) * (x[i - 1, j, k] - x[i, j, k])
         elif ti.static(ax == 1):
             jn = j + 1
             if jn == n1:
                 jn = 0 if (per != 0 and n1 > 1) else -1
             if jn >= 0:
-                out = c * hmi(T, sig[i, j, k], sig[i, jn, k]) * (x[i, j, k] - x[i, jn, k])
+                out = c * hmi(T, sig[i, j, k], sig[i, jn, k], 1) * (x[i, j, k] - x[i, jn, k])
         else:
             kn = k + 1
             if kn == n2:
                 kn = 0 if (per != 0 and n2 > 1) else -1
             if kn >= 0:
-                out = c * hmi(T, sig[i, j, k], sig[i, j, kn]) * (x[i, j, k] - x[i, j, kn])
+                out = c * hmi(T, sig[i, j, k], sig[i, j, kn], 2) * (x[i, j, k] - x[i, j, kn])
         return out
 
     @ti.kernel
@@ -364,7 +379,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
                     s += 2.0 * c0 * sg(sig, T, n0 - 1, j, k) * ti.cast(em[j, k], f64) \
                         * ti.cast(x[n0 - 1, j, k], f64)
                 else:
-                    g = c0 * hmi(T, sig[p - 1, j, k], sig[p, j, k])
+                    g = c0 * hmi(T, sig[p - 1, j, k], sig[p, j, k], 0)
                     s += g * (ti.cast(x[p - 1, j, k], f64) - ti.cast(x[p, j, k], f64))
             out[p, j] = s
 
@@ -578,7 +593,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         elif p == n0:
             g = 2.0 * c0 * sg(sig, T, n0 - 1, j, k) * ti.cast(em[j, k], f64)
         else:
-            g = c0 * hmi(T, sig[p - 1, j, k], sig[p, j, k])
+            g = c0 * hmi(T, sig[p - 1, j, k], sig[p, j, k], 0)
         return g
 
     @ti.func
@@ -598,7 +613,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
             if nxt[ax] >= n:
                 nxt[ax] = 0 if (G[ti.static(5 + ax)] != 0 and n > 1) else -1
             if nxt[ax] >= 0:
-                g = G[ti.static(3 + ax)] * hmi(T, sig[idx[0], idx[1], idx[2]], sig[nxt[0], nxt[1], nxt[2]])
+                g = G[ti.static(3 + ax)] * hmi(T, sig[idx[0], idx[1], idx[2]], sig[nxt[0], nxt[1], nxt[2]], ax)
         return g
 
     @ti.func

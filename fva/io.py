@@ -29,7 +29,7 @@ def _voxel_tuple(voxel_m):
 
 
 def load_image(path, *, key: str | None = None, voxel_m=None, phase: int | None = None,
-               periodic=(False, False, False)) -> VoxelImage:
+               periodic=(False, False, False), grains: int | None = None) -> VoxelImage:
     """Load a binary or labelled voxel image as a :class:`VoxelImage` ([z, y, x]).
 
     Parameters
@@ -40,6 +40,8 @@ def load_image(path, *, key: str | None = None, voxel_m=None, phase: int | None 
         (.vti spacing, or a ``voxel_m`` array in the .npz).
     phase : value of the conducting phase (default 1).
     periodic : (px, py, pz) flags stored on the image.
+    grains : the pore label of a grain label image (one label per grain): the image is then solid where it
+        differs from ``grains`` and carries the grain labels (``fva.interface.grain_image``); ``phase`` unused.
     """
     p = Path(path)
     if not p.exists():
@@ -113,6 +115,10 @@ def load_image(path, *, key: str | None = None, voxel_m=None, phase: int | None 
         vox = _voxel_tuple(file_voxel) if file_voxel is not None else None
     if vox is None:
         raise ValueError(f"{p}: the voxel size is not stored in the file; pass voxel_m= (metres)")
+    if grains is not None:
+        from fva.interface import grain_image
+
+        return grain_image(arr, vox, int(grains), periodic)
     conducting = 1 if phase is None else int(phase)
     from fva.conduction import labels_text, present_labels
 

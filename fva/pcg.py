@@ -48,10 +48,14 @@ def bytes_per_voxel(dtype: str, preconditioner: str = "mg") -> int:
 class _Fine:
     """Device arrays of one solve (fine level)."""
 
-    def __init__(self, ids, sig_of_id, em, dtype):
+    def __init__(self, ids, sig_of_id, em, dtype, r_over_d=None):
+        from fva.conduction_kernels import NTAB
+        from fva.interface import face_table
+
         tdt = ti.f64 if dtype == "f64" else ti.f32
         shape = ids.shape
-        T = sigma_table(sig_of_id)
+        T = sigma_table(sig_of_id) if r_over_d is None else face_table(sig_of_id, r_over_d)
+        self.sigma_of_byte = T[:NTAB].copy()  # σ of every id byte (interface bits included)
         self.sig = ti.ndarray(ti.u8, shape)
         self.sig.from_numpy(ids)
         self.T = ti.ndarray(ti.f64, T.shape)
@@ -65,7 +69,7 @@ class _Fine:
 
 
 def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, sigma_tol, max_iter, dtype,
-              check_every=None, progress=None, fields: str = "", areas=(1.0, 1.0, 1.0)):
+              check_every=None, progress=None, fields: str = "", areas=(1.0, 1.0, 1.0), r_over_d=None):
     """Preconditioned CG with a stopping rule that cannot be fooled by a symmetric initial guess.
 
     Converged only when, at the same iterate x, all of these hold:
@@ -82,16 +86,17 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
 
     ``fields``: "" (none), "outlet" (the outlet current density map) or "all" (also the potential and the
     cell current density, float32, computed on the device); ``areas``: the face areas (m²) normal to the
-    three array axes. Returns (dict of field arrays in the permuted [n0, n1, n2] layout, info dict).
+    three array axes; ``r_over_d``: R_i/Δ per array axis (Ω·m) when ``ids`` carries interface bits
+    (``fva.interface``), else None. Returns (dict of field arrays in the permuted [n0, n1, n2] layout, info dict).
     """
     from fva.conduction_kernels import get_kernels
     from fva.multigrid import Multigrid
 
     K = get_kernels(dtype)
-    F = _Fine(ids, sig_of_id, em, dtype)
+    F = _Fine(ids, sig_of_id, em, dtype, r_over_d)
     args = (c[0], c[1], c[2], int(p1), int(p2))
     K.init_linear(F.sig, F.x)  # the linear profile of a uniform block (exact for one)
-    face = sig_of_id[ids[0]]
+    face = F.sigma_of_byte[ids[0]]
     bnorm = math.sqrt(float(np.sum((2.0 * c[0] * face) ** 2)))
 
     mg = Multigrid(K, F.sig, F.T, F.em, c, p1, p2, None) if preconditioner == "mg" else None

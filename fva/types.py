@@ -123,6 +123,8 @@ class ConductivityResult:
     percolating       : False when no path joins the two electrodes.
     potential_V / current_density_A_per_m2 : optional fields [z, y, x] (and [z, y, x, 3], components
         ordered (jz, jy, jx) like the array axes).
+    interface_resistance_ohm_m2 : specific grain-boundary resistance used (0: none, ``fva.interface``).
+    interface_faces   : number of particle–particle faces of the conducting paths that carry it.
     electrode_current_A_per_m2 : optional 2-D map of the normal current density through the high-index
         electrode face (e.g. [y, x] for axis z), 0 where the face is insulating or pore.
     """
@@ -142,6 +144,8 @@ class ConductivityResult:
     percolating: bool = True
     preconditioner: str = ""
     wall_s: float = float("nan")
+    interface_resistance_ohm_m2: float = 0.0
+    interface_faces: int = 0
     potential_V: np.ndarray | None = field(default=None, repr=False)
     current_density_A_per_m2: np.ndarray | None = field(default=None, repr=False)
     electrode_current_A_per_m2: np.ndarray | None = field(default=None, repr=False)
@@ -165,4 +169,6 @@ class ConductivityResult:
                     iterations=self.iterations, residual=self.residual,
                     current_imbalance=self.current_imbalance, sigma_error=self.sigma_error,
                     converged=self.converged,
-                    percolating=self.percolating, preconditioner=self.preconditioner, wall_s=self.wall_s)
+                    percolating=self.percolating, preconditioner=self.preconditioner, wall_s=self.wall_s,
+                    interface_resistance_ohm_m2=self.interface_resistance_ohm_m2,
+                    interface_faces=self.interface_faces)

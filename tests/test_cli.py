@@ -465,6 +465,27 @@ def test_reanalyse_recomputes_from_saved_captures(tiny_run, tmp_path):
     assert main(["reanalyse", str(tmp_path / "nothing")]) == 2
 
 
+def test_reanalyse_with_interface_resistance(tiny_run, tmp_path):
+    """conductivity.interface_resistance_ohm_m2 reaches the solver: every σ_eff falls, grain-boundary faces are
+    counted and the value is recorded."""
+    import re
+    import shutil
+
+    src, res0 = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    scen = (out / "scenario.resolved.toml").read_text()
+    scen, n = re.subn(r"(?m)^interface_resistance_ohm_m2 = .*$", "interface_resistance_ohm_m2 = 1e-05", scen)
+    assert n == 1
+    (out / "scenario.resolved.toml").write_text(scen)
+    assert main(["reanalyse", str(out), "-q"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["conductivity"]["interface_resistance_ohm_m2"] == 1e-5
+    for a, b in zip(again["analysed"], res0["analysed"]):
+        assert a["interface_faces"] > 0 and b["interface_faces"] == 0
+        assert a["sigma_eff_S_per_m"] < 0.99 * b["sigma_eff_S_per_m"]
+
+
 def test_an_unconverged_solve_is_a_warning_of_the_run(tiny_run, tmp_path, monkeypatch):
     """A conduction solve that stops short is flagged in results.json, never passed off as a result."""
     import shutil

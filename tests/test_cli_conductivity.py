@@ -98,3 +98,46 @@ def test_vti_fields_default_only_for_moderate_images(tmp_path, capsys, monkeypat
     out2 = tmp_path / "forced"
     assert main(["conductivity", str(f), "--voxel-size", "1e-6", "-o", str(out2), "-q", "--vti"]) == 0
     assert (out2 / "fields_z.vti").is_file()
+
+
+def _grains():
+    """Three grains stacked along z (labels 4, 9, 2), a pore slab of label 0 at the side."""
+    g = np.full((12, 4, 5), 4, np.int32)
+    g[4:8] = 9
+    g[8:] = 2
+    g[:, :, 4] = 0
+    return g
+
+
+def test_grain_label_image_with_interface_resistance(tmp_path, taichi_runtime):
+    """--grain-labels: every grain conducts; R_i adds per unit area in series at each of the two grain
+    boundaries: σ_eff = (4/5)·L/(L/σ + 2 R_i) (the pore column carries nothing)."""
+    f = tmp_path / "grains.npy"
+    np.save(f, _grains())
+    out = tmp_path / "o"
+    R, sig, L = 2e-6, 1.0, 12e-6
+    assert main(["conductivity", str(f), "--voxel-size", "1e-6", "--grain-labels", "--interface-resistance",
+                 str(R), "--rtol", "1e-10", "-o", str(out), "--no-vti", "-q"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["interface_resistance_ohm_m2"] == R and data["grain_labels_pore"] == 0
+    assert data["sigma_eff_S_per_m"] == pytest.approx(0.8 * L / (L / sig + 2 * R), rel=1e-6)
+    assert data["analysed"][0]["interface_faces"] == 2 * 4 * 4
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--interface-resistance", "-1e-6", "--grain-labels"], "--interface-resistance"),
+    (["--interface-resistance", "inf", "--grain-labels"], "--interface-resistance"),
+    (["--interface-resistance", "1e-6"], "--interface-resistance needs --grain-labels"),
+    (["--grain-labels", "--phase", "4"], "--grain-labels"),
+    (["--grain-labels", "--pore-label", "7"], "grain labels must be >= 0"),
+])
+def test_interface_resistance_bad_input_exit_2(tmp_path, capsys, extra, fragment):
+    f = tmp_path / "grains.npy"
+    g = _grains()
+    if "7" in extra:
+        g[0, 0, 0] = -3
+        g[1, 1, 1] = 7
+    np.save(f, g)
+    assert main(["conductivity", str(f), "--voxel-size", "1e-6", *extra, "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("pelletsim: error") == 1

@@ -313,3 +313,13 @@ def test_bad_scenario_is_refused_naming_the_key(case):
     d = base()
     edit(d)
     check_error(d, key, *fragments)
+
+
+@pytest.mark.parametrize("bad,fragment", [(-1e-6, "greater than or equal to 0"), (float("inf"), "finite"),
+                                          ("abc", "valid number")])
+def test_interface_resistance_key(bad, fragment):
+    d = base()
+    d.setdefault("conductivity", {})["interface_resistance_ohm_m2"] = bad
+    check_error(d, "conductivity.interface_resistance_ohm_m2", fragment)
+    d["conductivity"]["interface_resistance_ohm_m2"] = 2e-6
+    assert parse_scenario(d, source_dir=TINY.parent).conductivity.interface_resistance_ohm_m2 == 2e-6
