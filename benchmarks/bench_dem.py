@@ -19,8 +19,8 @@ What is timed
    including those across the periodic faces, is preserved) to reach each requested size N.
 3. For each N a :class:`dem.simulation.Simulation` is built on the tiled state with the punch held at its
    loaded position; ``--warmup`` steps run first (compilation, settling after the restart), then
-   ``--repeats`` runs of ``--steps`` steps through ``Simulation.advance`` (the engine's own loop: the step
-   kernels, host checks and Verlet-rebuild tests every ≤ 10 steps), each bracketed by
+   ``--repeats`` runs of ``--steps`` steps through ``Simulation.advance`` (the engine's own loop:
+   blocks of steps of dem.block, one host call and one record read each), each bracketed by
    ``fva.backend.sync()``. Reported: median wall time per step, particle-steps per second, neighbour
    rebuilds during the timed runs and their share of the time (rebuild count × the median time of
    separately timed forced rebuilds / timed wall time), and memory per particle (bytes of every Taichi

@@ -16,6 +16,9 @@ def _scalar_type(anno):
     return anno
 
 
+_CPP_KERNELS: dict = {}   # (kernel, argument types) → Taichi's compiled kernel, shared by all graphs
+
+
 class KernelGraph:
     """Records and replays sequences of dispatches. A sequence is a list of (kernel, names): ``names`` gives, in
     the kernel's parameter order, the keys of the values dict that feed each parameter (the same name may feed
@@ -39,11 +42,20 @@ class KernelGraph:
         return ti.graph.Arg(kinds.SCALAR, name, _scalar_type(anno))
 
     def _build(self, seq, values):
+        from taichi.graph._graph import flatten_args, gen_cpp_kernel
         b = ti.graph.GraphBuilder()
         for kernel, names in seq:
             params = kernel._primal.arguments
             assert len(params) == len(names), (kernel, names)
-            b.dispatch(kernel, *[self._arg(a.annotation, nm, values[nm]) for a, nm in zip(params, names)])
+            args = [self._arg(a.annotation, nm, values[nm]) for a, nm in zip(params, names)]
+            # the compiled kernel for these argument types, looked up once: Taichi's GraphBuilder.dispatch
+            # re-derives it on every call by allocating dummy ndarrays (≈ 10 ms per dispatch of the step kernel)
+            sig = (kernel, tuple((type(v).__name__, getattr(v, "dtype", None), len(getattr(v, "shape", ())))
+                                 for v in (values[nm] for nm in names)))
+            cpp = _CPP_KERNELS.get(sig)
+            if cpp is None:
+                cpp = _CPP_KERNELS[sig] = gen_cpp_kernel(kernel, args)
+            b._graph_builder.dispatch(cpp, flatten_args(args))
         return b.compile()
 
     def run(self, key, seq_fn, values: dict):

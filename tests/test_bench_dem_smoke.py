@@ -71,8 +71,8 @@ def test_bench_dem_quick(load_benchmark, tmp_path, taichi_runtime):
         assert key in row, key
     assert row["n"] == row["tiles"][0] * row["tiles"][1] * data["base"]["n"]
     assert row["particle_steps_per_s"] > 0 and row["wall_per_step_s"] > 0
-    # at least the step launch per step; a check (a device read) at least every check_every = 10 steps
-    assert row["host_launches_per_step"] >= 1.0 and row["host_syncs_per_step"] >= 0.1
+    # blocks of steps: fewer host launches than steps, but at least one record read per block of ≤ 64 steps
+    assert 1.0 / 64 <= row["host_launches_per_step"] < 1.0 and row["host_syncs_per_step"] >= 1.0 / 64
     assert 0.0 <= row["rebuild_share"] <= 1.0
     assert row["bytes_per_particle"] > 0
     assert list(tmp_path.glob("dem_base_*.npz")), "the base packing is cached"

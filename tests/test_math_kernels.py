@@ -31,7 +31,9 @@ def test_arithmetic_cbrt_matches_numpy_to_few_ulp(taichi_runtime, rng):
     got = _eval(0, 1, xs)
     ref = np.cbrt(xs)
     rel = np.abs(got - ref) / ref
-    assert rel.max() <= 2 * _ULP, (xs[np.argmax(rel)], rel.max() / _ULP)
+    # ≤ 3 ulp: LLVM may contract the Newton step into FMAs or not, depending on the host CPU (1.5 ulp on one
+    # AMD EPYC, 2.15 ulp at x = 6.2e-13 on another); a wrong iteration or seed is off by far more
+    assert rel.max() <= 3 * _ULP, (xs[np.argmax(rel)], rel.max() / _ULP)
     assert _eval(0, 1, [0.0])[0] == 0.0 and np.isnan(_eval(0, 1, [-8.0])[0])
 
 
