@@ -1,37 +1,38 @@
-"""Checks of a scenario against what a run will meet, before anything is written: the histogram CSV's
-contents, the conductivity values, the size model as the sampler draws it, the time step, and the memory
-of this machine (particles and the conduction solve's voxel grid). ``pelletsim validate`` and ``run`` both
-call :func:`preflight`; every problem is a :class:`dem.scenario.ScenarioError` naming the scenario key.
+"""Checks of a scenario against what a run will meet, before anything is written: the histogram's bins,
+the conductivity values, the size model as the sampler draws it, the time step, and the memory of this
+machine (particles and the conduction solve's voxel grid). ``pelletsim validate`` and ``run`` both call
+:func:`preflight`; every problem is a :class:`dem.scenario.ScenarioError` naming the scenario key.
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from fva.conduction import available_memory_bytes
 
-from dem.scenario import (HISTOGRAM_COLUMNS, Scenario, ScenarioError, _mean_d3_um3, expand_protocol,
-                          to_engine)
+from dem.scenario import Scenario, ScenarioError, _mean_d3_um3, expand_protocol, to_engine
 
 __all__ = ["preflight", "check_resources", "check_time_step", "check_histogram", "check_conductivity_values",
            "BYTES_PER_PARTICLE"]
 
 
-def check_histogram(scen: Scenario, path: Path) -> None:
-    """The histogram CSV's contents (columns, numbers, weight inside [d_min_um, d_max_um]), as run reads it."""
-    import numpy as np
-    from dem.sizes import read_histogram_csv
-
+def check_histogram(scen: Scenario, key: str = "particles.histogram_bins_um") -> None:
+    """The histogram bins (``particles.histogram_bins_um``, read from histogram_csv when given): edges
+    0 ≤ d_low_um < d_high_um, weights ≥ 0 with a positive sum, and weight inside [d_min_um, d_max_um];
+    ``key`` names the scenario key in the messages."""
     p = scen.particles
-    try:
-        lo, hi, w = read_histogram_csv(path)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        msg = str(exc).replace(f"histogram_csv {path}: ", "").replace("histogram_csv: ", "")
-        raise ScenarioError(f"particles.histogram_csv: {path}: {msg} (columns: {HISTOGRAM_COLUMNS})") from None
-    lo_w = -np.inf if p.d_min_um is None else p.d_min_um * 1e-6
-    hi_w = np.inf if p.d_max_um is None else p.d_max_um * 1e-6
-    if not np.any((w > 0) & (np.minimum(hi, hi_w) > np.maximum(lo, lo_w))):
-        raise ScenarioError(f"particles.histogram_csv: no bin with weight lies inside [d_min_um, d_max_um] = "
+    bins = p.histogram_bins_um or []
+    for k, (lo, hi, w) in enumerate(bins):
+        if not 0 <= lo < hi:
+            raise ScenarioError(f"{key}[{k}]: needs 0 ≤ d_low_um < d_high_um (got {lo:g}, {hi:g}); rows are "
+                                "[d_low_um, d_high_um, weight]")
+        if w < 0:
+            raise ScenarioError(f"{key}[{k}]: the weight must be ≥ 0 (got {w:g})")
+    if not sum(w for *_, w in bins) > 0:
+        raise ScenarioError(f"{key}: no bin has weight; give at least one row [d_low_um, d_high_um, weight > 0]")
+    lo_w = -math.inf if p.d_min_um is None else p.d_min_um
+    hi_w = math.inf if p.d_max_um is None else p.d_max_um
+    if not any(w > 0 and min(hi, hi_w) > max(lo, lo_w) for lo, hi, w in bins):
+        raise ScenarioError(f"{key}: no bin with weight lies inside [d_min_um, d_max_um] = "
                             f"[{p.d_min_um}, {p.d_max_um}] µm; widen the window or check the CSV's units")
 
 

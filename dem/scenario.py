@@ -72,6 +72,9 @@ class ParticlesSection(_Strict):
     weighting: Literal["number", "volume"] = "number"
     histogram_csv: str | None = Field(None, description=f"CSV with columns {HISTOGRAM_COLUMNS}; relative to the "
                                                          "scenario file")
+    histogram_bins_um: list[tuple[float, float, float]] | None = Field(
+        None, description="the bins inline instead of histogram_csv, rows [d_low_um, d_high_um, weight]; a loaded "
+                          "histogram_csv is read into this key (so a run folder's scenario.resolved.toml needs no CSV)")
     diameter_um: float | None = Field(None, gt=0, description="monodisperse diameter")
 
 
@@ -316,6 +319,7 @@ def parse_scenario(data: dict, *, source_dir: str | Path | None = None) -> Scena
         scen = Scenario.model_validate({**data, "source_dir": str(source_dir) if source_dir else None})
     except ValidationError as err:
         raise ScenarioError(_format_validation_error(err)) from None
+    _inline_histogram(scen)
     check_scenario(scen)
     return scen
 
@@ -355,6 +359,30 @@ def histogram_path(scen: Scenario) -> Path | None:
     return p
 
 
+def _inline_histogram(scen: Scenario) -> None:
+    """Read a histogram scenario's ``histogram_csv`` into ``histogram_bins_um`` (edges in µm as written, or
+    converted from metres; weights as written) and drop the path: the scenario then holds its sizes itself,
+    and its resolved form loads anywhere (a run folder, a checkpoint, results.json)."""
+    p = scen.particles
+    if p.distribution != "histogram" or p.histogram_csv is None:
+        return
+    if p.histogram_bins_um is not None:
+        raise ScenarioError("particles.histogram_csv: give either histogram_csv or histogram_bins_um, not both")
+    hp = histogram_path(scen)
+    if not hp.is_file():
+        raise ScenarioError(f"particles.histogram_csv: file not found: {hp} (paths are relative to the scenario file)")
+    from dem.sizes import read_histogram_csv
+    try:
+        lo, hi, w = read_histogram_csv(hp, unit="um")
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        msg = str(exc).replace(f"histogram_csv {hp}: ", "").replace("histogram_csv: ", "")
+        raise ScenarioError(f"particles.histogram_csv: {hp}: {msg} (columns: {HISTOGRAM_COLUMNS})") from None
+    scen.particles = p.model_copy(update={"histogram_csv": None, "histogram_bins_um": [
+        (float(a), float(b), float(c)) for a, b, c in zip(lo, hi, w)]})
+    from dem.preflight import check_histogram
+    check_histogram(scen, key=f"particles.histogram_csv: {hp}")
+
+
 def d_max_estimate_um(scen: Scenario) -> float:
     """Largest diameter the sampler can draw (µm), for the die-width check and voxel choice."""
     p = scen.particles
@@ -365,16 +393,8 @@ def d_max_estimate_um(scen: Scenario) -> float:
     if p.distribution == "gamma":
         from scipy.stats import gamma
         return float(gamma.ppf(0.9999, p.shape, scale=p.scale_um))
-    hp = histogram_path(scen)
-    if hp is not None and hp.is_file():        # the largest bin edge with weight
-        try:
-            from dem.sizes import read_histogram_csv
-            lo, hi, w = read_histogram_csv(hp)
-            if (w > 0).any():
-                return float(hi[w > 0].max() * 1e6)
-        except (ValueError, OSError, UnicodeDecodeError):
-            pass
-    return float("nan")
+    hi = [b for _, b, w in p.histogram_bins_um or () if w > 0]     # the largest bin edge with weight
+    return float(max(hi)) if hi else float("nan")
 
 
 # expected loose solid fraction above which a given fill height is refused (insertion jams near 0.35–0.4)
@@ -399,15 +419,11 @@ def check_scenario(scen: Scenario) -> None:
             if getattr(p, k) is None:
                 raise ScenarioError(f"particles.{k}: required for distribution = \"gamma\"")
     elif p.distribution == "histogram":
-        if p.histogram_csv is None:
+        if p.histogram_bins_um is None:
             raise ScenarioError("particles.histogram_csv: required for distribution = \"histogram\" "
-                                f"(CSV with columns {HISTOGRAM_COLUMNS})")
-        hp = histogram_path(scen)
-        if not hp.is_file():
-            raise ScenarioError(f"particles.histogram_csv: file not found: {hp} "
-                                "(paths are relative to the scenario file)")
+                                f"(CSV with columns {HISTOGRAM_COLUMNS}; or the bins inline, histogram_bins_um)")
         from dem.preflight import check_histogram
-        check_histogram(scen, hp)
+        check_histogram(scen)
     elif p.distribution == "monodisperse":
         if p.diameter_um is None:
             raise ScenarioError("particles.diameter_um: required for distribution = \"monodisperse\"")
@@ -580,13 +596,13 @@ class SizesConfig:
     d_min_m: float | None
     d_max_m: float | None
     weighting: str
-    histogram_csv: str | None
+    histogram_bins_m: tuple[tuple[float, float, float], ...] | None     # rows (d_low_m, d_high_m, weight)
     diameter_m: float | None
 
     def kwargs(self) -> dict:
         return dict(distribution=self.distribution, shape=self.shape, scale_m=self.scale_m,
                     d_min_m=self.d_min_m, d_max_m=self.d_max_m, weighting=self.weighting,
-                    histogram_csv=self.histogram_csv, diameter_m=self.diameter_m)
+                    histogram_bins_m=self.histogram_bins_m, diameter_m=self.diameter_m)
 
 
 def _um(x):
@@ -613,10 +629,10 @@ def to_engine(scen: Scenario, *, backend: str | None = None):
     estimate from the expected solid volume; the pipeline replaces it with the loose packing's height.
     """
     p = scen.particles
-    hp = histogram_path(scen)
+    bins = None if p.histogram_bins_um is None else tuple((_um(a), _um(b), float(w)) for a, b, w in p.histogram_bins_um)
     sizes = SizesConfig(n=p.count, distribution=p.distribution, shape=p.shape, scale_m=_um(p.scale_um),
                         d_min_m=_um(p.d_min_um), d_max_m=_um(p.d_max_um), weighting=p.weighting,
-                        histogram_csv=str(hp) if hp else None, diameter_m=_um(p.diameter_um))
+                        histogram_bins_m=bins, diameter_m=_um(p.diameter_um))
     material = engine_material(scen.material)
     d = scen.die
     h_um = d.fill_height_um or d.column_height_um
@@ -660,6 +676,8 @@ def to_toml(data: dict) -> str:
             return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
         if isinstance(v, float):
             return repr(v)
+        if isinstance(v, list) and v and all(isinstance(x, list) for x in v):     # a table: one row a line
+            return "[\n" + "".join(f"    {val(x)},\n" for x in v) + "]"
         if isinstance(v, list):
             return "[" + ", ".join(val(x) for x in v) + "]"
         return str(v)

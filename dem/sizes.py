@@ -20,7 +20,8 @@ Distributions
     truncated CDF is integrated numerically on a fine logarithmic grid (trapezoid rule in ln d, 8193
     nodes, relative CDF error < 1e-7) and inverted by monotone interpolation.
 ``"histogram"``
-    A CSV file with a header row and one row per bin::
+    A CSV file (or the same bins as rows ``(d_low_m, d_high_m, weight)``, ``histogram_bins_m``) with a
+    header row and one row per bin::
 
         # comment lines start with '#'
         d_low_um,d_high_um,count
@@ -179,8 +180,9 @@ def truncated_gamma_mean(shape, scale_m, d_min_m=None, d_max_m=None) -> float:
     return float(a * b * num / den)
 
 
-def read_histogram_csv(path):
-    """Read a size histogram CSV → (d_low_m, d_high_m, weight) arrays. See the module docstring."""
+def read_histogram_csv(path, unit="m"):
+    """Read a size histogram CSV → (d_low, d_high, weight) arrays, the edges in ``unit`` ("m" or "um"; an
+    edge given in that unit is returned as written). See the module docstring."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"histogram_csv: file not found: {path}")
@@ -209,8 +211,11 @@ def read_histogram_csv(path):
     if iw is None:
         raise ValueError(f"histogram_csv {path}: missing weight column 'count' (or fraction/frequency/"
                          f"percent/number/weight); header is {header}")
-    f_lo = 1e-6 if nlo.endswith("_um") else 1.0
-    f_hi = 1e-6 if nhi.endswith("_um") else 1.0
+    if unit not in ("m", "um"):
+        raise ValueError(f"unit must be 'm' or 'um', got {unit!r}")
+    to_unit = {("_um", "m"): 1e-6, ("_m", "um"): 1e6}
+    f_lo = to_unit.get(("_um" if nlo.endswith("_um") else "_m", unit), 1.0)
+    f_hi = to_unit.get(("_um" if nhi.endswith("_um") else "_m", unit), 1.0)
     lo, hi, w = [], [], []
     for k, r in enumerate(rows[1:], start=2):
         vals = []
@@ -254,8 +259,8 @@ def _largest_remainder(n, p, rng):
     return k
 
 
-def _sample_histogram(n, csv_path, weighting, d_min_m, d_max_m, rng):
-    lo, hi, w = read_histogram_csv(csv_path)
+def _sample_histogram(n, bins_m, weighting, d_min_m, d_max_m, rng):
+    lo, hi, w = bins_m
     if d_min_m is not None and d_max_m is not None and d_min_m >= d_max_m:
         raise ValueError(f"d_min_m ({d_min_m:g} m) must be smaller than d_max_m ({d_max_m:g} m)")
     if d_min_m is not None and d_min_m < 0:
@@ -280,7 +285,8 @@ def _sample_histogram(n, csv_path, weighting, d_min_m, d_max_m, rng):
 
 
 def sample_diameters(n, *, distribution="gamma", shape=None, scale_m=None, d_min_m=None, d_max_m=None,
-                     weighting="number", histogram_csv=None, diameter_m=None, seed=0) -> np.ndarray:
+                     weighting="number", histogram_csv=None, histogram_bins_m=None, diameter_m=None,
+                     seed=0) -> np.ndarray:
     """Draw ``n`` particle diameters (metres, float64, shape (n,)).
 
     Parameters
@@ -292,6 +298,7 @@ def sample_diameters(n, *, distribution="gamma", shape=None, scale_m=None, d_min
         draws 0.1 µm and 80 µm particles; histogram: optional clipping).
     weighting : "number" (the distribution counts particles) or "volume" (it weights by particle volume).
     histogram_csv : path of the bin CSV (see module docstring).
+    histogram_bins_m : the bins themselves instead of a CSV, rows (d_low_m, d_high_m, weight).
     diameter_m : the diameter of a monodisperse powder.
     seed : int or sequence for ``numpy.random.SeedSequence``.
 
@@ -310,9 +317,13 @@ def sample_diameters(n, *, distribution="gamma", shape=None, scale_m=None, d_min
         _, inv = _number_model(a, b, lo, hi, weighting)
         d = inv(rng.random(n))
     elif distribution == "histogram":
-        if histogram_csv is None:
-            raise ValueError("histogram_csv is required for distribution='histogram'")
-        d = _sample_histogram(n, histogram_csv, weighting, d_min_m, d_max_m, rng)
+        if histogram_bins_m is not None:
+            bins = tuple(np.ascontiguousarray(c) for c in np.asarray(histogram_bins_m, np.float64).reshape(-1, 3).T)
+        elif histogram_csv is not None:
+            bins = read_histogram_csv(histogram_csv)
+        else:
+            raise ValueError("histogram_csv (or histogram_bins_m) is required for distribution='histogram'")
+        d = _sample_histogram(n, bins, weighting, d_min_m, d_max_m, rng)
     elif distribution == "monodisperse":
         if diameter_m is None or not np.isfinite(diameter_m) or diameter_m <= 0:
             raise ValueError(f"diameter_m must be a positive number of metres for distribution="

@@ -416,10 +416,8 @@ def test_progress_line_shows_the_engines_eta():
     assert "stage ETA ≤ 2.0 min" in lines[0] and "stage ETA ?" in lines[1]
 
 
-def test_failed_compaction_still_analyses_its_finished_captures(tmp_path, monkeypatch, capsys):
-    """A compaction that fails after a capture (e.g. the overlap check near the last pressure) still writes
-    the conductivity of what it captured; the run is reported as failed."""
-    _need_pipeline()
+def _fail_after_one_capture(monkeypatch):
+    """The engine replaced by one that captures the loose fill as 'load 0.10 GPa', then fails (exit 1)."""
     import dataclasses
 
     from dem.simulation import SimulationError
@@ -440,6 +438,13 @@ def test_failed_compaction_still_analyses_its_finished_captures(tmp_path, monkey
         raise exc
 
     _fake_engine(monkeypatch, fail, SimulationError)
+
+
+def test_failed_compaction_still_analyses_its_finished_captures(tmp_path, monkeypatch, capsys):
+    """A compaction that fails after a capture (e.g. the overlap check near the last pressure) still writes
+    the conductivity of what it captured; the run is reported as failed."""
+    _need_pipeline()
+    _fail_after_one_capture(monkeypatch)
     out = tmp_path / "fa"
     assert main(["run", str(TINY), "-o", str(out), "-q", "--set", "microstructure.enabled=false"]) == 1
     res = json.loads((out / "results.json").read_text())
@@ -543,3 +548,36 @@ def test_summary_names_release_holds_and_warnings(capsys, tmp_path):
     assert "release: 0.9600 at 0.1 GPa (−3.0 %), 0.9200 at 0.01 GPa (−7.3 %), 0.8600 at contact loss (−13.0 %)" in out
     assert "holds: 1 of 2 settled at their target (largest end offset 8.0%, longest extension 0.0008 s)" in out
     assert f"warning: {w}" in out
+
+
+def test_histogram_run_folder_is_self_contained(tmp_path, monkeypatch):
+    """A run whose sizes come from a histogram CSV beside its scenario is reanalysed, and its resolved
+    scenario loaded, from its own folder after the folder has moved and the scenario and CSV are gone (the
+    resolved scenario once kept the CSV path relative to the original scenario file, so neither loaded)."""
+    import shutil
+
+    from dem.scenario import load_scenario
+    from dem.setup import make_sizes
+
+    _need_pipeline()
+    src = tmp_path / "scen"
+    src.mkdir()
+    (src / "sizes.csv").write_text("# a comment\nd_low_um,d_high_um,count\n14,18,1\n18,22,2\n22,26,1\n")
+    text = TINY.read_text().replace('distribution = "gamma"', 'distribution = "histogram"\nhistogram_csv = "sizes.csv"')
+    (src / "tiny.toml").write_text(text)
+    _fail_after_one_capture(monkeypatch)
+    run = tmp_path / "run"
+    assert main(["run", str(src / "tiny.toml"), "-o", str(run), "-q", "--set", "microstructure.enabled=false",
+                 "--set", "run.plots=false"]) == 1
+    res0 = json.loads((run / "results.json").read_text())
+    shutil.rmtree(src)
+    out = tmp_path / "moved"
+    shutil.move(run, out)
+    scen = load_scenario(out / "scenario.resolved.toml")
+    with np.load(out / "packings" / "loose.npz") as z:
+        assert np.array_equal(make_sizes(scen), z["diameters_sampled_m"])
+    assert main(["reanalyse", str(out), "-q"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert len(again["analysed"]) == len(res0["analysed"]) == 1
+    assert again["analysed"][0]["sigma_eff_S_per_m"] == pytest.approx(res0["analysed"][0]["sigma_eff_S_per_m"],
+                                                                       rel=1e-9)

@@ -151,6 +151,27 @@ def test_resume_refuses_another_scenario(tmp_path, capsys):
     assert "--set" in capsys.readouterr().err
 
 
+def test_checkpoint_of_a_histogram_scenario_needs_no_csv(tmp_path):
+    """The checkpoint's scenario holds a histogram CSV's bins: --resume reads it after the CSV is gone, and a
+    scenario given with --resume matches it only while its CSV holds the same bins."""
+    from dem.checkpoint import CheckpointError, checkpoint_meta, read_resume, save_checkpoint
+    from dem.scenario import load_scenario
+
+    src = tmp_path / "scen"
+    src.mkdir()
+    (src / "sizes.csv").write_text("d_low_um,d_high_um,count\n14,18,1\n18,22,2\n22,26,1\n")
+    text = TINY.read_text().replace('distribution = "gamma"', 'distribution = "histogram"\nhistogram_csv = "sizes.csv"')
+    (src / "tiny.toml").write_text(text)
+    scen = load_scenario(src / "tiny.toml")
+    save_checkpoint(tmp_path / "r" / "checkpoint.npz", {"meta": checkpoint_meta(scen), "meta_step": 10})
+    assert read_resume(tmp_path / "r", scen)[0].particles.histogram_bins_um[1] == (18.0, 22.0, 2.0)
+    (src / "sizes.csv").write_text("d_low_um,d_high_um,count\n14,18,1\n18,22,3\n22,26,1\n")
+    with pytest.raises(CheckpointError, match="differs"):
+        read_resume(tmp_path / "r", load_scenario(src / "tiny.toml"))
+    (src / "sizes.csv").unlink()
+    assert read_resume(tmp_path / "r")[0].particles == scen.particles
+
+
 def test_resume_without_checkpoint_exit_2(tmp_path, capsys):
     assert main(["run", "--resume", str(tmp_path)]) == 2
     assert "no checkpoint.npz" in capsys.readouterr().err

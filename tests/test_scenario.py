@@ -222,11 +222,61 @@ def test_histogram_csv_relative_to_scenario(tmp_path):
     text = to_toml(d)
     (tmp_path / "s.toml").write_text(text)
     scen = load_scenario(tmp_path / "s.toml")
+    assert scen.particles.histogram_csv is None
+    assert scen.particles.histogram_bins_um == [(14.0, 18.0, 10.0), (18.0, 22.0, 30.0), (22.0, 26.0, 5.0)]
     sizes = to_engine(scen)[0]
-    assert Path(sizes.histogram_csv) == tmp_path / "psd" / "sizes.csv"
     from dem.sizes import sample_diameters
     dd = sample_diameters(sizes.n, **sizes.kwargs(), seed=1)
     assert dd.size == 50 and dd.min() >= 14e-6 and dd.max() <= 26e-6
+    # the same draw as from the CSV itself: reading it into the scenario changes no diameter
+    kw = {**sizes.kwargs(), "histogram_bins_m": None, "histogram_csv": tmp_path / "psd" / "sizes.csv"}
+    assert (sample_diameters(sizes.n, **kw, seed=1) == dd).all()
+
+
+@pytest.mark.parametrize("unit", ["um", "m"])
+def test_resolved_histogram_scenario_loads_without_its_csv(tmp_path, unit):
+    """The resolved form of a histogram scenario holds the bins: it loads from another folder after the CSV
+    is gone, resolves to itself and draws the same diameters (a run folder needs no copy of the CSV)."""
+    import numpy as np
+
+    from dem.setup import make_sizes
+
+    f = 1.0 if unit == "um" else 1e-6
+    rows = "".join(f"{a * f!r},{b * f!r},{w}\n" for a, b, w in ((14, 18, 1), (18, 22, 2.5), (22, 26, 1)))
+    (tmp_path / "sizes.csv").write_text(f"# comment\nd_low_{unit},d_high_{unit},percent\n{rows}")
+    d = base()
+    d["particles"] = {"count": 40, "distribution": "histogram", "histogram_csv": "sizes.csv", "weighting": "volume"}
+    scen = parse_scenario(d, source_dir=tmp_path)
+    text = to_toml(resolved_dict(scen))
+    assert "histogram_csv" not in text and "histogram_bins_um = [\n" in text
+    (tmp_path / "sizes.csv").unlink()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "scenario.resolved.toml").write_text(text)
+    again = load_scenario(tmp_path / "run" / "scenario.resolved.toml")
+    assert to_toml(resolved_dict(again)) == text
+    assert np.array_equal(make_sizes(again), make_sizes(scen))
+    assert again.particles.histogram_bins_um[1][2] == 2.5
+
+
+@pytest.mark.parametrize("bins, fragment", [
+    ([[14, 18, 1], [18, 18, 1]], "histogram_bins_um[1]: needs 0 ≤ d_low_um < d_high_um"),
+    ([[14, 18, -1], [18, 22, 2]], "histogram_bins_um[0]: the weight must be ≥ 0"),
+    ([[14, 18, 0]], "histogram_bins_um: no bin has weight"),
+    ([[1, 2, 1]], "histogram_bins_um: no bin with weight lies inside"),
+    ([[14, 18]], "histogram_bins_um[0]"),
+])
+def test_inline_histogram_bins_are_checked(bins, fragment):
+    d = base()
+    d["particles"] = {"count": 40, "distribution": "histogram", "histogram_bins_um": bins, "d_min_um": 10.0}
+    check_error(d, "particles." + fragment)
+
+
+def test_histogram_csv_and_bins_together_refused(tmp_path):
+    (tmp_path / "sizes.csv").write_text("d_low_um,d_high_um,count\n14,18,1\n")
+    d = base()
+    d["particles"] = {"count": 40, "distribution": "histogram", "histogram_csv": str(tmp_path / "sizes.csv"),
+                      "histogram_bins_um": [[14, 18, 1]]}
+    check_error(d, "particles.histogram_csv", "not both")
 
 
 @pytest.mark.parametrize("rng", [[1.7, 0.5], [0.5], [-0.1, 1.0]])
