@@ -17,6 +17,16 @@ def _scalar_type(anno):
 
 
 _CPP_KERNELS: dict = {}   # (kernel, argument types) → Taichi's compiled kernel, shared by all graphs
+_CPP_PROGRAM = [None]     # the Taichi program those belong to: a new ti.init (another backend) starts afresh
+
+
+def _cpp_cache() -> dict:
+    from taichi.lang import impl
+    prog = impl.get_runtime().prog
+    if _CPP_PROGRAM[0] is not prog:
+        _CPP_KERNELS.clear()
+        _CPP_PROGRAM[0] = prog
+    return _CPP_KERNELS
 
 
 class KernelGraph:
@@ -52,9 +62,10 @@ class KernelGraph:
             # re-derives it on every call by allocating dummy ndarrays (≈ 10 ms per dispatch of the step kernel)
             sig = (kernel, tuple((type(v).__name__, getattr(v, "dtype", None), len(getattr(v, "shape", ())))
                                  for v in (values[nm] for nm in names)))
-            cpp = _CPP_KERNELS.get(sig)
+            cache = _cpp_cache()
+            cpp = cache.get(sig)
             if cpp is None:
-                cpp = _CPP_KERNELS[sig] = gen_cpp_kernel(kernel, args)
+                cpp = cache[sig] = gen_cpp_kernel(kernel, args)
             b._graph_builder.dispatch(cpp, flatten_args(args))
         return b.compile()
 
@@ -65,7 +76,10 @@ class KernelGraph:
             if g is None:
                 try:
                     g = self._graphs[key] = self._build(seq_fn(), values)
-                except Exception:   # pragma: no cover - a Taichi without graphs on this backend
+                except Exception as exc:   # pragma: no cover - a Taichi without graphs on this backend
+                    import logging
+                    logging.getLogger("pelletsim").warning("kernel graphs unavailable (%s): launching one by one",
+                                                           exc)
                     self.use_graph = False
             if g is not None:
                 TRAFFIC.launches += 1
