@@ -4,15 +4,15 @@ small array back; every per-step decision is taken on the device.
 A block is a Taichi graph (``ti.graph``: the dispatches are recorded once and replayed from C++, so a block
 costs one Python call whatever K is) of
 
-    begin  →  K × [ step  →  (volume correction, at steps that are multiples of ``volume_every``)  →  watch ]
+    begin  →  K × [ step  →  (volume correction, at steps that are multiples of ``volume_every``) ]
            →  checks  →  row sums
 
-* :func:`step_kernel` — one velocity-Verlet step (kick–drift, pair forces, gather–kick; three parallel loops),
-  a no-op once the block has stopped;
-* :func:`watch` — after each step, deterministic chunked sums of the wall forces (p_top, p_bottom) and the
-  Verlet test; it stops the block (``Slot.STOP``) when the host is needed: the neighbour list must be rebuilt
-  before the next step, the punch pressure crossed a threshold the host set for this block (a capture or the
-  stage's target), or a NaN appeared;
+* :func:`step_kernel` — one velocity-Verlet step (kick–drift, pair forces, gather–kick: three parallel loops,
+  the fixed cost of a step on the CPU) and its watch: the gather loop accumulates chunk partials of the wall
+  forces and the Verlet reaches, and a serial :func:`decide` turns them into p_top, p_bottom and the stop
+  decision (``Slot.STOP``) — the neighbour list must be rebuilt before the next step, the punch pressure
+  crossed a threshold the host set for this block (a capture or the stage's target), or a NaN appeared. A
+  no-op once the block has stopped;
 * checks — :func:`dem.simulation_kernels.diagnostics` (overlaps, escapes, speeds) once per block;
 * :func:`row_sums` — the history row's sums at the block's end (energies, contacts, thickness, virial).
 
@@ -23,7 +23,8 @@ for any block length (and a checkpoint taken between blocks resumes bitwise).
 Verlet test (exact for the next step). e_i = |x_i − x_i(build)| + (r_i − r_i(build))⁺ is how far particle i may
 have closed a gap since the build; u_i = dt |v_i + ½ dt f_i/m_i| is its motion in the next step (the next kick
 uses the stored forces). A pair absent from the list (gap ≥ skin at the build) can touch during the next step
-only if A_i + A_j > skin, A = e + u; the block stops for a rebuild when the two largest A exceed the skin.
+only if A_i + A_j > skin, A = e + u; the block stops for a rebuild when 2 max A > skin (the two largest
+would be sharper, but a top-two is no atomic operation; the per-step test keeps rebuilds rare anyway).
 """
 
 import enum
@@ -43,8 +44,8 @@ class Slot(enum.IntEnum):
     P_BOTTOM = 4      # bottom-wall pressure (Pa)
     PUNCH_Z = 5       # punch position (m)
     TIME = 6          # simulated time (s)
-    A1 = 7            # largest Verlet reach A_i after the last step (m)
-    A2 = 8            # second largest (m)
+    A_MAX = 7         # largest Verlet reach A_i after the last step (m)
+    DR_MAX = 8        # largest radius growth of the last volume-correction pass (m)
     VR_MAX = 9        # largest |v_i|/r_i over the block's steps (1/s)
     # the history row at the block's end (:func:`row_sums`)
     KE_TRANS = 10     # ½ Σ m v² (J)
@@ -54,6 +55,7 @@ class Slot(enum.IntEnum):
     TOP = 14          # max_i (z_i + r_i) (m)
     VIRIAL_ZZ = 15    # Σ_i V σ_zz share (N·m; compression negative)
     GROWTH = 16       # max_i r_i / r0_i
+    RAN = 17          # 1 if the last step kernel ran (the volume correction after it runs only then)
 
 
 N_SLOTS = len(Slot)
@@ -66,10 +68,14 @@ class Reason(enum.IntFlag):
     BELOW = 8         # p_top ≤ the block's lower threshold
 
 
-def watch_chunk(n: int) -> int:
-    """Chunk length of the watch's two-level sums: fixed by n alone (so the sums are deterministic for any
-    thread count), ≈ √n so that both levels are short (60 → 32, 10⁴ → 100, 10⁶ → 1000)."""
-    return max(32, int(math.ceil(math.sqrt(max(n, 1)))))
+def watch_chunk(n: int, backend: str = "cpu") -> int:
+    """Particles per chunk of the watch's two-level sums. On the CPU the gather loop's block size
+    (``SK.WATCH_CHUNK``): each chunk is summed by one thread in index order, so the sums are bitwise the same
+    for any thread count. On a GPU (atomics in any order) larger chunks, so that at most ≈ 2048 chunk partials
+    are left for the one-thread final sum."""
+    if backend == "cpu":
+        return SK.WATCH_CHUNK
+    return SK.WATCH_CHUNK * max(1, -(-n // (2048 * SK.WATCH_CHUNK)))
 
 
 @ti.kernel
@@ -82,12 +88,61 @@ def begin(blk: ti.types.ndarray(), ctrl: ti.types.ndarray(), vp: float):
     ctrl[1] = vp
 
 
+@ti.func
+def decide(n: ti.i32, chunk: ti.i32, part: ti.template(), blk: ti.template(), ctrl: ti.template(), skin: float,
+           area: float, p_above: float, p_below: float):
+    """Serial end of a step's watch: the chunk partials in order → p_top, p_bottom (Pa), the largest Verlet
+    reach A_max, the largest |v|/r of the block, NaN; stop the block (:class:`Reason`) when the neighbour list
+    must be rebuilt before the next step (2 A_max > skin: a pair absent from the list, gap ≥ skin at the build,
+    can touch only if A_i + A_j > skin), a pressure threshold is crossed or a NaN appeared."""
+    nch = (n + chunk - 1) // chunk
+    sb = 0.0
+    st = 0.0
+    a1 = 0.0
+    vr = blk[int(Slot.VR_MAX)]
+    bad = 0.0
+    for c in range(nch):
+        sb += part[c, 0]
+        st += part[c, 1]
+        a1 = ti.max(a1, part[c, 2])
+        vr = ti.max(vr, part[c, 3])
+        bad = ti.max(bad, part[c, 4])
+    p_top = st / area
+    blk[int(Slot.STEPS)] += 1.0
+    blk[int(Slot.P_TOP)] = p_top
+    blk[int(Slot.P_BOTTOM)] = sb / area
+    blk[int(Slot.PUNCH_Z)] = ctrl[0]
+    blk[int(Slot.TIME)] = ctrl[2]
+    blk[int(Slot.A_MAX)] = a1
+    blk[int(Slot.VR_MAX)] = vr
+    why = 0
+    if bad > 0.0:
+        why |= int(Reason.NAN)
+    if 2.0 * a1 > skin:
+        why |= int(Reason.REBUILD)
+    if p_top >= p_above:
+        why |= int(Reason.ABOVE)
+    if p_top <= p_below:
+        why |= int(Reason.BELOW)
+    if why != 0:
+        blk[int(Slot.STOP)] = 1.0
+        blk[int(Slot.REASON)] = ti.cast(why, ti.f64)
+
+
+@ti.func
+def clear_partials(nch, part: ti.template()):
+    for c in range(nch):
+        for k in ti.static(range(5)):
+            part[c, k] = 0.0
+
+
 _STEP_KERNELS: dict = {}
 
 
 def step_kernel(model: int):
     """The one-step kernel for contact model ``model`` (a compile-time constant: graphs take no template
-    arguments, so each model gets its own kernel object, built once)."""
+    arguments, so each model gets its own kernel object, built once): kick–drift, pair forces, gather–kick with
+    the watch's chunk partials (:func:`SK.gather_kick`), then :func:`decide`. Three parallel loops."""
     if model in _STEP_KERNELS:
         return _STEP_KERNELS[model]
 
@@ -101,17 +156,23 @@ def step_kernel(model: int):
              wall_hist: ti.types.ndarray(), fwall: ti.types.ndarray(), ewall: ti.types.ndarray(),
              ncont: ti.types.ndarray(), eps_v: ti.types.ndarray(), E: float, G: float, Ew: float, Gw: float,
              py: float, beta: float, mu: float, mu_w: float, mu_r: float, damping: float, gz: float,
-             top_wall: ti.i32, Kb: float, gam: float, blk: ti.types.ndarray()):
+             top_wall: ti.i32, Kb: float, gam: float, blk: ti.types.ndarray(), chunk: ti.i32,
+             part: ti.types.ndarray(), x_build: ti.types.ndarray(), r_build: ti.types.ndarray(), skin: float,
+             area: float, p_above: float, p_below: float):
         go = 1 - ti.cast(blk[int(Slot.STOP)], ti.i32)
         nn = n * go
+        blk[int(Slot.RAN)] = ti.cast(go, ti.f64)
         if go:
             SK.advance_punch(dt, ctrl)
+            clear_partials((n + chunk - 1) // chunk, part)      # not top-level: serial, a few entries
         SK.kick_drift(nn, dt, x, v, w, f, tq, inv_m, inv_I, Lx, Ly)
         SK.pair_forces(model, npairs * go, dt, x, v, w, r, m, pair_owner, partner, hist, pw, Lx, Ly, E, G, py,
                        beta, mu, mu_r, eps_v, Kb, gam, True)
         SK.gather_kick(model, nn, dt, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw,
                        wall_hist, fwall, ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz,
-                       top_wall, eps_v, Kb, True)
+                       top_wall, eps_v, Kb, True, True, x_build, r_build, part, Lx, Ly)
+        if go:
+            decide(n, chunk, part, blk, ctrl, skin, area, p_above, p_below)
 
     _STEP_KERNELS[model] = step
     return step
@@ -123,79 +184,34 @@ def watch(n: ti.i32, chunk: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray()
           x_build: ti.types.ndarray(), r_build: ti.types.ndarray(), ctrl: ti.types.ndarray(),
           part: ti.types.ndarray(), blk: ti.types.ndarray(), Lx: float, Ly: float, dt: float, skin: float,
           area: float, p_above: float, p_below: float):
-    """After a step: p_top, p_bottom (Pa) as fixed two-level sums (chunks of ``chunk`` particles in index
-    order, then the chunks in order: bitwise reproducible), the Verlet reaches' two largest A_1 ≥ A_2, NaN,
-    and the block's stop decision (:class:`Reason`)."""
+    """The watch of a step (:func:`decide`) at the current state without stepping — what the step kernel
+    accumulates in its gather loop, here from the stored forces, chunk by chunk in index order (the same sums
+    on the CPU, bitwise)."""
     nch = (n + chunk - 1) // chunk
-    go = 1 - ti.cast(blk[int(Slot.STOP)], ti.i32)
-    for c in range(nch * go):
+    for c in range(nch):
         sb = 0.0
         st = 0.0
         a1 = 0.0
-        a2 = 0.0
         vr = 0.0
         bad = 0.0
         for i in range(c * chunk, ti.min(n, (c + 1) * chunk)):
             sb += fwall[i, 0]
             st += fwall[i, 1]
-            xi = vec3(x, i)
             vi = vec3(v, i)
-            e = min_image(xi - vec3(x_build, i), Lx, Ly).norm() + ti.max(r[i] - r_build[i], 0.0)
+            e = min_image(vec3(x, i) - vec3(x_build, i), Lx, Ly).norm() + ti.max(r[i] - r_build[i], 0.0)
             a = e + dt * (vi + 0.5 * dt * inv_m[i] * vec3(f, i)).norm()
-            if not (a == a):
+            if a == a:
+                a1 = ti.max(a1, a)
+            else:
                 bad = 1.0
-            elif a > a1:
-                a2 = a1
-                a1 = a
-            elif a > a2:
-                a2 = a
             vr = ti.max(vr, vi.norm() / r[i])
         part[c, 0] = sb
         part[c, 1] = st
         part[c, 2] = a1
-        part[c, 3] = a2
-        part[c, 4] = vr
-        part[c, 5] = bad
-    if go:
-        sb = 0.0
-        st = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        vr = blk[int(Slot.VR_MAX)]
-        bad = 0.0
-        for c in range(nch):          # not top-level: one thread, in order
-            sb += part[c, 0]
-            st += part[c, 1]
-            for k in ti.static(range(2)):
-                a = part[c, 2 + k]
-                if a > a1:
-                    a2 = a1
-                    a1 = a
-                elif a > a2:
-                    a2 = a
-            vr = ti.max(vr, part[c, 4])
-            bad = ti.max(bad, part[c, 5])
-        p_top = st / area
-        blk[int(Slot.STEPS)] += 1.0
-        blk[int(Slot.P_TOP)] = p_top
-        blk[int(Slot.P_BOTTOM)] = sb / area
-        blk[int(Slot.PUNCH_Z)] = ctrl[0]
-        blk[int(Slot.TIME)] = ctrl[2]
-        blk[int(Slot.A1)] = a1
-        blk[int(Slot.A2)] = a2
-        blk[int(Slot.VR_MAX)] = vr
-        why = 0
-        if bad > 0.0:
-            why |= int(Reason.NAN)
-        if a1 + a2 > skin:
-            why |= int(Reason.REBUILD)
-        if p_top >= p_above:
-            why |= int(Reason.ABOVE)
-        if p_top <= p_below:
-            why |= int(Reason.BELOW)
-        if why != 0:
-            blk[int(Slot.STOP)] = 1.0
-            blk[int(Slot.REASON)] = ti.cast(why, ti.f64)
+        part[c, 3] = vr
+        part[c, 4] = bad
+    if n >= 0:                        # inside an if: the serial decision, not a parallel loop
+        decide(n, chunk, part, blk, ctrl, skin, area, p_above, p_below)
 
 
 @ti.kernel
@@ -205,17 +221,27 @@ def volume_step(npairs: ti.i32, n: ti.i32, x: ti.types.ndarray(), r: ti.types.nd
                 cap_j: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, growth_cap: float,
                 growth_step: float, eps_v: ti.types.ndarray(), eps_p: ti.types.ndarray(),
                 phi_c: ti.types.ndarray(), vol_solid: float, area: float, pc_over_K: float, Lx: float, Ly: float,
-                blk: ti.types.ndarray()):
+                blk: ti.types.ndarray(), skin: float):
     """One fixed-point update of the volume correction (:func:`SK.pair_caps` then :func:`SK.volume_correct`)
     in one launch, a no-op once the block has stopped; the compact's porosity φ = 1 − V_solid/(A·z_punch) is
     read on the device."""
-    go = 1 - ti.cast(blk[int(Slot.STOP)], ti.i32)
+    go = ti.cast(blk[int(Slot.RAN)], ti.i32)          # after a step that ran (its stop request included)
+    if go:
+        blk[int(Slot.DR_MAX)] = 0.0
     SK.lens_caps_pass(npairs * go, x, r, pair_owner, partner, cap_i, cap_j, Lx, Ly)
     SK.volume_correct_pass(n * go, x, r, r0, row_start, rev_start, rev_pairs, cap_i, cap_j, ctrl, top_wall,
-                           growth_cap, growth_step, eps_v, eps_p, phi_c, vol_solid, area, pc_over_K)
+                           growth_cap, growth_step, eps_v, eps_p, phi_c, vol_solid, area, pc_over_K, blk,
+                           int(Slot.DR_MAX))
+    if go:
+        # the grown radii close gaps too: the step's Verlet test again with A_max + the largest growth
+        a = blk[int(Slot.A_MAX)] + blk[int(Slot.DR_MAX)]
+        blk[int(Slot.A_MAX)] = a
+        if 2.0 * a > skin:
+            blk[int(Slot.STOP)] = 1.0
+            blk[int(Slot.REASON)] = ti.cast(ti.cast(blk[int(Slot.REASON)], ti.i32) | int(Reason.REBUILD), ti.f64)
 
 
-N_PART = 13   # columns of the chunk partials: watch 0–5, row sums 6–12
+N_PART = 13   # columns of the chunk partials: watch 0–4, row sums 6–12
 
 
 @ti.kernel

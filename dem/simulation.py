@@ -150,15 +150,17 @@ class Simulation(Observables, EngineState):
         self.ctrl.from_numpy(np.array([self.punch_z0, 0.0, 0.0, 0, 0, 0, 0, 0], dtype=np.float64))
         # the block record (dem.block.Slot) followed by the block-end diagnostics (SK.diagnostics, 12 numbers)
         self.blk = ti.ndarray(f64, B.N_SLOTS + 12)
-        self._blk_go = ti.ndarray(f64, B.N_SLOTS)        # an always-open record for single updates
+        self._blk_go = ti.ndarray(f64, B.N_SLOTS)        # an open record for single volume-correction updates
         self._reach = ti.ndarray(f64, n)   # per-particle Verlet reach A_i (diagnostics scratch)
-        self._watch_chunk = B.watch_chunk(n)
+        self._watch_chunk = B.watch_chunk(n, self.backend.backend)
         self._part = ti.ndarray(f64, ((n + self._watch_chunk - 1) // self._watch_chunk, B.N_PART))
         self._graph = KernelGraph(use_graph=not _env_flag("PELLETSIM_NO_GRAPH"))
         self._step_kernel = B.step_kernel(self.cp.model_id)
         self.block_steps = max(1, int(getattr(params, "block_steps", 64)))
         self.last_block_steps = 0
         self.blocks = 0
+        self._rates: dict = {}       # reach and pressure rates of the last block (block-length prediction only)
+        self._fresh_list = True
         # host copies of what the last block reported: punch position, time, pressures
         self._vp = 0.0
         self._host = dict(punch_z=self.punch_z0, time=0.0, p_top=float("nan"), p_bottom=float("nan"))
@@ -243,14 +245,13 @@ class Simulation(Observables, EngineState):
         return tuple(a.name for a in kernel._primal.arguments)
 
     def _dispatches(self, k: int, vc_offset: int) -> list:
-        """A block of k steps: begin, k × (step, volume correction at multiples of volume_every, watch), checks."""
+        """A block of k steps: begin, k × (step, volume correction at multiples of volume_every), checks, row."""
         step, names = self._step_kernel, self._names
         seq = [(B.begin, names(B.begin))]
         for j in range(1, k + 1):
             seq.append((step, names(step)))
             if vc_offset >= 0 and (vc_offset + j) % self.volume_every == 0:
                 seq += [(B.volume_step, names(B.volume_step))] * 2
-            seq.append((B.watch, names(B.watch)))
         seq += [(SK.diagnostics, names(SK.diagnostics)), (B.row_sums, names(B.row_sums))]
         return seq
 
@@ -297,18 +298,45 @@ class Simulation(Observables, EngineState):
         vc_offset = self.step_count % self.volume_every if self.params.volume_correction else -1
         key = (int(k), vc_offset)
         self._graph.run(key, lambda: self._dispatches(int(k), vc_offset), self._values())
+        p0 = self._host["p_top"]
         b = self._read_block()
         done = int(b[B.Slot.STEPS])
         self.step_count += done
         self.last_block_steps = done
         self.blocks += 1
         check_block(self, b, context)
-        if int(b[B.Slot.REASON]) & B.Reason.REBUILD:
+        a = float(b[B.Slot.A_MAX])
+        rebuilt = bool(int(b[B.Slot.REASON]) & B.Reason.REBUILD)
+        if done > 0:
+            prev = self._rates or dict(a=0.0, a_rate=0.0)
+            a_rate = (a - (0.0 if self._fresh_list else prev["a"])) / done
+            self._rates = dict(a=0.0 if rebuilt else a, a_rate=max(a_rate, 0.0),
+                               p=self._host["p_top"], p_rate=(self._host["p_top"] - p0) / done
+                               if math.isfinite(p0) else 0.0)
+        self._fresh_list = rebuilt
+        if rebuilt:
             self._rebuild()
             # refresh the per-pair arrays (forces, energies, overlaps) in the new layout for diagnostics;
             # evaluation only: the contact histories are not touched
             self._pair_forces_eval()
         return done
+
+    def _predicted_stop(self) -> int:
+        """Steps until the device will likely stop the next block (a rebuild, a pressure threshold), from the
+        rates of the Verlet reach and of p_top over the last block; a longer block would replay its remaining
+        steps as no-ops, which cost a step's fixed launch work each on the CPU. Only the cost depends on it:
+        where a block stops is decided on the device."""
+        est = self._rates
+        if not est:
+            return self.block_steps
+        k = self.block_steps
+        if est["a_rate"] > 0:
+            k = min(k, int((0.5 * self.nlist.skin - est["a"]) / est["a_rate"]) + 1)
+        if est["p_rate"] > 0 and math.isfinite(self.stop_above_Pa):
+            k = min(k, int((self.stop_above_Pa - est["p"]) / est["p_rate"]) + 1)
+        if est["p_rate"] < 0 and math.isfinite(self.stop_below_Pa):
+            k = min(k, int((self.stop_below_Pa - est["p"]) / est["p_rate"]) + 1)
+        return max(1, k)
 
     def _check(self, b: np.ndarray | None = None, context: str = "") -> np.ndarray:
         """Blow-up checks (:func:`dem.engine_checks.check_block`) on a block's record, default the current state."""
@@ -319,6 +347,8 @@ class Simulation(Observables, EngineState):
         the blocks run two at every multiple of ``volume_every`` steps. This direct call is for tests and tools."""
         vals = self._values()
         vals["blk"] = self._blk_go
+        self._blk_go.fill(0.0)
+        self._blk_go[int(B.Slot.RAN)] = 1.0         # a record whose last step "ran": the updates apply
         for _ in range(iterations):
             B.volume_step(*[vals[nm] for nm in self._names(B.volume_step)])
         self._measure()
@@ -329,10 +359,12 @@ class Simulation(Observables, EngineState):
         (``k_cap`` if set) long and ends at the multiples of each period in ``block_align``."""
         done = 0
         while done < nsteps:
-            k = min(self.block_steps if self.k_cap is None else max(1, int(self.k_cap)), nsteps - done)
+            k = min(self.block_steps if self.k_cap is None else max(1, int(self.k_cap)), nsteps - done,
+                    self._predicted_stop())
             for period in self.block_align:
                 if period and period > 0:
                     k = min(k, int(period) - self.step_count % int(period))
+            k = 1 << (int(k).bit_length() - 1)      # a power of two: few distinct graphs to record
             done += self._block(k, context)
             if on_check is not None and on_check(self):
                 break

@@ -21,6 +21,9 @@ from dem.contact_kernels import HERTZ, bonded_normal, damping_coefficient, norma
 from dem.neighbours_kernels import min_image, vec3
 
 PI = 3.141592653589793
+# particles per chunk of the per-step watch (dem.block): the gather loop's block size, so that on the CPU each chunk's
+# sums are formed by one thread in index order (bitwise reproducible for any thread count)
+WATCH_CHUNK = 64
 
 
 @ti.func
@@ -228,11 +231,19 @@ def gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.template(), v:
                  fwall: ti.template(), ewall: ti.template(), ncont: ti.template(),
                  f: ti.template(), tq: ti.template(), fc: ti.template(), ctrl: ti.template(),
                  Ew: float, Gw: float, py: float, beta: float, mu_w: float, mu_r: float, damping: float,
-                 gz: float, top_wall: ti.i32, eps_v: ti.template(), Kb: float, update: ti.template()):
+                 gz: float, top_wall: ti.i32, eps_v: ti.template(), Kb: float, update: ti.template(),
+                 watch: ti.template(), x_build: ti.template(), r_build: ti.template(), part: ti.template(),
+                 Lx: float, Ly: float):
     """Sum contact forces per particle, add walls, gravity and local damping, second half kick.
-    fwall[i, 0] = z-force of the bottom wall on i; fwall[i, 1] = z-force of i on the punch (+ = pushes up)."""
+    fwall[i, 0] = z-force of the bottom wall on i; fwall[i, 1] = z-force of i on the punch (+ = pushes up).
+
+    ``watch``: also accumulate the block's per-step watch into the chunk partials ``part`` (chunk = i //
+    WATCH_CHUNK; see :mod:`dem.block`): Σ fwall (bottom, top), max Verlet reach A_i = e_i + u_i, max |v_i|/r_i,
+    NaN. The loop runs in blocks of WATCH_CHUNK consecutive particles, so on the CPU each chunk is summed by one
+    thread in index order — the same bits as a sequential sum, whatever the thread count."""
     pz = ctrl[0]
     vp = ctrl[1]
+    ti.loop_config(block_dim=WATCH_CHUNK)
     for i in range(n):
         F = ti.Vector([0.0, 0.0, 0.0])
         T = ti.Vector([0.0, 0.0, 0.0])
@@ -278,8 +289,21 @@ def gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.template(), v:
             T[c] -= damping * ti.abs(T[c]) * ti.math.sign(wi[c])
         _set3(f, i, F)
         _set3(tq, i, T)
-        _set3(v, i, vi + 0.5 * dt * inv_m[i] * F)
+        vn = vi + 0.5 * dt * inv_m[i] * F
+        _set3(v, i, vn)
         _set3(w, i, wi + 0.5 * dt * inv_I[i] * T)
+        if ti.static(watch):
+            # Verlet reach: closure since the build e_i plus the exact motion of the next drift u_i
+            e = min_image(xi - vec3(x_build, i), Lx, Ly).norm() + ti.max(ri - r_build[i], 0.0)
+            a = e + dt * (vn + 0.5 * dt * inv_m[i] * F).norm()
+            c = i // WATCH_CHUNK
+            ti.atomic_add(part[c, 0], Fb[2])
+            ti.atomic_add(part[c, 1], -Ft[2])
+            if a == a:
+                ti.atomic_max(part[c, 2], a)
+            else:
+                ti.atomic_max(part[c, 4], 1.0)
+            ti.atomic_max(part[c, 3], vn.norm() / ri)
 
 
 @ti.kernel
@@ -293,7 +317,8 @@ def gather_eval(model: ti.template(), n: ti.i32, x: ti.types.ndarray(), v: ti.ty
                 gz: float, top_wall: ti.i32, eps_v: ti.types.ndarray(), Kb: float):
     """:func:`gather_kick` at the current state (dt = 0: no kick), wall histories left untouched."""
     gather_kick(model, n, 0.0, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw, wall_hist, fwall,
-                 ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz, top_wall, eps_v, Kb, False)
+                 ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz, top_wall, eps_v, Kb, False,
+                 False, x, r, f, 0.0, 0.0)
 
 
 @ti.kernel
@@ -408,7 +433,7 @@ def volume_correct_pass(n: ti.i32, x: ti.template(), r: ti.template(), r0: ti.te
                         cap_i: ti.template(), cap_j: ti.template(), ctrl: ti.template(),
                         top_wall: ti.i32, growth_cap: float, growth_step: float, eps_v: ti.template(),
                         eps_p: ti.template(), phi_c: ti.template(), vol_solid: float, area: float,
-                        pc_over_K: float):
+                        pc_over_K: float, growth_out: ti.template(), growth_slot: ti.template()):
     """MDR-like volume conservation (cf. Zunker & Kamrin 2024), irreversible: one fixed-point update
 
         r_vc = min( (r0³ + 3/(4π) Σ_c V_cap,c(r))^{1/3},  g_max r0,  r + Δg r0 ),   r ← max(r, r_vc),
@@ -456,6 +481,7 @@ def volume_correct_pass(n: ti.i32, x: ti.template(), r: ti.template(), r0: ti.te
         rvc = ti.min(FM.cbrt(r0[i] ** 3 + 0.75 / PI * s), growth_cap * r0[i], ri + growth_step * r0[i])
         rn = ti.max(ti.max(r0[i], ri), rvc)
         r[i] = rn
+        ti.atomic_max(growth_out[growth_slot], rn - ri)   # the largest growth of this pass (Verlet bookkeeping)
         # volumetric strain left when the growth is capped: ε_v = 1 − (r³ − 3/(4π) Σ caps)/r0³ (caps at r_i;
         # the ≤ growth_step change of r within this pass is neglected)
         ev = ti.max(0.0, 1.0 - (ri ** 3 - 0.75 / PI * s) / r0[i] ** 3)
