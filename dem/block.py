@@ -28,7 +28,6 @@ would be sharper, but a top-two is no atomic operation; the per-step test keeps 
 """
 
 import enum
-import math
 
 from fva.backend import ti
 from dem import simulation_kernels as SK

@@ -364,7 +364,7 @@ class Simulation(Observables, EngineState):
             for period in self.block_align:
                 if period and period > 0:
                     k = min(k, int(period) - self.step_count % int(period))
-            k = 1 << (int(k).bit_length() - 1)      # a power of two: few distinct graphs to record
+            k = k if self.k_cap is not None else 1 << (int(k).bit_length() - 1)   # few distinct graphs
             done += self._block(k, context)
             if on_check is not None and on_check(self):
                 break
