@@ -23,8 +23,9 @@ for any block length (and a checkpoint taken between blocks resumes bitwise).
 Verlet test (exact for the next step). e_i = |x_i − x_i(build)| + (r_i − r_i(build))⁺ is how far particle i may
 have closed a gap since the build; u_i = dt |v_i + ½ dt f_i/m_i| is its motion in the next step (the next kick
 uses the stored forces). A pair absent from the list (gap ≥ skin at the build) can touch during the next step
-only if A_i + A_j > skin, A = e + u; the block stops for a rebuild when 2 max A > skin (the two largest
-would be sharper, but a top-two is no atomic operation; the per-step test keeps rebuilds rare anyway).
+only if A_i + A_j > skin, A = e + u; the block stops for a rebuild when the two largest A exceed the skin (the
+sum over one pair, instead of twice the largest: one fast particle may use the whole skin while its
+neighbours rest).
 """
 
 import enum
@@ -55,6 +56,7 @@ class Slot(enum.IntEnum):
     VIRIAL_ZZ = 15    # Σ_i V σ_zz share (N·m; compression negative)
     GROWTH = 16       # max_i r_i / r0_i
     RAN = 17          # 1 if the last step kernel ran (the volume correction after it runs only then)
+    A_SECOND = 18     # second largest Verlet reach (m; = A_MAX when 2 A_MAX ≤ skin: not needed then)
 
 
 N_SLOTS = len(Slot)
@@ -88,12 +90,14 @@ def begin(blk: ti.types.ndarray(), ctrl: ti.types.ndarray(), vp: float):
 
 
 @ti.func
-def decide(n: ti.i32, chunk: ti.i32, part: ti.template(), blk: ti.template(), ctrl: ti.template(), skin: float,
-           area: float, p_above: float, p_below: float):
+def decide(n: ti.i32, chunk: ti.i32, part: ti.template(), reach: ti.template(), blk: ti.template(),
+           ctrl: ti.template(), skin: float, area: float, p_above: float, p_below: float):
     """Serial end of a step's watch: the chunk partials in order → p_top, p_bottom (Pa), the largest Verlet
-    reach A_max, the largest |v|/r of the block, NaN; stop the block (:class:`Reason`) when the neighbour list
-    must be rebuilt before the next step (2 A_max > skin: a pair absent from the list, gap ≥ skin at the build,
-    can touch only if A_i + A_j > skin), a pressure threshold is crossed or a NaN appeared."""
+    reach A_1, the largest |v|/r of the block, NaN; stop the block (:class:`Reason`) when the neighbour list
+    must be rebuilt before the next step (A_1 + A_2 > skin for the two largest reaches: a pair absent from the
+    list, gap ≥ skin at the build, can touch only if A_i + A_j > skin), a pressure threshold is crossed or a
+    NaN appeared. A_2 is needed only when 2 A_1 > skin; it is then the larger of the other chunks' maxima and
+    the second largest reach inside A_1's chunk (one chunk scanned: O(chunks + chunk))."""
     nch = (n + chunk - 1) // chunk
     sb = 0.0
     st = 0.0
@@ -106,6 +110,21 @@ def decide(n: ti.i32, chunk: ti.i32, part: ti.template(), blk: ti.template(), ct
         a1 = ti.max(a1, part[c, 2])
         vr = ti.max(vr, part[c, 3])
         bad = ti.max(bad, part[c, 4])
+    a2 = a1
+    if 2.0 * a1 > skin:
+        cs = -1
+        a2 = 0.0
+        for c in range(nch):
+            if cs < 0 and part[c, 2] == a1:
+                cs = c
+            else:
+                a2 = ti.max(a2, part[c, 2])
+        seen = 0
+        for i in range(cs * chunk, ti.min(n, (cs + 1) * chunk)):
+            if seen == 0 and reach[i] == a1:
+                seen = 1
+            else:
+                a2 = ti.max(a2, reach[i])
     p_top = st / area
     blk[int(Slot.STEPS)] += 1.0
     blk[int(Slot.P_TOP)] = p_top
@@ -113,11 +132,12 @@ def decide(n: ti.i32, chunk: ti.i32, part: ti.template(), blk: ti.template(), ct
     blk[int(Slot.PUNCH_Z)] = ctrl[0]
     blk[int(Slot.TIME)] = ctrl[2]
     blk[int(Slot.A_MAX)] = a1
+    blk[int(Slot.A_SECOND)] = a2
     blk[int(Slot.VR_MAX)] = vr
     why = 0
     if bad > 0.0:
         why |= int(Reason.NAN)
-    if 2.0 * a1 > skin:
+    if a1 + a2 > skin:
         why |= int(Reason.REBUILD)
     if p_top >= p_above:
         why |= int(Reason.ABOVE)
@@ -157,7 +177,7 @@ def step_kernel(model: int):
              py: float, beta: float, mu: float, mu_w: float, mu_r: float, damping: float, gz: float,
              top_wall: ti.i32, Kb: float, gam: float, blk: ti.types.ndarray(), chunk: ti.i32,
              part: ti.types.ndarray(), x_build: ti.types.ndarray(), r_build: ti.types.ndarray(), skin: float,
-             area: float, p_above: float, p_below: float):
+             area: float, p_above: float, p_below: float, reach: ti.types.ndarray()):
         go = 1 - ti.cast(blk[int(Slot.STOP)], ti.i32)
         nn = n * go
         blk[int(Slot.RAN)] = ti.cast(go, ti.f64)
@@ -169,9 +189,9 @@ def step_kernel(model: int):
                        beta, mu, mu_r, eps_v, Kb, gam, True)
         SK.gather_kick(model, nn, dt, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw,
                        wall_hist, fwall, ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz,
-                       top_wall, eps_v, Kb, True, True, x_build, r_build, part, Lx, Ly)
+                       top_wall, eps_v, Kb, True, True, x_build, r_build, part, reach, Lx, Ly)
         if go:
-            decide(n, chunk, part, blk, ctrl, skin, area, p_above, p_below)
+            decide(n, chunk, part, reach, blk, ctrl, skin, area, p_above, p_below)
 
     _STEP_KERNELS[model] = step
     return step
@@ -182,7 +202,7 @@ def watch(n: ti.i32, chunk: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray()
           f: ti.types.ndarray(), inv_m: ti.types.ndarray(), fwall: ti.types.ndarray(),
           x_build: ti.types.ndarray(), r_build: ti.types.ndarray(), ctrl: ti.types.ndarray(),
           part: ti.types.ndarray(), blk: ti.types.ndarray(), Lx: float, Ly: float, dt: float, skin: float,
-          area: float, p_above: float, p_below: float):
+          area: float, p_above: float, p_below: float, reach: ti.types.ndarray()):
     """The watch of a step (:func:`decide`) at the current state without stepping — what the step kernel
     accumulates in its gather loop, here from the stored forces, chunk by chunk in index order (the same sums
     on the CPU, bitwise)."""
@@ -199,6 +219,7 @@ def watch(n: ti.i32, chunk: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray()
             vi = vec3(v, i)
             e = min_image(vec3(x, i) - vec3(x_build, i), Lx, Ly).norm() + ti.max(r[i] - r_build[i], 0.0)
             a = e + dt * (vi + 0.5 * dt * inv_m[i] * vec3(f, i)).norm()
+            reach[i] = a
             if a == a:
                 a1 = ti.max(a1, a)
             else:
@@ -210,7 +231,7 @@ def watch(n: ti.i32, chunk: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray()
         part[c, 3] = vr
         part[c, 4] = bad
     if n >= 0:                        # inside an if: the serial decision, not a parallel loop
-        decide(n, chunk, part, blk, ctrl, skin, area, p_above, p_below)
+        decide(n, chunk, part, reach, blk, ctrl, skin, area, p_above, p_below)
 
 
 @ti.kernel
@@ -232,10 +253,11 @@ def volume_step(npairs: ti.i32, n: ti.i32, x: ti.types.ndarray(), r: ti.types.nd
                            growth_cap, growth_step, eps_v, eps_p, phi_c, vol_solid, area, pc_over_K, blk,
                            int(Slot.DR_MAX))
     if go:
-        # the grown radii close gaps too: the step's Verlet test again with A_max + the largest growth
-        a = blk[int(Slot.A_MAX)] + blk[int(Slot.DR_MAX)]
-        blk[int(Slot.A_MAX)] = a
-        if 2.0 * a > skin:
+        # the grown radii close gaps too: the step's Verlet test again with each reach + the largest growth
+        dr = blk[int(Slot.DR_MAX)]
+        blk[int(Slot.A_MAX)] += dr
+        blk[int(Slot.A_SECOND)] += dr
+        if blk[int(Slot.A_MAX)] + blk[int(Slot.A_SECOND)] > skin:
             blk[int(Slot.STOP)] = 1.0
             blk[int(Slot.REASON)] = ti.cast(ti.cast(blk[int(Slot.REASON)], ti.i32) | int(Reason.REBUILD), ti.f64)
 

@@ -233,7 +233,7 @@ def gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.template(), v:
                  Ew: float, Gw: float, py: float, beta: float, mu_w: float, mu_r: float, damping: float,
                  gz: float, top_wall: ti.i32, eps_v: ti.template(), Kb: float, update: ti.template(),
                  watch: ti.template(), x_build: ti.template(), r_build: ti.template(), part: ti.template(),
-                 Lx: float, Ly: float):
+                 reach: ti.template(), Lx: float, Ly: float):
     """Sum contact forces per particle, add walls, gravity and local damping, second half kick.
     fwall[i, 0] = z-force of the bottom wall on i; fwall[i, 1] = z-force of i on the punch (+ = pushes up).
 
@@ -297,6 +297,7 @@ def gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.template(), v:
             e = min_image(xi - vec3(x_build, i), Lx, Ly).norm() + ti.max(ri - r_build[i], 0.0)
             a = e + dt * (vn + 0.5 * dt * inv_m[i] * F).norm()
             c = i // WATCH_CHUNK
+            reach[i] = a
             ti.atomic_add(part[c, 0], Fb[2])
             ti.atomic_add(part[c, 1], -Ft[2])
             if a == a:
@@ -318,7 +319,7 @@ def gather_eval(model: ti.template(), n: ti.i32, x: ti.types.ndarray(), v: ti.ty
     """:func:`gather_kick` at the current state (dt = 0: no kick), wall histories left untouched."""
     gather_kick(model, n, 0.0, x, v, w, r, m, inv_m, inv_I, row_start, rev_start, rev_pairs, pw, wall_hist, fwall,
                  ewall, ncont, f, tq, fc, ctrl, Ew, Gw, py, beta, mu_w, mu_r, damping, gz, top_wall, eps_v, Kb, False,
-                 False, x, r, f, 0.0, 0.0)
+                 False, x, r, f, r, 0.0, 0.0)
 
 
 @ti.kernel
