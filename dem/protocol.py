@@ -448,7 +448,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
         def ctl(s, st=st, si=si, name=name, ds=ds, pending=pending, target=target, release_p=release_p):
             p, _ = s.pressures()
             rho_punch = s.solid_volume / (s.area * s.punch_z) if s.punch_z > 0 else float("inf")
-            if p > state["p_peak"]:
+            if p > state["p_peak"] and rho_punch <= 1.0:      # past full density is no state of a pellet
                 state["p_peak"], state["rho_at_peak"] = p, rho_punch
             load_track.append((s.punch_z, p))
             if st.kind == "load" and rho_punch > 1.0:
