@@ -305,7 +305,7 @@ class Simulation(Observables, EngineState):
         self.last_block_steps = done
         self.blocks += 1
         check_block(self, b, context)
-        a = float(b[B.Slot.A_MAX])
+        a = float(b[B.Slot.A_MAX] + b[B.Slot.A_SECOND])
         rebuilt = bool(int(b[B.Slot.REASON]) & B.Reason.REBUILD)
         if done > 0:
             prev = self._rates or dict(a=0.0, a_rate=0.0)
@@ -330,8 +330,8 @@ class Simulation(Observables, EngineState):
         if not est:
             return self.block_steps
         k = self.block_steps
-        if est["a_rate"] > 0:
-            k = min(k, int((0.5 * self.nlist.skin - est["a"]) / est["a_rate"]) + 1)
+        if est["a_rate"] > 0:    # the rebuild test: A_1 + A_2 > skin
+            k = min(k, int((self.nlist.skin - est["a"]) / est["a_rate"]) + 1)
         if est["p_rate"] > 0 and math.isfinite(self.stop_above_Pa):
             k = min(k, int((self.stop_above_Pa - est["p"]) / est["p_rate"]) + 1)
         if est["p_rate"] < 0 and math.isfinite(self.stop_below_Pa):
