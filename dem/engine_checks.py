@@ -1,5 +1,7 @@
 """Checks and messages of the DEM engine: the set-up (:func:`validate_setup`, :func:`time_step`) and the blow-up
 checks after every block (:func:`check_block`). Every error names the likely cause and the fix."""
+import enum
+
 import numpy as np
 
 from fva.types import Packing
@@ -12,6 +14,18 @@ DT_BOUND_FRACTION = 0.5   # stability bound: dt ≤ 0.5 t_R(r_min) (Rayleigh tim
 # resolved contact lasts tens of steps; quasi-static compaction moves particles ~1e-4 r per step; a small
 # particle squeezed out of a closing gap may briefly reach ~0.1 r per step)
 MAX_STEP_MOTION = 0.25
+
+
+class Diag(enum.IntEnum):
+    """The block-end diagnostics (:func:`dem.simulation_kernels.diagnostics`), after the block record."""
+    NAN_COUNT = 0            # particles with a NaN position or velocity
+    PAIR_OVERLAP = 1         # largest pair overlap δ / min(r_i, r_j)
+    ESCAPED = 2              # particles outside the die
+    SPEED = 3                # largest |v_i| (m/s)
+    WALL_OVERLAP = 4         # largest wall overlap / r_i
+    WORST_INDEX = 5          # largest index among the NaN / escaped particles (−1: none)
+    REACH_SINCE_BUILD = 6    # largest e_i (m)
+    SPEED_OVER_RADIUS = 7    # largest |v_i| / r_i (1/s)
 
 
 class SimulationError(RuntimeError):
@@ -95,14 +109,16 @@ def check_block(self, b: np.ndarray, context: str = "") -> np.ndarray:
 
     def where():
         return f" at step {step} (t = {self.time_s:.4g} s{', ' + context if context else ''})"
-    if d[0] > 0 or int(b[B.Slot.REASON]) & B.Reason.NAN:
-        raise SimulationError(f"NaN in particle state{where()} (particle {int(d[5])}): the time step is too "
-                              f"large for these contacts → lower params.dt_safety (now dt = {self.dt:.3g} s)")
-    if d[2] > 0:
-        raise SimulationError(f"{int(d[2])} particle(s) escaped the die{where()} (e.g. particle {int(d[5])}): "
+    if d[Diag.NAN_COUNT] > 0 or int(b[B.Slot.REASON]) & B.Reason.NAN:
+        raise SimulationError(f"NaN in particle state{where()} (particle {int(d[Diag.WORST_INDEX])}): the time "
+                              f"step is too large for these contacts → lower params.dt_safety (now dt = "
+                              f"{self.dt:.3g} s)")
+    if d[Diag.ESCAPED] > 0:
+        raise SimulationError(f"{int(d[Diag.ESCAPED])} particle(s) escaped the die{where()} (e.g. particle "
+                              f"{int(d[Diag.WORST_INDEX])}): "
                               f"punch too fast or time step too large → lower punch_speed_m_per_s or "
                               f"params.dt_safety")
-    step_motion = float(max(b[B.Slot.VR_MAX], d[7])) * self.dt
+    step_motion = float(max(b[B.Slot.VR_MAX], d[Diag.SPEED_OVER_RADIUS])) * self.dt
     if step_motion > MAX_STEP_MOTION:
         raise SimulationError(f"a particle moved {step_motion:.3g} × its radius in one step{where()} "
                               f"(limit {MAX_STEP_MOTION}): contacts are not resolved in time — the punch "
@@ -111,9 +127,10 @@ def check_block(self, b: np.ndarray, context: str = "") -> np.ndarray:
                               f"per step) or the time step too large (lower params.dt_safety, now "
                               f"dt = {self.dt:.3g} s)")
     lim = self.params.max_overlap_fraction
-    ov = 0.5 * max(float(d[1]), float(d[4]))      # δ / smaller current diameter (pairs) or diameter (walls)
+    # δ / smaller current diameter (pairs) or diameter (walls)
+    ov = 0.5 * max(float(d[Diag.PAIR_OVERLAP]), float(d[Diag.WALL_OVERLAP]))
     if ov > lim:
-        at = where() + worst_contact(self, 0.5 * d[1] > lim)
+        at = where() + worst_contact(self, 0.5 * d[Diag.PAIR_OVERLAP] > lim)
         raise SimulationError(f"contact overlap {ov:.3g} × the smaller (current) diameter exceeds "
                               f"params.max_overlap_fraction = {lim}{at}: at 1.0 the smaller sphere lies "
                               f"entirely inside its partner (or behind a wall) — punch too fast for the "
