@@ -24,8 +24,7 @@ class Diag(enum.IntEnum):
     SPEED = 3                # largest |v_i| (m/s)
     WALL_OVERLAP = 4         # largest wall overlap / r_i
     WORST_INDEX = 5          # largest index among the NaN / escaped particles (−1: none)
-    REACH_SINCE_BUILD = 6    # largest e_i (m)
-    SPEED_OVER_RADIUS = 7    # largest |v_i| / r_i (1/s)
+    SPEED_OVER_RADIUS = 6    # largest |v_i| / r_i (1/s)
 
 
 class SimulationError(RuntimeError):

@@ -11,9 +11,6 @@ from dem import block as B
 from dem import simulation_kernels as SK
 from dem.types import ParticleFrame
 
-_CHUNK = 256   # chunk of the deterministic host-side sums (particle virials)
-
-
 class Observables:
     """Measurements of a :class:`dem.simulation.Simulation`."""
 
@@ -24,10 +21,6 @@ class Observables:
         if not self._measured:
             self._measure()
         return max(1.0, float(self._host["row"][B.Slot.GROWTH - B.Slot.KE_TRANS]))
-
-    def _sum_col(self, arr, col) -> float:
-        SK.chunk_sums(self.n, _CHUNK, arr, col, self._chunks)
-        return float(np.sum(self._chunks.to_numpy()))
 
     def pressures(self) -> tuple[float, float]:
         """(p_top, p_bottom) in Pa: wall forces over the die area, as the last block's watch summed them
@@ -65,11 +58,11 @@ class Observables:
         return (self.m_np[:, None] * self.v.to_numpy()).sum(0)
 
     def stress_zz(self) -> float:
-        """σ_zz = (1/V) [Σ_pairs f_z l_z + Σ_walls f_z (x_c − x)_z], V = A × punch_z (compression < 0)."""
-        nl = self.nlist
-        SK.zz_virial(self.n, self.x, self.r, nl.row_start, nl.partner, self.pw, self.fwall, self.ctrl,
-                     int(self.top_wall), self._virial)
-        return self._sum_col(self._virial, 0) / (self.area * self.punch_z)
+        """σ_zz = (1/V) [Σ_pairs f_z l_z + Σ_walls f_z (x_c − x)_z], V = A × punch_z (compression < 0), from the
+        last block's device sum (:func:`dem.block.row_sums`)."""
+        if not self._measured:
+            self._measure()
+        return float(self._host["row"][B.Slot.VIRIAL_ZZ - B.Slot.KE_TRANS]) / (self.area * self.punch_z)
 
     def thickness(self) -> float:
         """Pellet thickness t = min(punch_z, max_i(z_i + r_i)) in m (current, volume-corrected radii).
@@ -158,7 +151,7 @@ class Observables:
         d_mean = 2.0 * float(self.r0_np.mean())
         inertial = (vp / H) * d_mean * math.sqrt(self.rho_s / p_top) if p_top > 0 else float("nan")
         return dict(step=self.step_count, time_s=self.time_s, punch_z_m=H, thickness_m=t, p_top_Pa=p_top,
-                    p_bottom_Pa=p_bot, p_stress_tensor_Pa=-row[S.VIRIAL_ZZ] / (self.area * H),
+                    p_bottom_Pa=p_bot, p_stress_tensor_Pa=-self.stress_zz(),
                     relative_density=self.relative_density(t),
                     solid_fraction=self.solid_fraction(t) if solid_fraction else float("nan"),
                     coordination=coord, ke_ratio=ke_ratio, inertial_number=inertial, stage=stage_index)

@@ -44,7 +44,7 @@ from dem.engine_checks import (DT_BOUND_FRACTION, MAX_STEP_MOTION, SimulationErr
 from dem.engine_state import EngineState
 from dem.graph import KernelGraph
 from dem.neighbours import NeighbourList
-from dem.observables import _CHUNK, Observables
+from dem.observables import Observables
 from dem.types import BULK_RESPONSE, Die, Material, SimParams
 
 __all__ = ["Simulation", "SimulationError", "time_step", "DT_BOUND_FRACTION", "MAX_STEP_MOTION"]
@@ -148,8 +148,8 @@ class Simulation(Observables, EngineState):
         self.ncont = _nd_zeros(n, ti.i32)
         self.ctrl = ti.ndarray(f64, 8)
         self.ctrl.from_numpy(np.array([self.punch_z0, 0.0, 0.0, 0, 0, 0, 0, 0], dtype=np.float64))
-        # the block record (dem.block.Slot) followed by the block-end diagnostics (SK.diagnostics, 12 numbers)
-        self.blk = ti.ndarray(f64, B.N_SLOTS + 12)
+        # the block record (dem.block.Slot) followed by the block-end diagnostics (SK.diagnostics)
+        self.blk = ti.ndarray(f64, B.N_SLOTS + SK.N_DIAG)
         self._blk_go = ti.ndarray(f64, B.N_SLOTS)        # an open record for single volume-correction updates
         self._reach = ti.ndarray(f64, n)   # per-particle Verlet reach A_i (diagnostics scratch)
         self._watch_chunk = B.watch_chunk(n, self.backend.backend)
@@ -170,10 +170,7 @@ class Simulation(Observables, EngineState):
         self.stop_above_Pa = math.inf
         self.stop_below_Pa = -math.inf
         self.block_align: tuple = ()
-        self._virial = ti.ndarray(f64, (n, 1))
         self._pstress = ti.ndarray(f64, n)
-        self._nch = (n + _CHUNK - 1) // _CHUNK
-        self._chunks = ti.ndarray(f64, self._nch)
         zmax = max(self.punch_z0, top) + self.skin
         self.nlist = NeighbourList(n, (self.Lx, self.Ly), (-self.skin, zmax), r0, self.skin,
                                    capacity=max(64, 12 * n))
@@ -235,7 +232,7 @@ class Simulation(Observables, EngineState):
             skin=float(nl.skin), area=self.area, p_above=float(self.stop_above_Pa),
             p_below=float(self.stop_below_Pa), cap_i=self.cap_i, cap_j=self.cap_j,
             growth_cap=float(self.growth_cap), growth_step=float(self.growth_step), vol_solid=self.solid_volume,
-            pc_over_K=self._pc_over_K(), k_max=1, reach=self._reach, off=B.N_SLOTS)
+            pc_over_K=self._pc_over_K(), reach=self._reach, off=B.N_SLOTS)
 
     def _pc_over_K(self) -> float:
         return float(self.p_collapse) / self.K_bulk if (self.p_collapse and self.K_bulk > 0) else 0.0

@@ -322,26 +322,18 @@ def gather_eval(model: ti.template(), n: ti.i32, x: ti.types.ndarray(), v: ti.ty
                  False, x, r, f, r, 0.0, 0.0)
 
 
+N_DIAG = 7   # numbers written by diagnostics (dem.engine_checks.Diag)
+
+
 @ti.kernel
 def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.types.ndarray(),
-                pw: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, x_build: ti.types.ndarray(),
-                r_build: ti.types.ndarray(), Lx: float, Ly: float, f: ti.types.ndarray(), inv_m: ti.types.ndarray(),
-                dt: float, skin: float, k_max: ti.i32, reach: ti.types.ndarray(), blk: ti.types.ndarray(),
+                pw: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, blk: ti.types.ndarray(),
                 off: ti.i32):
-    """blk[off:off + 12] = [nan count, max pair overlap fraction, escaped count, max speed, max wall overlap fraction,
-    largest escaped/NaN index, max e_i, max |v_i|/r_i (1/s; × dt = the largest motion per step in units of the
-    particle's radius), k_next, A_1, A_2, count of A_i = A_1].
-
-    Verlet bookkeeping. e_i = |x_i − x_i(build)| + (r_i − r_i(build))⁺ is how far particle i may have closed
-    a gap since the build, so a pair absent from the list (gap ≥ skin at the build) can touch only when
-    e_i + e_j ≥ skin. Until the next check, k_next = clamp(⌊0.1 skin / (v_max dt)⌋, 1, k_max) steps later,
-    particle i can add at most u_i + 2(k_next − 1)|v_i| dt, where u_i = dt |v_i + ½ dt f_i/m_i| is its exact
-    motion in the next step (the kick of the next step uses the stored forces) and the factor 2 allows the
-    speed to double over the remaining ≤ 9 steps. With A_i = e_i + u_i + 2(k_next − 1)|v_i| dt (stored in
-    ``reach``), the list stays complete until the next check iff A_1 + A_2 ≤ skin for the two largest A_i —
-    the sum over one pair, instead of twice the largest (one fast particle can use the whole skin when its
-    neighbours barely move). Only max/add of integers-as-floats: order-independent."""
-    for k in range(12):
+    """blk[off:off + N_DIAG] = [NaN count, max pair overlap fraction, escaped count, max speed, max wall overlap
+    fraction, largest escaped/NaN index, max |v_i|/r_i (1/s; × dt = the largest motion per step in units of the
+    particle's radius)] — the blow-up checks at a block's end (the Verlet test runs in every step,
+    :mod:`dem.block`). Only max/add of integers-as-floats: order-independent."""
+    for k in ti.static(range(N_DIAG)):
         blk[off + k] = 0.0
     blk[off + 5] = -1.0
     pz = ctrl[0]
@@ -364,55 +356,13 @@ def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.nd
             ti.atomic_add(blk[off + 2], 1.0)
             ti.atomic_max(blk[off + 5], ti.cast(i, ti.f64))
         ti.atomic_max(blk[off + 3], vi.norm())
-        ti.atomic_max(blk[off + 7], vi.norm() / r[i])
+        ti.atomic_max(blk[off + 6], vi.norm() / r[i])
         ow = (r[i] - xi[2]) / r[i]
         if top_wall != 0:
             ow = ti.max(ow, (xi[2] + r[i] - pz) / r[i])
         ti.atomic_max(blk[off + 4], ow)
-        dm = min_image(xi - vec3(x_build, i), Lx, Ly)
-        e = dm.norm() + ti.max(r[i] - r_build[i], 0.0)
-        ti.atomic_max(blk[off + 6], e)
-        reach[i] = e + dt * (vi + 0.5 * dt * inv_m[i] * vec3(f, i)).norm()
     for p in range(npairs):
         ti.atomic_max(blk[off + 1], pw[p, 10])
-    for _ in range(1):
-        kn = 1.0
-        if blk[off + 3] * dt > 0.0:
-            kn = ti.floor(0.1 * skin / (blk[off + 3] * dt))
-        blk[off + 8] = ti.min(ti.max(kn, 1.0), ti.cast(k_max, ti.f64))
-    for i in range(n):
-        reach[i] += 2.0 * (blk[off + 8] - 1.0) * dt * vec3(v, i).norm()
-        ti.atomic_max(blk[off + 9], reach[i])
-    for i in range(n):
-        if reach[i] < blk[off + 9]:
-            ti.atomic_max(blk[off + 10], reach[i])
-        else:
-            ti.atomic_add(blk[off + 11], 1.0)
-
-
-@ti.kernel
-def chunk_sums2(n: ti.i32, chunk: ti.i32, a: ti.types.ndarray(), out: ti.types.ndarray()):
-    """Deterministic partial sums of both columns of a (n, 2) array over fixed chunks: out[c, 0:2]."""
-    nch = (n + chunk - 1) // chunk
-    for c in range(nch):
-        s0 = 0.0
-        s1 = 0.0
-        for k in range(c * chunk, ti.min(n, (c + 1) * chunk)):
-            s0 += a[k, 0]
-            s1 += a[k, 1]
-        out[c, 0] = s0
-        out[c, 1] = s1
-
-
-@ti.kernel
-def chunk_sums(n: ti.i32, chunk: ti.i32, a: ti.types.ndarray(), col: ti.i32, out: ti.types.ndarray()):
-    """Deterministic partial sums of column ``col`` of a (n, k) array over fixed chunks (host adds them)."""
-    nch = (n + chunk - 1) // chunk
-    for c in range(nch):
-        s = 0.0
-        for k in range(c * chunk, ti.min(n, (c + 1) * chunk)):
-            s += a[k, col]
-        out[c] = s
 
 
 @ti.func
@@ -496,28 +446,6 @@ def volume_correct_pass(n: ti.i32, x: ti.template(), r: ti.template(), r0: ti.te
             else:
                 eps_p[i] = ti.max(eps_p[i], ev)
         eps_v[i] = ti.max(0.0, ev - eps_p[i])
-
-
-@ti.kernel
-def zz_virial(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), row_start: ti.types.ndarray(),
-              partner: ti.types.ndarray(), pw: ti.types.ndarray(), fwall: ti.types.ndarray(),
-              ctrl: ti.types.ndarray(), top_wall: ti.i32, out: ti.types.ndarray()):
-    """out[i, 0] = Σ_owned pairs f_z l_z (l = x_j − x_i) + wall terms f_z (x_c − x_i)_z (x_c on the wall
-    plane): the particle's share of
-    V·σ_zz (compression negative). Summed deterministically on the host side via chunk_sums."""
-    pz = ctrl[0]
-    for i in range(n):
-        s = 0.0
-        for p in range(row_start[i], row_start[i + 1]):
-            s += pw[p, 2] * (x[partner[p], 2] - x[i, 2])
-        ri = r[i]
-        # wall contact points lie on the rigid wall planes z = 0 and z = punch_z
-        if ri - x[i, 2] > 0.0:
-            s += fwall[i, 0] * (0.0 - x[i, 2])
-        if top_wall != 0:
-            if x[i, 2] + ri - pz > 0.0:
-                s += -fwall[i, 1] * (pz - x[i, 2])
-        out[i, 0] = s
 
 
 @ti.kernel
