@@ -36,9 +36,9 @@ def _stream(K, ti, n: int, dtype_name: str, repeats: int = 5) -> dict:
 
     tdt = ti.f64 if dtype_name == "f64" else ti.f32
     item = 8 if dtype_name == "f64" else 4
-    a = ti.ndarray(tdt, (n, n, n))
-    b = ti.ndarray(tdt, (n, n, n))
-    K.fill(a, 1.0)
+    a = ti.ndarray(tdt, n ** 3 + n)   # the flat fine layout (fva.fine_kernels): n³ cells + a sentinel row
+    b = ti.ndarray(tdt, n ** 3 + n)
+    K.fill1(a, 1.0)
     K.copy(a, b)
     sync()
     ts = []
@@ -50,18 +50,19 @@ def _stream(K, ti, n: int, dtype_name: str, repeats: int = 5) -> dict:
     copy_bw = 2 * item * n ** 3 / min(ts)
     ids = (np.random.default_rng(0).random((n, n, n)) < 0.75).astype(np.uint8)   # id 1 conducts (σ = 1)
     T = sigma_table(np.array([0.0, 1.0]))
-    sig = ti.ndarray(ti.u8, (n, n, n))
-    sig.from_numpy(ids)
+    sig = ti.ndarray(ti.u8, n ** 3 + n)
+    sig.from_numpy(np.concatenate([ids.ravel(), np.zeros(n, np.uint8)]))
     Tt = ti.ndarray(ti.f64, T.shape)
     Tt.from_numpy(T)
     em = ti.ndarray(ti.i32, (n, n))
     em.from_numpy(np.ones((n, n), np.int32))
-    K.f_matvec_dot(sig, Tt, em, a, b, 1.0, 1.0, 1.0, 1, 1)
+    C, G = ti.Vector([1.0, 1.0, 1.0], dt=ti.f64), ti.Vector([n, n, n, 1, 1], dt=ti.i32)
+    K.f_matvec_dot(sig, Tt, em, a, b, C, G)
     sync()
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
-        K.f_matvec_dot(sig, Tt, em, a, b, 1.0, 1.0, 1.0, 1, 1)
+        K.f_matvec_dot(sig, Tt, em, a, b, C, G)
         sync()
         ts.append(time.perf_counter() - t)
     # compulsory traffic of y = A x: read phase id (1 B) and x, write y

@@ -55,16 +55,19 @@ def coarse_bytes(shape, itemsize: int) -> int:
 class Multigrid:
     """The level hierarchy of one solve; ``apply(r, z, tmp)`` computes z = M r."""
 
-    def __init__(self, K, sig, T, em, c, p1, p2, np_dtype, pre: int | None = None, post: int | None = None):
+    def __init__(self, K, fine, pre: int | None = None, post: int | None = None):
+        """``fine``: the fine level's device arrays (``fva.pcg._Fine``: flat ids ``sig``, tables ``T`` (float64)
+        and ``Ts`` (storage type), electrode mask ``em``, ``shape``, face factors ``C`` and geometry ``G``)."""
         pre = PRE if pre is None else pre
         post = pre if post is None else post
-        self.K, self.sig, self.T, self.em, self.c = K, sig, T, em, c
-        self.p1, self.p2 = int(p1), int(p2)
+        self.K, self.F = K, fine
+        p1, p2 = int(fine.G[3]), int(fine.G[4])
+        self.p1, self.p2 = p1, p2
         self.pre, self.post = pre, post
-        self.fine_cols = _ncol(sig.shape, p1, p2)
+        self.fine_cols = _ncol(fine.shape, p1, p2)
         self.levels = []
         prev = None
-        for s in level_shapes(sig.shape):
+        for s in level_shapes(fine.shape):
             L = dict(shape=s,
                      gA=ti.ndarray(K.dtype, (s[0] + 1, s[1], s[2])),
                      gB=ti.ndarray(K.dtype, s), gC=ti.ndarray(K.dtype, s),
@@ -72,8 +75,8 @@ class Multigrid:
                      b=ti.ndarray(K.dtype, s), r=ti.ndarray(K.dtype, s),
                      cols=_ncol(s, p1, p2))
             if prev is None:
-                K.build_from_sigma(sig, T, em, L["gA"], L["gB"], L["gC"], COARSE_SCALE, c[0], c[1], c[2],
-                                   self.p1, self.p2)
+                K.build_from_sigma(fine.sig, fine.T, fine.em, L["gA"], L["gB"], L["gC"], COARSE_SCALE, fine.C,
+                                   fine.G)
             else:
                 K.build_from_coarse(prev["gA"], prev["gB"], prev["gC"], L["gA"], L["gB"], L["gC"],
                                     COARSE_SCALE)
@@ -83,10 +86,10 @@ class Multigrid:
 
     # ---- smoothing helpers
     def _fine_sweep(self, x, rhs, order):
-        K, c = self.K, self.c
+        K, F = self.K, self.F
         o1, o2, cols = self.fine_cols
         for col in (cols if order > 0 else cols[::-1]):
-            K.f_smooth(self.sig, self.T, self.em, x, rhs, col, o1, o2, c[0], c[1], c[2], self.p1, self.p2)
+            K.f_smooth(F.sig, F.Ts, F.em, x, rhs, col, o1, o2, F.C, F.G)
 
     def _coarse_sweep(self, L, order):
         o1, o2, cols = L["cols"]
@@ -116,14 +119,13 @@ class Multigrid:
 
     def apply(self, r, z, tmp):
         """z = M r (one symmetric V-cycle from z = 0); ``tmp`` is a fine-size scratch array."""
-        K, c = self.K, self.c
-        K.fill(z, 0.0)
+        K, F = self.K, self.F
+        K.fill1(z, 0.0)
         for _ in range(self.pre):
             self._fine_sweep(z, r, +1)
         if self.levels:
-            K.f_resid_restrict(self.sig, self.T, self.em, z, r, self.levels[0]["b"], c[0], c[1], c[2],
-                               self.p1, self.p2)
+            K.f_resid_restrict(F.sig, F.Ts, F.em, z, r, self.levels[0]["b"], F.C, F.G)
             self._cycle(0)
-            K.prolong_f(self.sig, self.levels[0]["x"], z)
+            K.prolong_f(F.sig, self.levels[0]["x"], z, F.G)
         for _ in range(self.post):
             self._fine_sweep(z, r, -1)

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from fva.backend import ti
+from fva.fine_kernels import NTAB
 
 HS_DELAY = 4               # iterations in the Hestenes–Stiefel estimate of ‖x* − x‖²_A
 STAGNATION_ITERS = 200     # no halving of the true residual over this many iterations: give up
@@ -27,7 +28,6 @@ MAX_RESTARTS = 20          # CG restarts from the true residual after a breakdow
 
 def sigma_table(sig_of_id: np.ndarray) -> np.ndarray:
     """Float64 table of the fine kernels: σ per id (NTAB entries), then the harmonic means 2σaσb/(σa+σb)."""
-    from fva.conduction_kernels import NTAB
     from fva.reference import harmonic
 
     vals = np.asarray(sig_of_id, np.float64)
@@ -46,26 +46,32 @@ def bytes_per_voxel(dtype: str, preconditioner: str = "mg") -> int:
 
 
 class _Fine:
-    """Device arrays of one solve (fine level)."""
+    """Device arrays of one solve (fine level, flat: :mod:`fva.fine_kernels`, one sentinel row at the end)."""
 
-    def __init__(self, ids, sig_of_id, em, dtype, r_over_d=None):
-        from fva.conduction_kernels import NTAB
+    def __init__(self, ids, sig_of_id, em, dtype, p1, p2, c, r_over_d=None):
         from fva.interface import face_table
 
         tdt = ti.f64 if dtype == "f64" else ti.f32
-        shape = ids.shape
+        n0, n1, n2 = self.shape = ids.shape
+        size = ids.size + n2
+        self.G = ti.Vector([n0, n1, n2, int(p1), int(p2)], dt=ti.i32)
+        self.C = ti.Vector([float(v) for v in c], dt=ti.f64)
         T = sigma_table(sig_of_id) if r_over_d is None else face_table(sig_of_id, r_over_d)
         self.sigma_of_byte = T[:NTAB].copy()  # σ of every id byte (interface bits included)
-        self.sig = ti.ndarray(ti.u8, shape)
-        self.sig.from_numpy(ids)
+        self.sig = ti.ndarray(ti.u8, size)
+        self.sig.from_numpy(np.concatenate([ids.reshape(-1), np.zeros(n2, np.uint8)]))
         self.T = ti.ndarray(ti.f64, T.shape)
         self.T.from_numpy(T)
+        self.Ts = self.T  # the smoother's table, in the storage type
+        if dtype != "f64":
+            self.Ts = ti.ndarray(ti.f32, T.shape)
+            self.Ts.from_numpy(T.astype(np.float32))
         self.em = ti.ndarray(ti.i32, em.shape)
         self.em.from_numpy(np.ascontiguousarray(em, dtype=np.int32))
-        self.x = ti.ndarray(ti.f64, shape)
-        self.r, self.p, self.ap = (ti.ndarray(tdt, shape) for _ in range(3))
+        self.x = ti.ndarray(ti.f64, size)
+        self.r, self.p, self.ap = (ti.ndarray(tdt, size) for _ in range(3))
         self.z = self.ap  # z = M r lives where A p is formed next: z is consumed by the p update first
-        self.flux = ti.ndarray(ti.f64, (shape[0] + 1, shape[1]))
+        self.flux = ti.ndarray(ti.f64, (n0 + 1, n1))
 
 
 def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, sigma_tol, max_iter, dtype,
@@ -93,16 +99,19 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
     from fva.multigrid import Multigrid
 
     K = get_kernels(dtype)
-    F = _Fine(ids, sig_of_id, em, dtype, r_over_d)
-    args = (c[0], c[1], c[2], int(p1), int(p2))
-    K.init_linear(F.sig, F.x)  # the linear profile of a uniform block (exact for one)
+    F = _Fine(ids, sig_of_id, em, dtype, p1, p2, c, r_over_d)
+    args = (F.C, F.G)
+    for a in (F.r, F.p, F.ap):
+        K.fill1(a, 0.0)  # the sentinel row stays 0
+    K.init_linear(F.sig, F.x, F.G)  # the linear profile of a uniform block (exact for one)
     face = F.sigma_of_byte[ids[0]]
     bnorm = math.sqrt(float(np.sum((2.0 * c[0] * face) ** 2)))
 
-    mg = Multigrid(K, F.sig, F.T, F.em, c, p1, p2, None) if preconditioner == "mg" else None
+    mg = Multigrid(K, F) if preconditioner == "mg" else None
     dinv = None
     if mg is None:  # Jacobi: 1/diag once, then one fused streaming pass per iteration
-        dinv = ti.ndarray(K.dtype, ids.shape)
+        dinv = ti.ndarray(K.dtype, F.x.shape)
+        K.fill1(dinv, 0.0)
         K.f_diag_inv(F.sig, F.T, F.em, dinv, *args)
     if check_every is None:
         check_every = 8 if mg is not None else 20  # progress and stagnation; convergence is checked once
@@ -117,7 +126,7 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
 
     def flux_check():
         """(spread of the plane currents, inlet/outlet imbalance, mean current) of the current x."""
-        K.plane_flux(F.sig, F.T, F.em, F.x, F.flux, c[0])
+        K.plane_flux(F.sig, F.T, F.em, F.x, F.flux, c[0], F.G)
         planes = F.flux.to_numpy().sum(axis=1)
         mean = float(np.mean(planes))
         if not (mean > 0) or not np.all(np.isfinite(planes)):
@@ -203,12 +212,12 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
     out = {}
     if fields:
         jout = ti.ndarray(ti.f64, ids.shape[1:])
-        K.outlet_current(F.sig, F.T, F.em, F.x, jout, c[0], areas[0])
+        K.outlet_current(F.sig, F.T, F.em, F.x, jout, c[0], areas[0], F.G)
         out["outlet"] = jout.to_numpy()
     if fields == "all":
         pot = ti.ndarray(ti.f32, ids.shape)
         jd = ti.ndarray(ti.f32, ids.shape + (3,))
-        K.fields(F.sig, F.T, F.em, F.x, pot, jd, c[0], c[1], c[2], areas[0], areas[1], areas[2], int(p1), int(p2))
+        K.fields(F.sig, F.T, F.em, F.x, pot, jd, F.C, ti.Vector([float(a) for a in areas], dt=ti.f64), F.G)
         out["potential"] = pot.to_numpy()
         out["current"] = jd.to_numpy()
     return out, dict(iterations=it, spread=st["spread"], imbalance=st["imbalance"], residual=st["residual"],
