@@ -19,7 +19,7 @@ MAX_STEP_MOTION = 0.25
 class Diag(enum.IntEnum):
     """The block-end diagnostics (:func:`dem.simulation_kernels.diagnostics`), after the block record."""
     NAN_COUNT = 0            # particles with a NaN position or velocity
-    PAIR_OVERLAP = 1         # largest pair overlap δ / min(r_i, r_j)
+    PAIR_OVERLAP = 1         # largest pair overlap 2δ / (r_i + r_j) (δ / r for equal spheres; 2: centres meet)
     ESCAPED = 2              # particles outside the die
     SPEED = 3                # largest |v_i| (m/s)
     WALL_OVERLAP = 4         # largest wall overlap / r_i
@@ -126,13 +126,13 @@ def check_block(self, b: np.ndarray, context: str = "") -> np.ndarray:
                               f"per step) or the time step too large (lower params.dt_safety, now "
                               f"dt = {self.dt:.3g} s)")
     lim = self.params.max_overlap_fraction
-    # δ / smaller current diameter (pairs) or diameter (walls)
+    # pairs: δ / (r_i + r_j) (the smaller diameter for equal spheres; 1: the centres meet); walls: δ / diameter
     ov = 0.5 * max(float(d[Diag.PAIR_OVERLAP]), float(d[Diag.WALL_OVERLAP]))
     if ov > lim:
         at = where() + worst_contact(self, 0.5 * d[Diag.PAIR_OVERLAP] > lim)
-        raise SimulationError(f"contact overlap {ov:.3g} × the smaller (current) diameter exceeds "
-                              f"params.max_overlap_fraction = {lim}{at}: at 1.0 the smaller sphere lies "
-                              f"entirely inside its partner (or behind a wall) — punch too fast for the "
+        raise SimulationError(f"contact overlap {ov:.3g} × the sum of the radii (walls: the diameter) exceeds "
+                              f"params.max_overlap_fraction = {lim}{at}: at 1.0 two centres meet (or a sphere "
+                              f"lies behind a wall) — punch too fast for the "
                               f"contact stiffness (lower punch_speed_m_per_s) or time step too large "
                               f"(lower params.dt_safety); at high density enable volume_correction")
     return d
@@ -143,16 +143,12 @@ def worst_contact(self, pair: bool) -> str:
         r = self.r.to_numpy()
         if pair:
             t = self.pair_table(history=False)
-            k = int(np.argmax(t["overlap_fraction"]))
-            i, j = int(t["owner"][k]), int(t["partner"][k])
-            msg = (f"; worst pair {i}–{j} (r = {r[i]:.3g} m, {r[j]:.3g} m, "
-                   f"original {self.r0_np[i]:.3g} m, {self.r0_np[j]:.3g} m)")
-            ratio = max(r[i], r[j]) / min(r[i], r[j])
-            if ratio > 3.0:
-                msg += (f"; a small particle was pushed through one {ratio:.1f}× larger (wide size "
-                        f"distribution, low p_y): keep volume_correction on, check that the run is "
-                        f"quasi-static (inertial_number ≤ 1e-3) and lower dt_safety, else raise d_min")
-            return msg
+            ow, pa = t["owner"], t["partner"]
+            # δ / (r_i + r_j) from δ / min(r_i, r_j)
+            k = int(np.argmax(t["overlap_fraction"] * np.minimum(r[ow], r[pa]) / (r[ow] + r[pa])))
+            i, j = int(ow[k]), int(pa[k])
+            return (f"; worst pair {i}–{j} (r = {r[i]:.3g} m, {r[j]:.3g} m, "
+                    f"original {self.r0_np[i]:.3g} m, {self.r0_np[j]:.3g} m)")
         x = self.x.to_numpy()
         ow = np.maximum(r - x[:, 2], x[:, 2] + r - self.punch_z) / r
         i = int(np.argmax(ow))

@@ -148,8 +148,8 @@ class Observables:
         t = self.thickness()
         ke_ratio = kinetic / elastic if elastic > 0 else float("nan")
         vp = abs(self._vp)
-        d_mean = 2.0 * float(self.r0_np.mean())
-        inertial = (vp / H) * d_mean * math.sqrt(self.rho_s / p_top) if p_top > 0 else float("nan")
+        # I = γ̇ ⟨d_i √ρ_i⟩ / √p (GDR MiDi 2004), γ̇ = v_punch/H: ⟨d⟩ √(ρ_s/p) without size-dependent mass scaling
+        inertial = (vp / H) * self.d_inertial * math.sqrt(self.rho_s / p_top) if p_top > 0 else float("nan")
         return dict(step=self.step_count, time_s=self.time_s, punch_z_m=H, thickness_m=t, p_top_Pa=p_top,
                     p_bottom_Pa=p_bot, p_stress_tensor_Pa=-self.stress_zz(),
                     relative_density=self.relative_density(t),

@@ -127,11 +127,14 @@ def _check_sizes_and_dt(scen: Scenario) -> None:
                      ("diameter_m", "diameter_um")):
             msg = msg.replace(a, b)
         raise ScenarioError(f"particles: {msg}") from None
-    check_time_step(scen, 0.5 * float(min(d.min(), (scen.particles.d_min_um or float("inf")) * 1e-6)))
+    r_min = 0.5 * float(min(d.min(), (scen.particles.d_min_um or float("inf")) * 1e-6))
+    d_ms = scen.numerics.mass_scaling_min_diameter_um
+    check_time_step(scen, max(r_min, 0.5e-6 * d_ms) if d_ms else r_min)
 
 
 def check_time_step(scen: Scenario, r_min_m: float) -> None:
-    """An explicit numerics.dt_s must be ≤ 0.5 t_R of the smallest particle (radius ``r_min_m``),
+    """An explicit numerics.dt_s must be ≤ 0.5 t_R of the smallest particle (radius ``r_min_m``; with
+    numerics.mass_scaling_min_diameter_um the caller passes max(r_min, d_ms/2)),
     t_R = π r √(ρ_s/G)/(0.1631ν + 0.8766), ρ_s = mass_scaling·ρ (as dem.simulation.time_step)."""
     n, m = scen.numerics, scen.material
     if n.dt_s is None:

@@ -156,6 +156,8 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
         launches, syncs = (b - a for a, b in zip(traffic0, host_traffic()))
         steps_here = max(sim.step_count - state.get("step0", 0), 1)   # steps advanced by this process
         info = dict(dt_s=sim.dt, rayleigh_time_s=sim.t_rayleigh, mass_scaling=params.mass_scaling,
+                    mass_scaling_min_diameter_m=params.mass_scaling_min_diameter_m,
+                    max_density_factor=float(sim.density_factor.max()), mean_density_kg_m3=sim.rho_mean,
                     n_steps=sim.step_count, wall_s=wall, backend=sim.backend.backend,
                     device=sim.backend.device_name, default_fp=params.default_fp, n_particles=sim.n,
                     skin_m=sim.skin, neighbour_builds=sim.nlist.builds, pair_capacity_grows=sim.nlist.grow_events,
@@ -333,14 +335,14 @@ def _start_stage(sim, st, si, material, load_track, params_tau_waves, state) -> 
         ds["target"] = float(st.target_pressure_Pa)
         ds["k_est"] = punch_stiffness_estimate(load_track, sim.area,
                                                1e-3 * material.youngs_modulus_Pa * sim.area / sim.punch_z)
-        c_wave = math.sqrt(material.youngs_modulus_Pa / sim.rho_s)
+        c_wave = math.sqrt(material.youngs_modulus_Pa / sim.rho_mean)
         ds["tau"] = max(params_tau_waves * sim.punch_z / c_wave, 50 * sim.dt)
         ds["integ"] = 0.0
         ds["hold_end_step"] = sim.step_count + n_hold
         # settle window: one period 2H/c of the pellet's fundamental compression mode (punch and bottom wall
         # both held), with the packing's own wave speed c = √(M/ρ_bulk), M = k H/A its constrained modulus from
         # the punch stiffness estimate (at most the solid's: a loose packing rings several times slower)
-        rho_bulk = sim.solid_volume / (sim.area * sim.punch_z) * sim.rho_s
+        rho_bulk = sim.solid_volume / (sim.area * sim.punch_z) * sim.rho_mean
         c_pack = min(c_wave, math.sqrt(ds["k_est"] * sim.punch_z / sim.area / rho_bulk))
         ds["window_steps"] = max(10, int(math.ceil(2.0 * sim.punch_z / c_pack / sim.dt)))
         ds["max_extra_steps"] = int(math.ceil(hold_max_extension(sim) * max(n_hold, ds["window_steps"])))

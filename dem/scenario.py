@@ -105,6 +105,10 @@ class NumericsSection(_Strict):
     dt_safety: float = Field(0.2, gt=0, le=0.5)
     dt_s: float | None = Field(None, gt=0)
     mass_scaling: float = Field(1.0, ge=1)
+    mass_scaling_min_diameter_um: float | None = Field(
+        None, gt=0, description="size-dependent mass scaling: particles smaller than this diameter d_ms get the "
+                                "density ρ_s (d_ms/d)², so dt follows from d_ms, not from the smallest particle "
+                                "(quasi-static runs only: check inertial_number and ke_ratio in history.csv)")
     damping: float = Field(0.3, ge=0, lt=1)
     skin_fraction: float = Field(0.1, gt=0)
     volume_correction: bool = True
@@ -649,7 +653,9 @@ def to_engine(scen: Scenario, *, backend: str | None = None):
     die = Die(base_x_m=d.base_x_um * 1e-6, base_y_m=d.base_y_um * 1e-6, fill_height_m=h_um * 1e-6)
     stages = [e.stage for e in expand_protocol(scen)]
     n = scen.numerics
-    params = SimParams(dt_safety=n.dt_safety, dt_s=n.dt_s, mass_scaling=n.mass_scaling, damping=n.damping,
+    params = SimParams(dt_safety=n.dt_safety, dt_s=n.dt_s, mass_scaling=n.mass_scaling,
+                       mass_scaling_min_diameter_m=(None if n.mass_scaling_min_diameter_um is None else
+                                                    n.mass_scaling_min_diameter_um * 1e-6), damping=n.damping,
                        skin_fraction=n.skin_fraction, volume_correction=n.volume_correction,
                        max_overlap_fraction=n.max_overlap_fraction, servo_gain=n.servo_gain,
                        servo_integral=n.servo_integral, history_every=scen.run.history_every,

@@ -83,7 +83,9 @@ def prepare(scen: Scenario, diameters_m: np.ndarray | None = None, loose: Packin
     _, material, die, stages, sim_params = to_engine(scen, backend=backend)
     d = make_sizes(scen) if diameters_m is None else np.asarray(diameters_m, float)
     loose = make_loose(scen, d) if loose is None else loose
-    check_time_step(scen, float(np.min(loose.radii_m)))
+    r_min = float(np.min(loose.radii_m))
+    d_ms = scen.numerics.mass_scaling_min_diameter_um
+    check_time_step(scen, max(r_min, 0.5e-6 * d_ms) if d_ms else r_min)
     return CompactionCase(scenario=scen, diameters_m=d, loose=loose, material=material,
                           die=dataclasses.replace(die, fill_height_m=float(loose.box_m[2])), stages=stages,
                           captures=capture_specs(stages), params=dataclasses.replace(sim_params, **params))

@@ -4,8 +4,10 @@ load / hold / unload stages, :func:`dem.protocol.run_compaction`, drives it (als
 
 Geometry: box periodic in x, y (die base Lx × Ly), rigid bottom wall z = 0, rigid punch at z = punch_z.
 Integration: velocity Verlet with rotation (I = 2/5 m r²), local (Cundall) damping ``params.damping``
-plus viscous contact damping from the restitution coefficient. Time step dt = dt_safety · t_R(r_min),
-t_R = π r √(ρ_s/G)/(0.1631ν + 0.8766) with the mass-scaled density ρ_s = mass_scaling · ρ.
+plus viscous contact damping from the restitution coefficient. Time step dt = dt_safety · t_R(r_dt),
+t_R = π r √(ρ_s/G)/(0.1631ν + 0.8766) with the mass-scaled density ρ_s = mass_scaling · ρ and r_dt = r_min, or
+with size-dependent mass scaling (``params.mass_scaling_min_diameter_m`` = d_ms: ρ_i = ρ_s (d_ms/d_i)² below
+d_ms) r_dt = max(r_min, d_ms/2).
 
 The host advances the engine by blocks of up to ``params.block_steps`` steps (:mod:`dem.block`): one call and
 one read of a small record per block; the Verlet rebuild test, the punch pressure and the thresholds the
@@ -57,6 +59,22 @@ MAX_RADIUS_GROWTH = 1.25
 MAX_GROWTH_PER_UPDATE = 0.01
 # an unload stage to 0 ends (the punch stops) when p_top falls below this fraction of the peak pressure
 RELEASE_FRACTION = 2e-3
+
+
+def density_factors(r0_m: np.ndarray, min_diameter_m: float | None) -> np.ndarray:
+    """Size-dependent mass scaling: ρ_i/ρ_s = max(1, (d_ms/d_i)²) (1 everywhere when ``min_diameter_m`` is None).
+    The Rayleigh time t_R ∝ d √ρ of every particle below d_ms is then that of a d_ms particle."""
+    r0 = np.asarray(r0_m, float)
+    if not min_diameter_m:
+        return np.ones_like(r0)
+    return np.maximum(1.0, (0.5 * float(min_diameter_m) / r0) ** 2)
+
+
+def time_step_radius(r0_m: np.ndarray, params: SimParams) -> float:
+    """The radius whose Rayleigh time sets dt: max(r_min, d_ms/2) (size-dependent mass scaling), else r_min."""
+    r_min = float(np.min(r0_m))
+    d_ms = params.mass_scaling_min_diameter_m
+    return max(r_min, 0.5 * float(d_ms)) if d_ms else r_min
 
 
 def _env_flag(name: str) -> bool:
@@ -119,10 +137,17 @@ class Simulation(Observables, EngineState):
         r0 = packing.radii_m.copy()
         self.r0_np = r0
         self.rho_s = material.density_kg_m3 * params.mass_scaling
-        m = 4.0 / 3.0 * math.pi * r0 ** 3 * self.rho_s
+        # size-dependent mass scaling: ρ_i = ρ_s max(1, (d_ms/d_i)²) (SimParams.mass_scaling_min_diameter_m)
+        self.density_factor = density_factors(r0, params.mass_scaling_min_diameter_m)
+        m = 4.0 / 3.0 * math.pi * r0 ** 3 * self.rho_s * self.density_factor
         self.m_np = m
         self.I_np = 0.4 * m * r0 ** 2
-        self.dt, self.t_rayleigh = time_step(material, float(r0.min()), params)
+        # the solid's mean (mass-scaled) density Σm/ΣV (the servo's wave speed) and the particles' mean d_i √(ρ_i/ρ_s)
+        # (the inertial number); exactly ρ_s and the mean diameter without size-dependent scaling
+        scaled = bool(np.any(self.density_factor > 1.0))
+        self.rho_mean = float(m.sum() / np.sum(4.0 / 3.0 * math.pi * r0 ** 3)) if scaled else self.rho_s
+        self.d_inertial = float(np.mean(2.0 * r0 * np.sqrt(self.density_factor))) if scaled else 2.0 * float(r0.mean())
+        self.dt, self.t_rayleigh = time_step(material, time_step_radius(r0, params), params)
         self.skin = params.skin_fraction * 2.0 * float(r0.mean())
         top = float((packing.centers_m[:, 2] + r0).max())
         H = float(packing.box_m[2])

@@ -328,11 +328,14 @@ N_DIAG = 7   # numbers written by diagnostics (dem.engine_checks.Diag)
 @ti.kernel
 def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.types.ndarray(),
                 pw: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, blk: ti.types.ndarray(),
-                off: ti.i32):
-    """blk[off:off + N_DIAG] = [NaN count, max pair overlap fraction, escaped count, max speed, max wall overlap
-    fraction, largest escaped/NaN index, max |v_i|/r_i (1/s; × dt = the largest motion per step in units of the
-    particle's radius)] — the blow-up checks at a block's end (the Verlet test runs in every step,
-    :mod:`dem.block`). Only max/add of integers-as-floats: order-independent."""
+                off: ti.i32, pair_owner: ti.types.ndarray(), partner: ti.types.ndarray(), Lx: float, Ly: float):
+    """blk[off:off + N_DIAG] = [NaN count, max pair overlap 2δ/(r_i + r_j), escaped count, max speed, max wall
+    overlap fraction, largest escaped/NaN index, max |v_i|/r_i (1/s; × dt = the largest motion per step in units of
+    the particle's radius)] — the blow-up checks at a block's end (the Verlet test runs in every step,
+    :mod:`dem.block`). The pair measure is δ/r for equal spheres and reaches 2 when two centres meet, whatever
+    the sizes (a small sphere flattened to a film between large ones lies inside their lens, δ ≥ its diameter,
+    a physical state: :func:`dem.engine_checks.check_block`). Only max/add of integers-as-floats:
+    order-independent."""
     for k in ti.static(range(N_DIAG)):
         blk[off + k] = 0.0
     blk[off + 5] = -1.0
@@ -362,7 +365,11 @@ def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.nd
             ow = ti.max(ow, (xi[2] + r[i] - pz) / r[i])
         ti.atomic_max(blk[off + 4], ow)
     for p in range(npairs):
-        ti.atomic_max(blk[off + 1], pw[p, 10])
+        if pw[p, 10] > 0.0:
+            i = pair_owner[p]
+            j = partner[p]
+            dist = min_image(vec3(x, j) - vec3(x, i), Lx, Ly).norm()
+            ti.atomic_max(blk[off + 1], 2.0 * (r[i] + r[j] - dist) / (r[i] + r[j]))
 
 
 @ti.func
@@ -401,7 +408,7 @@ def volume_correct_pass(n: ti.i32, x: ti.template(), r: ti.template(), r0: ti.te
     large ones, or any particle at ρ_rel → 1) would need r_vc → ∞ (sphere minus caps → a thin disc);
     growth stops at g_max r0 — about the circumradius of a Voronoi cell of a dense random packing, so the cap
     is reached near ρ_rel ≈ 0.9, the onset of Heckel regime III — and the volume it can no longer conserve
-    becomes the volumetric strain ε_v,i = max(0, 1 − (r³ − 3/(4π) Σ caps)/r0³) that
+    becomes the volumetric strain ε_v,i = min(1, max(0, 1 − (r³ − 3/(4π) Σ caps)/r0³)) that
     :func:`pair_forces` turns into a bulk contact pressure K ε_v (MDR's bulk response). Δg
     (``growth_step``) limits the growth per update so that radii never jump.
 
@@ -434,8 +441,10 @@ def volume_correct_pass(n: ti.i32, x: ti.template(), r: ti.template(), r0: ti.te
         r[i] = rn
         ti.atomic_max(growth_out[growth_slot], rn - ri)   # the largest growth of this pass (Verlet bookkeeping)
         # volumetric strain left when the growth is capped: ε_v = 1 − (r³ − 3/(4π) Σ caps)/r0³ (caps at r_i;
-        # the ≤ growth_step change of r within this pass is neglected)
-        ev = ti.max(0.0, 1.0 - (ri ** 3 - 0.75 / PI * s) / r0[i] ** 3)
+        # the ≤ growth_step change of r within this pass is neglected), at most 1: a particle cannot lose more than
+        # its own volume (a small one flattened between two large ones — a film — has caps that overlap one
+        # another: the excess is its partners' own overlap through it, counted twice)
+        ev = ti.min(1.0, ti.max(0.0, 1.0 - (ri ** 3 - 0.75 / PI * s) / r0[i] ** 3))
         # plastic flow only at the growth cap: below it, ε > 0 is the lag of the (rate-limited) radius growth,
         # which the next updates take up — it must not be latched as plastic strain
         if pc_over_K > 0.0 and ev > 0.0 and phi > 0.0 and ri >= growth_cap * r0[i] * (1.0 - 1e-12):

@@ -133,17 +133,25 @@ BULK_RESPONSE = 0.23
 class SimParams:
     """Numerical controls.
 
-    dt_safety: dt = dt_safety · t_Rayleigh(r_min), t_R = π r √(ρ/G) / (0.1631 ν + 0.8766).
+    dt_safety: dt = dt_safety · t_Rayleigh(r_dt), t_R = π r √(ρ_s/G) / (0.1631 ν + 0.8766), r_dt = max(r_min,
+        ``mass_scaling_min_diameter_m``/2).
     mass_scaling: density multiplier for quasi-static loading (reported).
+    mass_scaling_min_diameter_m: size-dependent mass scaling (None: off). A particle smaller than this diameter
+        d_ms gets the density ρ_s (d_ms/d)², so that its Rayleigh time — ∝ d √ρ — and the period of its contacts
+        equal those of a d_ms particle: the fines no longer set dt, which follows from d_ms. Density scaling is
+        valid only while the flow is quasi-static (Thornton 2000, Géotechnique 50, 43; inertial number
+        I ≪ 1e-3, GDR MiDi 2004, Eur. Phys. J. E 14, 341): the history's inertial number and kinetic-energy
+        ratio show that it stays so.
     damping: local (Cundall) non-viscous damping coefficient in [0, 1).
     skin_fraction: Verlet skin as a fraction of the mean diameter.
     volume_correction: grow radii so that the solid volume is conserved as overlaps grow (MDR-like).
-    max_overlap_fraction: a contact overlap δ beyond this fraction of the smaller current (volume-corrected)
-        *diameter* stops the run (walls: of the particle's diameter); at 1.0 (the default) the smaller sphere
-        lies entirely inside its partner (or behind a wall), which no physical packing reaches — a small
-        particle flattened between large ones legitimately reaches δ ≈ its radius (0.5). Blow-ups are caught
-        on the dynamics first: a particle moving > 0.1 of its radius in one step
-        (``dem.simulation.MAX_STEP_MOTION``), a NaN, or an escape from the die.
+    max_overlap_fraction: a pair overlap δ beyond this fraction of r_i + r_j (current, volume-corrected radii;
+        for equal spheres the diameter) stops the run (walls: δ beyond this fraction of the particle's diameter);
+        at 1.0 (the default) two centres meet (or a sphere lies behind a wall), which no packing reaches. A small
+        particle flattened between large ones legitimately reaches δ ≥ its own diameter: it is then a film in
+        their lens (δ/(r_i + r_j) ≈ 0.1–0.2 at size ratios of 10–25; docs/calibration.md, *Fines*). Blow-ups
+        are caught on the dynamics first: a particle moving > MAX_STEP_MOTION of its radius in one step
+        (``dem.engine_checks``), a NaN, or an escape from the die.
     servo_gain / servo_integral: hold-stage PI gains, v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ with e = p_target − p_top,
         k a punch stiffness estimate from the end of the preceding load and τ = 10 wave transit times.
     hold_tolerance / hold_max_extension: a hold ends once its time is over *and* p_top has stayed within
@@ -156,6 +164,7 @@ class SimParams:
     dt_safety: float = 0.2
     dt_s: float | None = None          # explicit time step (checked against the stability bound)
     mass_scaling: float = 1.0
+    mass_scaling_min_diameter_m: float | None = None
     damping: float = 0.3
     skin_fraction: float = 0.1
     volume_correction: bool = True

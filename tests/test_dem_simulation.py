@@ -319,24 +319,28 @@ def test_blow_up_names_the_cause(taichi_runtime):
     assert "step" in str(ei.value)
 
 
-def test_overlap_bound_is_relative_to_the_smaller_diameter(taichi_runtime):
-    """A small sphere pressed into a large one by 0.8 of its radius is a legitimate state of a compacted
-    wide-PSD powder (no error); one lying entirely inside its partner is not (clear message)."""
+def test_overlap_bound_is_relative_to_the_sum_of_the_radii(taichi_runtime):
+    """A small sphere pressed into a large one by 0.8 of its radius, or lying entirely inside it (δ = 2.2 r_small:
+    a fine flattened to a film between two grains, tests/test_dem_fines.py), is a state of a compacted wide-PSD
+    powder (no error). The bound is δ / (r_i + r_j), i.e. δ / the diameter for equal spheres (1: the centres
+    meet); checked here at 0.5 on two equal spheres overlapping by 1.2 radii (clear message)."""
     from dem.simulation import Simulation, SimulationError
 
     rb, rs = 10e-6, 1.5e-6
     L = 50e-6
 
-    def sim_with(delta):
+    def sim_with(r_top, delta, lim=1.0):
         zb = rb + 1e-6
-        c = np.array([[25e-6, 25e-6, zb], [25e-6, 25e-6, zb + rb + rs - delta]])
-        pk = Packing(c, np.array([rb, rs]), np.array([L, L, 40e-6]))
-        return Simulation(pk, _tn(), None, SimParams(mass_scaling=1e4, volume_correction=False),
-                          punch_z=40e-6)
+        c = np.array([[25e-6, 25e-6, zb], [25e-6, 25e-6, zb + rb + r_top - delta]])
+        pk = Packing(c, np.array([rb, r_top]), np.array([L, L, 40e-6]))
+        return Simulation(pk, _tn(), None, SimParams(mass_scaling=1e4, volume_correction=False,
+                                                     max_overlap_fraction=lim), punch_z=40e-6)
 
-    sim_with(0.8 * rs)._check()                      # δ = 0.8 r_small = 0.4 d_small: fine
-    with pytest.raises(SimulationError, match=r"diameter exceeds params.max_overlap_fraction = 1.0.*step"):
-        sim_with(2.2 * rs)._check()                  # the small sphere is inside the large one
+    sim_with(rs, 0.8 * rs)._check()                  # δ = 0.8 r_small
+    sim_with(rs, 2.2 * rs)._check()                  # the small sphere inside the large one: δ/(r_i + r_j) = 0.29
+    sim_with(rs, 2.2 * rs, lim=0.5)._check()
+    with pytest.raises(SimulationError, match=r"sum of the radii .* exceeds params.max_overlap_fraction = 0.5.*step"):
+        sim_with(rb, 1.2 * rb, lim=0.5)._check()     # equal spheres: δ / (r_i + r_j) = 0.6
 
 
 def test_radius_growth_is_irreversible(taichi_runtime):
