@@ -9,6 +9,11 @@ did not settle is a warning that names its cause (ringing, or the servo's offset
 from __future__ import annotations
 
 
+SERVO_TAU_TRANSITS = 1.0     # servo time scale τ in transits H/c of the packing's compression wave (see above)
+SERVO_TAU_MIN_STEPS = 20     # … and at least this many steps
+SERVO_INTEGRAL_BAND = 0.05   # the servo's integral runs only while |e| < this fraction of the target
+
+
 def _fmt_p(p):
     return f"{p / 1e9:.2f} GPa" if p >= 1e8 else f"{p / 1e6:.1f} MPa"
 
@@ -17,25 +22,15 @@ def hold_max_extension(sim) -> float:
     return float(getattr(sim.params, "hold_max_extension", 4.0))
 
 
-def hold_window(ds, step: int, p: float) -> float:
-    """Append a check (step, p_top) to the hold's settle window, drop checks older than the window; return the
-    largest |p − target| seen over it, or +inf while the window is not yet covered by checks."""
-    ws, wp = ds["win_step"], ds["win_p"]
-    ws.append(float(step))
-    wp.append(float(p))
-    while len(ws) > 1 and ws[-1] - ws[1] >= ds["window_steps"]:
-        del ws[0], wp[0]
-    if ws[-1] - ws[0] < ds["window_steps"]:
-        return float("inf")
-    return max(abs(x - ds["target"]) for x in wp)
-
-
-def report_hold(sim, st, ds, ctx, p_end, tol, holds, warnings) -> None:
-    """One record of a finished hold in ``holds`` (and a warning if it did not settle within ``tol``)."""
+def report_hold(sim, st, ds, servo, ctx, p_end, tol, holds, warnings) -> None:
+    """One record of a finished hold in ``holds`` (and a warning if it did not settle within ``tol``); ``servo``:
+    the device servo's final state by :class:`dem.block.Servo` name."""
     target = st.target_pressure_Pa
     extra = max(0, sim.step_count - ds["hold_end_step"])
-    wp = ds["win_p"]
-    amp = (max(wp) - min(wp)) / 2 if len(wp) > 1 else float("nan")
+    # ringing: half the range of p_top over the last complete settle window (the current one if none)
+    amp = servo["AMP_PA"] if servo["STEPS"] >= ds["window_steps"] else \
+        0.5 * (servo["WIN_MAX_PA"] - servo["WIN_MIN_PA"])
+    ds["settled"] = bool(servo["SETTLED"])
     rel = (p_end - target) / target
     holds.append(dict(stage=int(ds["si"]), target_Pa=float(target), p_end_Pa=float(p_end), off_target=float(rel),
                       hold_time_s=float(st.hold_time_s), extended_s=float(extra * sim.dt),
