@@ -323,7 +323,7 @@ def _drop_unphysical_rows(hist: dict, warnings: list) -> None:
             del hist[c][k:]
 
 
-def _start_stage(sim, st, si, material, load_track, v_cap, state) -> dict:
+def _start_stage(sim, st, si, material, load_track, v_cap, state, after_unload=False) -> dict:
     """The driver's state of stage ``si`` at its start (plain data: saved in checkpoints as it is)."""
     caps = sorted(float(c) for c in st.capture_pressures_Pa)
     ds = dict(si=si, start_step=sim.step_count, caps=caps)
@@ -340,12 +340,19 @@ def _start_stage(sim, st, si, material, load_track, v_cap, state) -> dict:
         rho_bulk = sim.solid_volume / (sim.area * sim.punch_z) * sim.rho_s
         c_pack = min(c_wave, math.sqrt(ds["k_est"] * sim.punch_z / sim.area / rho_bulk))
         ds["window_steps"] = max(10, int(math.ceil(2.0 * sim.punch_z / c_pack / sim.dt)))
-        ds["tau"] = max(SERVO_TAU_TRANSITS * sim.punch_z / c_pack, SERVO_TAU_MIN_STEPS * sim.dt)
+        # the servo: a damper on the punch, v = −K_p e/(ρ_bulk c) (dem.types.SimParams.servo_gain), c the wave
+        # speed of the pellet's response to a correction. After an unload the ramp's tail slope is that elastic
+        # response (c_pack); after a load it is a plastic tangent, far softer than the elastic unload/reload of
+        # the contacts a correction makes, so the solid's wave speed bounds it instead (a servo tuned to the
+        # tangent drove the punch up and down by its speed cap at every step: per-step loop gain > 2)
+        c_servo = c_pack if after_unload else c_wave
+        ds["tau"] = max(SERVO_TAU_TRANSITS * sim.punch_z / c_servo, SERVO_TAU_MIN_STEPS * sim.dt)
         ds["hold_end_step"] = sim.step_count + n_hold
         ds["max_extra_steps"] = int(math.ceil(hold_max_extension(sim) * max(n_hold, ds["window_steps"])))
         ds["settled"] = False
         tol = float(getattr(sim.params, "hold_tolerance", 0.05))
-        sim.start_servo(target_Pa=ds["target"], compliance_m_per_Pa=sim.area / ds["k_est"], tau_s=ds["tau"],
+        comp = sim.punch_z / (rho_bulk * c_servo ** 2)      # A/k with k = A ρ_bulk c²/H
+        sim.start_servo(target_Pa=ds["target"], compliance_m_per_Pa=comp, tau_s=ds["tau"],
                         kp=float(sim.params.servo_gain), ki=float(sim.params.servo_integral), v_cap_m_per_s=v_cap,
                         band_Pa=SERVO_INTEGRAL_BAND * ds["target"], tol_Pa=tol * ds["target"], hold_steps=n_hold,
                         window_steps=ds["window_steps"])
@@ -394,7 +401,9 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
         if resume_stage is not None and int(resume_stage["si"]) == si:
             ds = resume_stage
         else:
-            ds = _start_stage(sim, st, si, material, load_track, v_cap, state)
+            ramps = [stg.kind for stg in protocol[:si] if stg.kind != "hold"]
+            ds = _start_stage(sim, st, si, material, load_track, v_cap, state,
+                              after_unload=bool(ramps) and ramps[-1] == "unload")
         caps = ds["caps"]
         if st.kind == "hold":
             # the device servos the punch at every step (dem.block.servo_step, started by _start_stage) and
