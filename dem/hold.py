@@ -1,10 +1,21 @@
-"""Hold stages of the protocol driver (:mod:`dem.protocol`): when a hold has settled, and its record.
+"""Hold stages of the protocol driver (:mod:`dem.protocol`): the servo's constants, when a hold has settled,
+and its record.
 
-A hold ends when its time is over and p_top has stayed within ``params.hold_tolerance`` of the target over one
+The servo (:func:`dem.block.servo_step`, every step on the device) is a damper on the punch,
+v = −K_p e/(ρ_bulk c) plus a slow integral term, with time scale τ = H/c (``SERVO_TAU_TRANSITS`` transits of the
+pellet's compression wave): with K_p = 1 the punch is the non-reflecting boundary of the 1-D wave equation
+(impedance ρ_bulk c; Lysmer & Kuhlemeyer 1969), so a pellet pressed back against the stopped punch, or ringing,
+is absorbed within about one period instead of being sampled. Per step it is stable while the loop gain
+K_p c dt/d (d a particle diameter: the top layer's stiffness) stays ≪ 2, which the time step's Rayleigh bound
+ensures. c is the unload tail's wave speed after an unload and the solid's after a load (see
+:func:`dem.protocol._start_stage`).
+
+A hold ends when its time is over and p_top has stayed within ``params.hold_tolerance`` of the target for one
 period 2H/c of the pellet's fundamental compression mode (punch and bottom wall held; c = √(M/ρ_bulk) from the
-servo's punch stiffness estimate). A pellet still ringing from the preceding ramp extends the hold, by at most
-``params.hold_max_extension`` × max(hold time, period); each hold is recorded (``info["holds"]``) and one that
-did not settle is a warning that names its cause (ringing, or the servo's offset).
+servo's punch stiffness estimate), counted at every step on the device. A pellet still ringing from the
+preceding ramp extends the hold, by at most ``params.hold_max_extension`` × max(hold time, period); each hold
+is recorded (``info["holds"]``) and one that did not settle is a warning that names its cause (ringing, or the
+servo's offset).
 """
 from __future__ import annotations
 
