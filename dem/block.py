@@ -12,7 +12,7 @@ costs one Python call whatever K is) of
   forces and the Verlet reaches, and a serial :func:`decide` turns them into p_top, p_bottom and the stop
   decision (``Slot.STOP``) — the neighbour list must be rebuilt before the next step, the punch pressure
   crossed a threshold the host set for this block (a capture or the stage's target), or a NaN appeared; then,
-  in a hold, :func:`servo_step` sets the punch velocity of the next step from the p_top just computed and
+  in a hold, :func:`dem.punch.servo_step` sets the punch velocity of the next step from the p_top just computed and
   stops the block once the hold has settled (state: the named slots :class:`Servo` of ``servo``). A no-op
   once the block has stopped;
 * checks — :func:`dem.simulation_kernels.diagnostics` (overlaps, escapes, speeds) once per block;
@@ -35,6 +35,7 @@ import enum
 from fva.backend import ti
 from dem import simulation_kernels as SK
 from dem.neighbours_kernels import min_image, vec3
+from dem.punch import Ctrl, Servo, servo_step
 
 
 class Slot(enum.IntEnum):
@@ -73,41 +74,6 @@ class Reason(enum.IntFlag):
     SETTLED = 16      # the hold's time is over and p_top has stayed within its tolerance for one settle window
 
 
-class Ctrl(enum.IntEnum):
-    """Named entries of the punch control ``ctrl`` (f64, length 8; the rest unused)."""
-    PUNCH_Z = 0       # punch position (m)
-    PUNCH_V = 1       # punch velocity of the next step (m/s, negative = down)
-    TIME = 2          # simulated time (s)
-
-
-class Servo(enum.IntEnum):
-    """Named slots of the hold servo's device state ``servo`` (f64): its set-up (written by the host when a hold
-    starts, :meth:`dem.simulation.Simulation.start_servo`) and its running state (advanced by
-    :func:`servo_step` at every step; saved in checkpoints)."""
-    ON = 0              # 1 while a hold servos the punch: the punch velocity is then the device's, not the host's
-    TARGET_PA = 1       # p_target
-    COMPLIANCE_M_PER_PA = 2   # A / k, k the punch stiffness estimate (N/m)
-    TAU_S = 3           # servo time scale τ
-    KP = 4              # proportional gain K_p
-    KI = 5              # integral gain K_i
-    V_CAP_M_PER_S = 6   # |v_punch| bound
-    BAND_PA = 7         # the integral runs only while |e| < BAND (conditional integration: no wind-up)
-    TOL_PA = 8          # settle tolerance on |e|
-    HOLD_STEPS = 9      # the hold's nominal length
-    WINDOW_STEPS = 10   # settle window: steps p_top must stay within TOL (one period of the pellet's mode)
-    INTEGRAL_PA_S = 11  # ∫ e dt (conditional)
-    STEPS = 12          # steps since the hold began
-    IN_TOL_STEPS = 13   # consecutive steps with |e| ≤ TOL, up to the last one
-    SETTLED = 14        # 1 once STEPS ≥ HOLD_STEPS and IN_TOL_STEPS ≥ WINDOW_STEPS
-    WIN_MIN_PA = 15     # p_top range over the current settle window (windows of WINDOW_STEPS from the start)
-    WIN_MAX_PA = 16
-    AMP_PA = 17         # half range of p_top over the last complete window (ringing amplitude)
-    P_MAX_PA = 18       # highest p_top of the hold
-
-
-N_SERVO = len(Servo)
-
-
 def watch_chunk(n: int, backend: str = "cpu") -> int:
     """Particles per chunk of the watch's two-level sums. On the CPU the gather loop's block size
     (``SK.WATCH_CHUNK``): each chunk is summed by one thread in index order, so the sums are bitwise the same
@@ -118,16 +84,10 @@ def watch_chunk(n: int, backend: str = "cpu") -> int:
     return SK.WATCH_CHUNK * max(1, -(-n // (2048 * SK.WATCH_CHUNK)))
 
 
-def servo_drives(servo) -> bool:
-    """Whether the punch velocity is the device servo's (a hold past its first step), not the host's: the one
-    rule of :func:`begin` and of the checkpoint (``servo``: the :class:`Servo` slots, any indexable)."""
-    return bool(servo[int(Servo.ON)] != 0.0 and servo[int(Servo.STEPS)] > 0.0)
-
-
 @ti.kernel
 def begin(blk: ti.types.ndarray(), ctrl: ti.types.ndarray(), servo: ti.types.ndarray(), vp: float):
     """Open a block: clear the record, set the punch velocity the host chose for it — unless the hold servo
-    drives the punch (:func:`servo_drives`: its velocity carries over from the block before)."""
+    drives the punch (:func:`dem.punch.servo_drives`: its velocity carries over from the block before)."""
     for k in ti.static(range(N_SLOTS)):
         blk[k] = 0.0
     blk[int(Slot.PUNCH_Z)] = ctrl[int(Ctrl.PUNCH_Z)]
@@ -135,53 +95,6 @@ def begin(blk: ti.types.ndarray(), ctrl: ti.types.ndarray(), servo: ti.types.nda
     if servo[int(Servo.ON)] == 0.0 or servo[int(Servo.STEPS)] == 0.0:
         ctrl[int(Ctrl.PUNCH_V)] = vp
     blk[int(Slot.PUNCH_V)] = ctrl[int(Ctrl.PUNCH_V)]
-
-
-@ti.func
-def servo_step(dt: float, blk: ti.template(), ctrl: ti.template(), servo: ti.template()):
-    """Serial, after :func:`decide` in a hold (``servo[ON]``): the PI law on the punch stress from the p_top this
-    step computed, e = p_target − p_top,
-
-        v_punch = clip(−(A/k)(K_p e + K_i ∫e dt/τ)/τ, ±v_cap),   ∫e dt advanced only while |e| < BAND,
-
-    the velocity of the next step (Åström & Murray, *Feedback Systems*, 2008, §10.4 for conditional
-    integration); the settle bookkeeping (consecutive steps within TOL, the ringing amplitude per window, the
-    peak); a stop of the block (``Reason.SETTLED``) once the hold's time is over and p_top has stayed within TOL
-    for one settle window. Per step, so the same for any block length."""
-    if servo[int(Servo.ON)] != 0.0:
-        p = blk[int(Slot.P_TOP)]
-        e = servo[int(Servo.TARGET_PA)] - p
-        if ti.abs(e) < servo[int(Servo.BAND_PA)]:
-            servo[int(Servo.INTEGRAL_PA_S)] += e * dt
-        tau = servo[int(Servo.TAU_S)]
-        integ = servo[int(Servo.INTEGRAL_PA_S)]
-        v = -servo[int(Servo.COMPLIANCE_M_PER_PA)] * (servo[int(Servo.KP)] * e + servo[int(Servo.KI)] * integ / tau) / tau
-        vcap = servo[int(Servo.V_CAP_M_PER_S)]
-        ctrl[int(Ctrl.PUNCH_V)] = ti.min(vcap, ti.max(-vcap, v))
-        blk[int(Slot.PUNCH_V)] = ctrl[int(Ctrl.PUNCH_V)]
-        k = servo[int(Servo.STEPS)] + 1.0
-        servo[int(Servo.STEPS)] = k
-        if ti.abs(e) <= servo[int(Servo.TOL_PA)]:
-            servo[int(Servo.IN_TOL_STEPS)] += 1.0
-        else:
-            servo[int(Servo.IN_TOL_STEPS)] = 0.0
-        servo[int(Servo.P_MAX_PA)] = ti.max(servo[int(Servo.P_MAX_PA)], p)
-        win = servo[int(Servo.WINDOW_STEPS)]
-        if k == 1.0:
-            servo[int(Servo.WIN_MIN_PA)] = p
-            servo[int(Servo.WIN_MAX_PA)] = p
-        servo[int(Servo.WIN_MIN_PA)] = ti.min(servo[int(Servo.WIN_MIN_PA)], p)
-        servo[int(Servo.WIN_MAX_PA)] = ti.max(servo[int(Servo.WIN_MAX_PA)], p)
-        if k - win * ti.floor(k / win) == 0.0:        # a window complete: its half range, a new window
-            servo[int(Servo.AMP_PA)] = 0.5 * (servo[int(Servo.WIN_MAX_PA)] - servo[int(Servo.WIN_MIN_PA)])
-            servo[int(Servo.WIN_MIN_PA)] = p
-            servo[int(Servo.WIN_MAX_PA)] = p
-        if servo[int(Servo.SETTLED)] == 0.0 and k >= servo[int(Servo.HOLD_STEPS)] \
-                and servo[int(Servo.IN_TOL_STEPS)] >= win:
-            servo[int(Servo.SETTLED)] = 1.0
-        if servo[int(Servo.SETTLED)] != 0.0:
-            blk[int(Slot.STOP)] = 1.0
-            blk[int(Slot.REASON)] = ti.cast(ti.cast(blk[int(Slot.REASON)], ti.i32) | int(Reason.SETTLED), ti.f64)
 
 
 @ti.func
@@ -256,7 +169,7 @@ _STEP_KERNELS: dict = {}
 def step_kernel(model: int):
     """The one-step kernel for contact model ``model`` (a compile-time constant: graphs take no template
     arguments, so each model gets its own kernel object, built once): kick–drift, pair forces, gather–kick with
-    the watch's chunk partials (:func:`SK.gather_kick`), then :func:`decide` and :func:`servo_step`. Three
+    the watch's chunk partials (:func:`SK.gather_kick`), then :func:`decide` and :func:`dem.punch.servo_step`. Three
     parallel loops."""
     if model in _STEP_KERNELS:
         return _STEP_KERNELS[model]
@@ -288,7 +201,11 @@ def step_kernel(model: int):
                        top_wall, eps_v, Kb, True, True, x_build, r_build, part, reach, Lx, Ly)
         if go:
             decide(n, chunk, part, reach, blk, ctrl, skin, area, p_above, p_below)
-            servo_step(dt, blk, ctrl, servo)
+            if servo_step(dt, blk[int(Slot.P_TOP)], ctrl, servo):
+                blk[int(Slot.STOP)] = 1.0
+                why = ti.cast(blk[int(Slot.REASON)], ti.i32) | int(Reason.SETTLED)
+                blk[int(Slot.REASON)] = ti.cast(why, ti.f64)
+            blk[int(Slot.PUNCH_V)] = ctrl[int(Ctrl.PUNCH_V)]
 
     _STEP_KERNELS[model] = step
     return step

@@ -2,7 +2,7 @@
 the checkpoint format, restored bitwise on the CPU."""
 import numpy as np
 
-from dem import block as B
+from dem.punch import Ctrl, Servo, servo_drives
 
 
 class EngineState:
@@ -21,7 +21,7 @@ class EngineState:
         Verlet list with each pair's contact history, its build snapshot and counters; the per-pair force
         records are derived, recomputed on load), ``control``
         (punch position/velocity/time, step, block cap, pressure thresholds, the hold servo's slots
-        :class:`dem.block.Servo`). With :meth:`load_state_dict` on a
+        :class:`dem.punch.Servo`). With :meth:`load_state_dict` on a
         Simulation built from the same packing, material, die and params, the run continues bitwise (CPU).
         Everything else (masses, contact parameters, the time step, the solid-fraction points) follows from
         the constructor's inputs; the engine draws no random numbers while it runs."""
@@ -64,7 +64,7 @@ class EngineState:
         self._pair_forces_eval()    # the per-pair force records (derived data: every step rewrites them first)
         self.ctrl.from_numpy(np.ascontiguousarray(K["ctrl"]))
         self.servo.from_numpy(np.ascontiguousarray(K["servo"], dtype=np.float64))
-        self.servo_on = bool(K["servo"][int(B.Servo.ON)] != 0.0)
+        self.servo_on = bool(K["servo"][int(Servo.ON)] != 0.0)
         self._vp = float(K["ctrl"][1])
         self.step_count = int(K["step_count"])
         self.k_cap = None if K["k_cap"] is None else int(K["k_cap"])
@@ -74,6 +74,6 @@ class EngineState:
     def _ctrl_now(self) -> np.ndarray:
         """ctrl with the punch velocity of the next block: the host's, unless the hold servo drives the punch."""
         c = self.ctrl.to_numpy()
-        if not B.servo_drives(self.servo.to_numpy()):
-            c[int(B.Ctrl.PUNCH_V)] = self._vp
+        if not servo_drives(self.servo.to_numpy()):
+            c[int(Ctrl.PUNCH_V)] = self._vp
         return c

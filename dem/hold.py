@@ -1,7 +1,7 @@
 """Hold stages of the protocol driver (:mod:`dem.protocol`): the servo's constants, when a hold has settled,
 and its record.
 
-The servo (:func:`dem.block.servo_step`, every step on the device) is a damper on the punch,
+The servo (:func:`dem.punch.servo_step`, every step on the device) is a damper on the punch,
 v = −K_p e/(ρ_bulk c) plus a slow integral term, with time scale τ = H/c (``SERVO_TAU_TRANSITS`` transits of the
 pellet's compression wave): with K_p = 1 the punch is the non-reflecting boundary of the 1-D wave equation
 (impedance ρ_bulk c; Lysmer & Kuhlemeyer 1969), so a pellet pressed back against the stopped punch, or ringing,
@@ -35,7 +35,7 @@ def hold_max_extension(sim) -> float:
 
 def report_hold(sim, st, ds, servo, ctx, p_end, tol, holds, warnings) -> None:
     """One record of a finished hold in ``holds`` (and a warning if it did not settle within ``tol``); ``servo``:
-    the device servo's final state by :class:`dem.block.Servo` name."""
+    the device servo's final state by :class:`dem.punch.Servo` name."""
     target = st.target_pressure_Pa
     extra = max(0, sim.step_count - ds["hold_end_step"])
     # ringing: half the range of p_top over the last complete settle window (the current one if none)

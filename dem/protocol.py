@@ -5,7 +5,7 @@ checkpoints (the driver's state of a stage is plain data, saved beside the engin
 Load and unload stages move the punch at the stage's speed and end at the target pressure (a release to 0
 at contact loss, p_top ≤ RELEASE_FRACTION × the peak pressure); captures are taken when p_top crosses each
 capture pressure (approached one step at a time). A hold servos the punch stress with a PI controller,
-v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ, on the device at every step (:func:`dem.block.servo_step`; k and τ from the
+v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ, on the device at every step (:func:`dem.punch.servo_step`; k and τ from the
 preceding ramp, :func:`punch_stiffness_estimate`), and ends once settled (:mod:`dem.hold`), also decided on the
 device: the host runs a hold in long blocks, the same run for any block length.
 """
@@ -407,7 +407,7 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
                               after_unload=bool(ramps) and ramps[-1] == "unload")
         caps = ds["caps"]
         if st.kind == "hold":
-            # the device servos the punch at every step (dem.block.servo_step, started by _start_stage) and
+            # the device servos the punch at every step (dem.punch.servo_step, started by _start_stage) and
             # stops a block once the hold has settled; the host only runs blocks up to the extension bound
             state["hold_end_step"] = ds["hold_end_step"]
             holds = state.setdefault("holds", [])

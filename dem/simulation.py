@@ -38,6 +38,7 @@ from fva.backend import ensure_init, ti
 from fva.types import Packing
 from dem import block as B
 from dem import simulation_kernels as SK
+from dem.punch import N_SERVO, Servo
 from dem.contact import contact_params
 from dem.engine_checks import (DT_BOUND_FRACTION, MAX_STEP_MOTION, SimulationError, check_block, time_step,
                                validate_setup)
@@ -151,7 +152,7 @@ class Simulation(Observables, EngineState):
         # the block record (dem.block.Slot) followed by the block-end diagnostics (SK.diagnostics)
         self.blk = ti.ndarray(f64, B.N_SLOTS + SK.N_DIAG)
         self._blk_go = ti.ndarray(f64, B.N_SLOTS)        # an open record for single volume-correction updates
-        self.servo = _nd_zeros(B.N_SERVO)                # the hold servo's device state (dem.block.Servo), off
+        self.servo = _nd_zeros(N_SERVO)                # the hold servo's device state (dem.punch.Servo), off
         self.servo_on = False
         self._reach = ti.ndarray(f64, n)   # per-particle Verlet reach A_i (diagnostics scratch)
         self._watch_chunk = B.watch_chunk(n, self.backend.backend)
@@ -226,12 +227,12 @@ class Simulation(Observables, EngineState):
 
     def start_servo(self, *, target_Pa: float, compliance_m_per_Pa: float, tau_s: float, kp: float, ki: float,
                     v_cap_m_per_s: float, band_Pa: float, tol_Pa: float, hold_steps: int, window_steps: int):
-        """Hand the punch to the device's hold servo (:func:`dem.block.servo_step`, every step) from the next
+        """Hand the punch to the device's hold servo (:func:`dem.punch.servo_step`, every step) from the next
         step on, which starts from rest: the PI law v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ (``compliance_m_per_Pa``
         = A/k), conditional integration within ``band_Pa``, settled after ``hold_steps`` once |e| ≤ ``tol_Pa``
         held for ``window_steps`` consecutive steps (a block then stops with ``Reason.SETTLED``)."""
-        S = B.Servo
-        a = np.zeros(B.N_SERVO)
+        S = Servo
+        a = np.zeros(N_SERVO)
         for slot, val in ((S.ON, 1.0), (S.TARGET_PA, target_Pa), (S.COMPLIANCE_M_PER_PA, compliance_m_per_Pa),
                           (S.TAU_S, tau_s), (S.KP, kp), (S.KI, ki), (S.V_CAP_M_PER_S, v_cap_m_per_s),
                           (S.BAND_PA, band_Pa), (S.TOL_PA, tol_Pa), (S.HOLD_STEPS, hold_steps),
@@ -242,13 +243,13 @@ class Simulation(Observables, EngineState):
         self._vp = 0.0
 
     def stop_servo(self) -> dict:
-        """Take the punch back from the hold servo (at rest); returns its final state by :class:`dem.block.Servo`
+        """Take the punch back from the hold servo (at rest); returns its final state by :class:`dem.punch.Servo`
         name (one device read)."""
         a = self.servo.to_numpy()
         self.servo.fill(0.0)
         self.servo_on = False
         self._vp = 0.0
-        return {slot.name: float(a[int(slot)]) for slot in B.Servo}
+        return {slot.name: float(a[int(slot)]) for slot in Servo}
 
     def _values(self) -> dict:
         """Every kernel argument of a block by name (the one argument builder of :mod:`dem.block`'s kernels and

@@ -146,7 +146,7 @@ class SimParams:
         (``dem.simulation.MAX_STEP_MOTION``), a NaN, or an escape from the die.
     servo_gain / servo_integral: hold-stage PI gains, v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ with e = p_target − p_top,
         k a punch stiffness estimate from the end of the preceding ramp and τ = H/c one transit of the packing's
-        compression wave (c = √(kH/(A ρ_bulk))), applied on the device at every step (:func:`dem.block.servo_step`).
+        compression wave (c = √(kH/(A ρ_bulk))), applied on the device at every step (:func:`dem.punch.servo_step`).
         K_p = 1 makes the proportional term v = −e/(ρ_bulk c): the punch then acts as the non-reflecting (viscous)
         boundary of the pellet's 1-D compression waves (Lysmer & Kuhlemeyer, J. Eng. Mech. Div. 95 (1969) 859),
         absorbing the ringing instead of sampling it.

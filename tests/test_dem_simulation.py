@@ -174,7 +174,7 @@ def test_a_checkpoint_taken_mid_hold_resumes_bitwise(taichi_runtime):
     of 2e-4 s: the driver offers a checkpoint after every 1000 steps.)"""
     import copy
 
-    from dem.block import Servo
+    from dem.punch import Servo
 
     class MidHold:                          # keeps the first checkpoint taken after the hold's 50th step
         tree = None
