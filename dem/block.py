@@ -11,8 +11,10 @@ costs one Python call whatever K is) of
   the fixed cost of a step on the CPU) and its watch: the gather loop accumulates chunk partials of the wall
   forces and the Verlet reaches, and a serial :func:`decide` turns them into p_top, p_bottom and the stop
   decision (``Slot.STOP``) — the neighbour list must be rebuilt before the next step, the punch pressure
-  crossed a threshold the host set for this block (a capture or the stage's target), or a NaN appeared. A
-  no-op once the block has stopped;
+  crossed a threshold the host set for this block (a capture or the stage's target), or a NaN appeared; then,
+  in a hold, :func:`dem.punch.servo_step` sets the punch velocity of the next step from the p_top just computed and
+  stops the block once the hold has settled (state: the named slots :class:`Servo` of ``servo``). A no-op
+  once the block has stopped;
 * checks — :func:`dem.simulation_kernels.diagnostics` (overlaps, escapes, speeds) once per block;
 * :func:`row_sums` — the history row's sums at the block's end (energies, contacts, thickness, virial).
 
@@ -33,6 +35,7 @@ import enum
 from fva.backend import ti
 from dem import simulation_kernels as SK
 from dem.neighbours_kernels import min_image, vec3
+from dem.punch import Ctrl, Servo, servo_step
 
 
 class Slot(enum.IntEnum):
@@ -57,6 +60,7 @@ class Slot(enum.IntEnum):
     GROWTH = 16       # max_i r_i / r0_i
     RAN = 17          # 1 if the last step kernel ran (the volume correction after it runs only then)
     A_SECOND = 18     # second largest Verlet reach (m; = A_MAX when 2 A_MAX ≤ skin: not needed then)
+    PUNCH_V = 19      # punch velocity of the next step (m/s; the hold servo's in a hold)
 
 
 N_SLOTS = len(Slot)
@@ -67,6 +71,7 @@ class Reason(enum.IntFlag):
     REBUILD = 2       # the neighbour list must be rebuilt before the next step
     ABOVE = 4         # p_top ≥ the block's upper threshold
     BELOW = 8         # p_top ≤ the block's lower threshold
+    SETTLED = 16      # the hold's time is over and p_top has stayed within its tolerance for one settle window
 
 
 def watch_chunk(n: int, backend: str = "cpu") -> int:
@@ -80,13 +85,16 @@ def watch_chunk(n: int, backend: str = "cpu") -> int:
 
 
 @ti.kernel
-def begin(blk: ti.types.ndarray(), ctrl: ti.types.ndarray(), vp: float):
-    """Open a block: clear the record, set the punch velocity the host chose for it."""
+def begin(blk: ti.types.ndarray(), ctrl: ti.types.ndarray(), servo: ti.types.ndarray(), vp: float):
+    """Open a block: clear the record, set the punch velocity the host chose for it — unless the hold servo
+    drives the punch (:func:`dem.punch.servo_drives`: its velocity carries over from the block before)."""
     for k in ti.static(range(N_SLOTS)):
         blk[k] = 0.0
-    blk[int(Slot.PUNCH_Z)] = ctrl[0]
-    blk[int(Slot.TIME)] = ctrl[2]
-    ctrl[1] = vp
+    blk[int(Slot.PUNCH_Z)] = ctrl[int(Ctrl.PUNCH_Z)]
+    blk[int(Slot.TIME)] = ctrl[int(Ctrl.TIME)]
+    if servo[int(Servo.ON)] == 0.0 or servo[int(Servo.STEPS)] == 0.0:
+        ctrl[int(Ctrl.PUNCH_V)] = vp
+    blk[int(Slot.PUNCH_V)] = ctrl[int(Ctrl.PUNCH_V)]
 
 
 @ti.func
@@ -129,8 +137,8 @@ def decide(n: ti.i32, chunk: ti.i32, part: ti.template(), reach: ti.template(), 
     blk[int(Slot.STEPS)] += 1.0
     blk[int(Slot.P_TOP)] = p_top
     blk[int(Slot.P_BOTTOM)] = sb / area
-    blk[int(Slot.PUNCH_Z)] = ctrl[0]
-    blk[int(Slot.TIME)] = ctrl[2]
+    blk[int(Slot.PUNCH_Z)] = ctrl[int(Ctrl.PUNCH_Z)]
+    blk[int(Slot.TIME)] = ctrl[int(Ctrl.TIME)]
     blk[int(Slot.A_MAX)] = a1
     blk[int(Slot.A_SECOND)] = a2
     blk[int(Slot.VR_MAX)] = vr
@@ -161,7 +169,8 @@ _STEP_KERNELS: dict = {}
 def step_kernel(model: int):
     """The one-step kernel for contact model ``model`` (a compile-time constant: graphs take no template
     arguments, so each model gets its own kernel object, built once): kick–drift, pair forces, gather–kick with
-    the watch's chunk partials (:func:`SK.gather_kick`), then :func:`decide`. Three parallel loops."""
+    the watch's chunk partials (:func:`SK.gather_kick`), then :func:`decide` and :func:`dem.punch.servo_step`. Three
+    parallel loops."""
     if model in _STEP_KERNELS:
         return _STEP_KERNELS[model]
 
@@ -177,7 +186,7 @@ def step_kernel(model: int):
              py: float, beta: float, mu: float, mu_w: float, mu_r: float, damping: float, gz: float,
              top_wall: ti.i32, Kb: float, gam: float, blk: ti.types.ndarray(), chunk: ti.i32,
              part: ti.types.ndarray(), x_build: ti.types.ndarray(), r_build: ti.types.ndarray(), skin: float,
-             area: float, p_above: float, p_below: float, reach: ti.types.ndarray()):
+             area: float, p_above: float, p_below: float, reach: ti.types.ndarray(), servo: ti.types.ndarray()):
         go = 1 - ti.cast(blk[int(Slot.STOP)], ti.i32)
         nn = n * go
         blk[int(Slot.RAN)] = ti.cast(go, ti.f64)
@@ -192,6 +201,11 @@ def step_kernel(model: int):
                        top_wall, eps_v, Kb, True, True, x_build, r_build, part, reach, Lx, Ly)
         if go:
             decide(n, chunk, part, reach, blk, ctrl, skin, area, p_above, p_below)
+            if servo_step(dt, blk[int(Slot.P_TOP)], ctrl, servo):
+                blk[int(Slot.STOP)] = 1.0
+                why = ti.cast(blk[int(Slot.REASON)], ti.i32) | int(Reason.SETTLED)
+                blk[int(Slot.REASON)] = ti.cast(why, ti.f64)
+            blk[int(Slot.PUNCH_V)] = ctrl[int(Ctrl.PUNCH_V)]
 
     _STEP_KERNELS[model] = step
     return step

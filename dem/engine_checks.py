@@ -122,7 +122,7 @@ def check_block(self, b: np.ndarray, context: str = "") -> np.ndarray:
         raise SimulationError(f"a particle moved {step_motion:.3g} × its radius in one step{where()} "
                               f"(limit {MAX_STEP_MOTION}): contacts are not resolved in time — the punch "
                               f"is too fast (lower punch_speed_m_per_s; the punch moves "
-                              f"{abs(self._vp) * self.dt / float(self.r0_np.min()):.3g} × r_min "
+                              f"{abs(self.punch_v) * self.dt / float(self.r0_np.min()):.3g} × r_min "
                               f"per step) or the time step too large (lower params.dt_safety, now "
                               f"dt = {self.dt:.3g} s)")
     lim = self.params.max_overlap_fraction

@@ -2,11 +2,13 @@
 the checkpoint format, restored bitwise on the CPU."""
 import numpy as np
 
+from dem.punch import Ctrl, Servo, servo_drives
+
 
 class EngineState:
     """``state_dict`` / ``load_state_dict`` of a :class:`dem.simulation.Simulation`."""
 
-    STATE_FORMAT = 2
+    STATE_FORMAT = 3     # 3: the hold servo's device state (control.servo)
     # named parts of the engine state: per-particle arrays, per-pair contact records, scalars
     _PARTICLE_ARRAYS = ("x", "v", "w", "r", "f", "fc", "tq", "eps_v", "eps_p", "phi_c", "wall_hist", "fwall",
                         "ewall", "ncont")
@@ -18,7 +20,8 @@ class EngineState:
         spins, radii and their growth, forces of the last step, wall-contact histories), ``contacts`` (the
         Verlet list with each pair's contact history, its build snapshot and counters; the per-pair force
         records are derived, recomputed on load), ``control``
-        (punch position/velocity/time, step, block cap, pressure thresholds). With :meth:`load_state_dict` on a
+        (punch position/velocity/time, step, block cap, pressure thresholds, the hold servo's slots
+        :class:`dem.punch.Servo`). With :meth:`load_state_dict` on a
         Simulation built from the same packing, material, die and params, the run continues bitwise (CPU).
         Everything else (masses, contact parameters, the time step, the solid-fraction points) follows from
         the constructor's inputs; the engine draws no random numbers while it runs."""
@@ -31,7 +34,7 @@ class EngineState:
                          **{k: getattr(nl, k).to_numpy() for k in self._ROW_ARRAYS},
                          "npairs": int(m), "capacity": int(nl.capacity), "builds": int(nl.builds),
                          "grow_events": int(nl.grow_events)},
-            "control": {"ctrl": self._ctrl_now(), "step_count": int(self.step_count),
+            "control": {"ctrl": self._ctrl_now(), "servo": self.servo.to_numpy(), "step_count": int(self.step_count),
                         "k_cap": None if self.k_cap is None else int(self.k_cap),
                         "stop_above_Pa": float(self.stop_above_Pa), "stop_below_Pa": float(self.stop_below_Pa)},
         }
@@ -60,6 +63,8 @@ class EngineState:
         nl.npairs, nl.builds, nl.grow_events, nl._has_old = m, int(C["builds"]), int(C["grow_events"]), 1
         self._pair_forces_eval()    # the per-pair force records (derived data: every step rewrites them first)
         self.ctrl.from_numpy(np.ascontiguousarray(K["ctrl"]))
+        self.servo.from_numpy(np.ascontiguousarray(K["servo"], dtype=np.float64))
+        self.servo_on = bool(K["servo"][int(Servo.ON)] != 0.0)
         self._vp = float(K["ctrl"][1])
         self.step_count = int(K["step_count"])
         self.k_cap = None if K["k_cap"] is None else int(K["k_cap"])
@@ -67,7 +72,8 @@ class EngineState:
         self._measure()
 
     def _ctrl_now(self) -> np.ndarray:
-        """ctrl with the punch velocity the host has set for the next block."""
+        """ctrl with the punch velocity of the next block: the host's, unless the hold servo drives the punch."""
         c = self.ctrl.to_numpy()
-        c[1] = self._vp
+        if not servo_drives(self.servo.to_numpy()):
+            c[int(Ctrl.PUNCH_V)] = self._vp
         return c

@@ -1,12 +1,28 @@
-"""Hold stages of the protocol driver (:mod:`dem.protocol`): when a hold has settled, and its record.
+"""Hold stages of the protocol driver (:mod:`dem.protocol`): the servo's constants, when a hold has settled,
+and its record.
 
-A hold ends when its time is over and p_top has stayed within ``params.hold_tolerance`` of the target over one
+The servo (:func:`dem.punch.servo_step`, every step on the device) is a damper on the punch,
+v = −K_p e/(ρ_bulk c) plus a slow integral term, with time scale τ = H/c (``SERVO_TAU_TRANSITS`` transits of the
+pellet's compression wave): with K_p = 1 the punch is the non-reflecting boundary of the 1-D wave equation
+(impedance ρ_bulk c; Lysmer & Kuhlemeyer 1969), so a pellet pressed back against the stopped punch, or ringing,
+is absorbed within about one period instead of being sampled. Per step it is stable while the loop gain
+K_p c dt/d (d a particle diameter: the top layer's stiffness) stays ≪ 2, which the time step's Rayleigh bound
+ensures. c is the unload tail's wave speed after an unload and the solid's after a load (see
+:func:`dem.protocol._start_stage`).
+
+A hold ends when its time is over and p_top has stayed within ``params.hold_tolerance`` of the target for one
 period 2H/c of the pellet's fundamental compression mode (punch and bottom wall held; c = √(M/ρ_bulk) from the
-servo's punch stiffness estimate). A pellet still ringing from the preceding ramp extends the hold, by at most
-``params.hold_max_extension`` × max(hold time, period); each hold is recorded (``info["holds"]``) and one that
-did not settle is a warning that names its cause (ringing, or the servo's offset).
+servo's punch stiffness estimate), counted at every step on the device. A pellet still ringing from the
+preceding ramp extends the hold, by at most ``params.hold_max_extension`` × max(hold time, period); each hold
+is recorded (``info["holds"]``) and one that did not settle is a warning that names its cause (ringing, or the
+servo's offset).
 """
 from __future__ import annotations
+
+
+SERVO_TAU_TRANSITS = 1.0     # servo time scale τ in transits H/c of the packing's compression wave (see above)
+SERVO_TAU_MIN_STEPS = 20     # … and at least this many steps
+SERVO_INTEGRAL_BAND = 0.05   # the servo's integral runs only while |e| < this fraction of the target
 
 
 def _fmt_p(p):
@@ -17,25 +33,15 @@ def hold_max_extension(sim) -> float:
     return float(getattr(sim.params, "hold_max_extension", 4.0))
 
 
-def hold_window(ds, step: int, p: float) -> float:
-    """Append a check (step, p_top) to the hold's settle window, drop checks older than the window; return the
-    largest |p − target| seen over it, or +inf while the window is not yet covered by checks."""
-    ws, wp = ds["win_step"], ds["win_p"]
-    ws.append(float(step))
-    wp.append(float(p))
-    while len(ws) > 1 and ws[-1] - ws[1] >= ds["window_steps"]:
-        del ws[0], wp[0]
-    if ws[-1] - ws[0] < ds["window_steps"]:
-        return float("inf")
-    return max(abs(x - ds["target"]) for x in wp)
-
-
-def report_hold(sim, st, ds, ctx, p_end, tol, holds, warnings) -> None:
-    """One record of a finished hold in ``holds`` (and a warning if it did not settle within ``tol``)."""
+def report_hold(sim, st, ds, servo, ctx, p_end, tol, holds, warnings) -> None:
+    """One record of a finished hold in ``holds`` (and a warning if it did not settle within ``tol``); ``servo``:
+    the device servo's final state by :class:`dem.punch.Servo` name."""
     target = st.target_pressure_Pa
     extra = max(0, sim.step_count - ds["hold_end_step"])
-    wp = ds["win_p"]
-    amp = (max(wp) - min(wp)) / 2 if len(wp) > 1 else float("nan")
+    # ringing: half the range of p_top over the last complete settle window (the current one if none)
+    amp = servo["AMP_PA"] if servo["STEPS"] >= ds["window_steps"] else \
+        0.5 * (servo["WIN_MAX_PA"] - servo["WIN_MIN_PA"])
+    ds["settled"] = bool(servo["SETTLED"])
     rel = (p_end - target) / target
     holds.append(dict(stage=int(ds["si"]), target_Pa=float(target), p_end_Pa=float(p_end), off_target=float(rel),
                       hold_time_s=float(st.hold_time_s), extended_s=float(extra * sim.dt),

@@ -147,7 +147,7 @@ class Observables:
         H = self.punch_z
         t = self.thickness()
         ke_ratio = kinetic / elastic if elastic > 0 else float("nan")
-        vp = abs(self._vp)
+        vp = abs(self.punch_v)
         # I = γ̇ ⟨d_i √ρ_i⟩ / √p (GDR MiDi 2004), γ̇ = v_punch/H: ⟨d⟩ √(ρ_s/p) without size-dependent mass scaling
         inertial = (vp / H) * self.d_inertial * math.sqrt(self.rho_s / p_top) if p_top > 0 else float("nan")
         return dict(step=self.step_count, time_s=self.time_s, punch_z_m=H, thickness_m=t, p_top_Pa=p_top,

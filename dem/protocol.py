@@ -5,8 +5,9 @@ checkpoints (the driver's state of a stage is plain data, saved beside the engin
 Load and unload stages move the punch at the stage's speed and end at the target pressure (a release to 0
 at contact loss, p_top ≤ RELEASE_FRACTION × the peak pressure); captures are taken when p_top crosses each
 capture pressure (approached one step at a time). A hold servos the punch stress with a PI controller,
-v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ, k from the preceding ramp (:func:`punch_stiffness_estimate`), and ends once
-settled (:mod:`dem.hold`).
+v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ, on the device at every step (:func:`dem.punch.servo_step`; k and τ from the
+preceding ramp, :func:`punch_stiffness_estimate`), and ends once settled (:mod:`dem.hold`), also decided on the
+device: the host runs a hold in long blocks, the same run for any block length.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import numpy as np
 
 from fva.backend import host_traffic
 from fva.types import Packing
-from dem.hold import hold_max_extension, hold_window, report_hold
+from dem.block import Reason
+from dem.hold import SERVO_INTEGRAL_BAND, SERVO_TAU_MIN_STEPS, SERVO_TAU_TRANSITS, hold_max_extension, report_hold
 from dem.simulation import RELEASE_FRACTION, Simulation, SimulationError
 from dem.types import (HISTORY_COLUMNS, CaptureSpec, CompactionResult, Die, Material, ParticleFrame, SimParams, Stage,
                         capture_specs)
@@ -101,7 +103,6 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
     sim.block_align = (he, fe)       # blocks end where a history row or a frame is due
     v_cap = params.servo_max_speed_m_per_s or max([s.punch_speed_m_per_s for s in protocol] + [0.0]) or 0.1
     load_track = []   # (punch_z, p_top) at checks of the latest ramp: stiffness estimate for the servo
-    params_tau_waves = 10.0   # servo time scale in units of the wave transit time through the packing
 
     def record(si, periodic_row=False):
         if sim.step_count == state["last_hist"]:
@@ -181,7 +182,7 @@ def run_compaction(packing: Packing, material: Material, die: Die, protocol: lis
                 checkpoint.after_write()
 
         _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
-                    params_tau_waves, record, capture, periodic, resume_stage=resume_stage,
+                    record, capture, periodic, resume_stage=resume_stage,
                     between_blocks=None if checkpoint is None else between_blocks)
     except (SimulationError, KeyboardInterrupt) as exc:
         # keep what was finished: the history up to the last check, the captures and frames so far
@@ -325,7 +326,7 @@ def _drop_unphysical_rows(hist: dict, warnings: list) -> None:
             del hist[c][k:]
 
 
-def _start_stage(sim, st, si, material, load_track, params_tau_waves, state) -> dict:
+def _start_stage(sim, st, si, material, load_track, v_cap, state, after_unload=False) -> dict:
     """The driver's state of stage ``si`` at its start (plain data: saved in checkpoints as it is)."""
     caps = sorted(float(c) for c in st.capture_pressures_Pa)
     ds = dict(si=si, start_step=sim.step_count, caps=caps)
@@ -336,18 +337,28 @@ def _start_stage(sim, st, si, material, load_track, params_tau_waves, state) -> 
         ds["k_est"] = punch_stiffness_estimate(load_track, sim.area,
                                                1e-3 * material.youngs_modulus_Pa * sim.area / sim.punch_z)
         c_wave = math.sqrt(material.youngs_modulus_Pa / sim.rho_mean)
-        ds["tau"] = max(params_tau_waves * sim.punch_z / c_wave, 50 * sim.dt)
-        ds["integ"] = 0.0
-        ds["hold_end_step"] = sim.step_count + n_hold
         # settle window: one period 2H/c of the pellet's fundamental compression mode (punch and bottom wall
         # both held), with the packing's own wave speed c = √(M/ρ_bulk), M = k H/A its constrained modulus from
         # the punch stiffness estimate (at most the solid's: a loose packing rings several times slower)
         rho_bulk = sim.solid_volume / (sim.area * sim.punch_z) * sim.rho_mean
         c_pack = min(c_wave, math.sqrt(ds["k_est"] * sim.punch_z / sim.area / rho_bulk))
         ds["window_steps"] = max(10, int(math.ceil(2.0 * sim.punch_z / c_pack / sim.dt)))
+        # the servo: a damper on the punch, v = −K_p e/(ρ_bulk c) (dem.types.SimParams.servo_gain), c the wave
+        # speed of the pellet's response to a correction. After an unload the ramp's tail slope is that elastic
+        # response (c_pack); after a load it is a plastic tangent, far softer than the elastic unload/reload of
+        # the contacts a correction makes, so the solid's wave speed bounds it instead (a servo tuned to the
+        # tangent drove the punch up and down by its speed cap at every step: per-step loop gain > 2)
+        c_servo = c_pack if after_unload else c_wave
+        ds["tau"] = max(SERVO_TAU_TRANSITS * sim.punch_z / c_servo, SERVO_TAU_MIN_STEPS * sim.dt)
+        ds["hold_end_step"] = sim.step_count + n_hold
         ds["max_extra_steps"] = int(math.ceil(hold_max_extension(sim) * max(n_hold, ds["window_steps"])))
-        ds["win_step"], ds["win_p"] = [], []
         ds["settled"] = False
+        tol = float(getattr(sim.params, "hold_tolerance", 0.05))
+        comp = sim.punch_z / (rho_bulk * c_servo ** 2)      # A/k with k = A ρ_bulk c²/H
+        sim.start_servo(target_Pa=ds["target"], compliance_m_per_Pa=comp, tau_s=ds["tau"],
+                        kp=float(sim.params.servo_gain), ki=float(sim.params.servo_integral), v_cap_m_per_s=v_cap,
+                        band_Pa=SERVO_INTEGRAL_BAND * ds["target"], tol_Pa=tol * ds["target"], hold_steps=n_hold,
+                        window_steps=ds["window_steps"])
         return ds
     if st.kind == "load":
         sim.set_punch_velocity(-st.punch_speed_m_per_s)
@@ -378,7 +389,7 @@ def _stop_at_next(sim, st, pending, target, release_p):
 
 
 def _run_stages(sim, protocol, params, material, state, hist, packings, warnings, load_track, v_cap,
-                params_tau_waves, record, capture, periodic, resume_stage=None, between_blocks=None):
+                record, capture, periodic, resume_stage=None, between_blocks=None):
     """The stage loop of :func:`run_compaction` (see there). Each stage's driver state is one dict of plain
     data (``ds``); ``between_blocks(ds)`` runs after every block of steps, where the engine and the driver
     are consistent (a checkpoint taken there resumes bitwise: pass it back as ``resume_stage``)."""
@@ -393,54 +404,36 @@ def _run_stages(sim, protocol, params, material, state, hist, packings, warnings
         if resume_stage is not None and int(resume_stage["si"]) == si:
             ds = resume_stage
         else:
-            ds = _start_stage(sim, st, si, material, load_track, params_tau_waves, state)
+            ramps = [stg.kind for stg in protocol[:si] if stg.kind != "hold"]
+            ds = _start_stage(sim, st, si, material, load_track, v_cap, state,
+                              after_unload=bool(ramps) and ramps[-1] == "unload")
         caps = ds["caps"]
         if st.kind == "hold":
+            # the device servos the punch at every step (dem.punch.servo_step, started by _start_stage) and
+            # stops a block once the hold has settled; the host only runs blocks up to the extension bound
             state["hold_end_step"] = ds["hold_end_step"]
             holds = state.setdefault("holds", [])
-            if "window_steps" not in ds:     # a checkpoint from before the settle window: the hold ends on time
-                ds.update(window_steps=10, max_extra_steps=0, win_step=[], win_p=[], settled=False,
-                          target=float(st.target_pressure_Pa))
-
             tol = float(getattr(params, "hold_tolerance", 0.05))
 
-            def ctl(s, st=st, si=si, name=name, ds=ds, tol=tol):
-                # PI on the punch stress: v = −(A/k_est)(Kp·e + Ki·∫e dt/τ)/τ; the integral only runs
-                # within 5 % of the target (conditional integration: no wind-up during large transients)
-                p, _ = s.pressures()
-                state["p_peak"] = max(state["p_peak"], p)
-                err = st.target_pressure_Pa - p
-                T = s.last_block_steps * s.dt
-                if abs(err) < 0.05 * st.target_pressure_Pa:
-                    ds["integ"] += err * T
-                tau = ds["tau"]
-                vel = -(params.servo_gain * err + params.servo_integral * ds["integ"] / tau) * s.area \
-                    / (ds["k_est"] * tau)
-                s.set_punch_velocity(float(np.clip(vel, -v_cap, v_cap)))
-                periodic(si, name, p)
-                # the hold ends when its time is over and p_top has settled within the tolerance over the
-                # last window (a pellet still ringing from the ramp extends it, bounded: ds["max_extra_steps"])
-                dev = hold_window(ds, s.step_count, p)
-                if dev <= tol * st.target_pressure_Pa and s.step_count >= ds["hold_end_step"]:
+            def ctl(s, si=si, name=name, ds=ds):
+                periodic(si, name, s.pressures()[0])
+                if s.last_reason & Reason.SETTLED:
                     ds["settled"] = True
-                    return True
-                return False
+                return ds["settled"]
 
             end_bound = ds["hold_end_step"] + ds["max_extra_steps"]
-            sim.k_cap = max(1, int(params.check_every))      # the servo acts between blocks: one every check_every
             while not ds["settled"] and sim.step_count < end_bound:
                 if sim.step_count - ds["start_step"] > params.max_steps:
                     raise SimulationError(f"{ctx}: exceeded params.max_steps = {params.max_steps}")
-                left = (ds["hold_end_step"] if sim.step_count < ds["hold_end_step"] else end_bound) - sim.step_count
-                sim.advance(min(left, 1000), ctx, on_check=ctl)
+                sim.advance(min(end_bound - sim.step_count, 1000), ctx, on_check=ctl)
                 if between_blocks is not None and not ds["settled"] and sim.step_count < end_bound:
                     between_blocks(ds)
-            sim.set_punch_velocity(0.0)
-            sim.k_cap = None
+            servo = sim.stop_servo()
+            state["p_peak"] = max(state["p_peak"], servo["P_MAX_PA"])
             p_end = sim.pressures()[0]
             if caps:
                 capture(si, p_end, f"hold {_fmt_p(st.target_pressure_Pa)}")
-            report_hold(sim, st, ds, ctx, p_end, tol, holds, warnings)
+            report_hold(sim, st, ds, servo, ctx, p_end, tol, holds, warnings)
             continue
 
         target = st.target_pressure_Pa

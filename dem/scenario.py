@@ -113,7 +113,7 @@ class NumericsSection(_Strict):
     skin_fraction: float = Field(0.1, gt=0)
     volume_correction: bool = True
     max_overlap_fraction: float = Field(SimParams.max_overlap_fraction, gt=0, le=1)
-    servo_gain: float = Field(0.5, gt=0)
+    servo_gain: float = Field(1.0, gt=0)
     servo_integral: float = Field(0.05, ge=0)
     max_steps: int = Field(50_000_000, gt=0)
     bulk_model: Literal["elastic", "pore_collapse"] = Field(

@@ -40,6 +40,7 @@ from fva.backend import ensure_init, ti
 from fva.types import Packing
 from dem import block as B
 from dem import simulation_kernels as SK
+from dem.punch import N_SERVO, Servo
 from dem.contact import contact_params
 from dem.engine_checks import (DT_BOUND_FRACTION, MAX_STEP_MOTION, SimulationError, check_block, time_step,
                                validate_setup)
@@ -176,6 +177,8 @@ class Simulation(Observables, EngineState):
         # the block record (dem.block.Slot) followed by the block-end diagnostics (SK.diagnostics)
         self.blk = ti.ndarray(f64, B.N_SLOTS + SK.N_DIAG)
         self._blk_go = ti.ndarray(f64, B.N_SLOTS)        # an open record for single volume-correction updates
+        self.servo = _nd_zeros(N_SERVO)                # the hold servo's device state (dem.punch.Servo), off
+        self.servo_on = False
         self._reach = ti.ndarray(f64, n)   # per-particle Verlet reach A_i (diagnostics scratch)
         self._watch_chunk = B.watch_chunk(n, self.backend.backend)
         self._part = ti.ndarray(f64, ((n + self._watch_chunk - 1) // self._watch_chunk, B.N_PART))
@@ -183,12 +186,13 @@ class Simulation(Observables, EngineState):
         self._step_kernel = B.step_kernel(self.cp.model_id)
         self.block_steps = max(1, int(getattr(params, "block_steps", 64)))
         self.last_block_steps = 0
+        self.last_reason = B.Reason(0)   # why the last block stopped (dem.block.Reason)
         self.blocks = 0
         self._rates: dict = {}       # reach and pressure rates of the last block (block-length prediction only)
         self._fresh_list = True
         # host copies of what the last block reported: punch position, time, pressures
         self._vp = 0.0
-        self._host = dict(punch_z=self.punch_z0, time=0.0, p_top=float("nan"), p_bottom=float("nan"))
+        self._host = dict(punch_z=self.punch_z0, punch_v=0.0, time=0.0, p_top=float("nan"), p_bottom=float("nan"))
         self._measured = False
         # protocol hooks: a block stops at the first step with p_top ≥ stop_above_Pa or ≤ stop_below_Pa, and is at
         # most k_cap steps long; block_align: periods (steps) at whose multiples blocks end (history rows, frames)
@@ -233,12 +237,44 @@ class Simulation(Observables, EngineState):
         return float(self._host["punch_z"])
 
     @property
+    def punch_v(self) -> float:
+        """Punch velocity (m/s, negative = down) of the next step: the host's setting, or in a hold the device
+        servo's as the last block left it."""
+        return float(self._host["punch_v"]) if self.servo_on else self._vp
+
+    @property
     def time_s(self) -> float:
         return float(self._host["time"])
 
     def set_punch_velocity(self, v: float):
         """The punch velocity (m/s, negative = down) from the next block on (written by the block's first kernel)."""
         self._vp = float(v)
+
+    def start_servo(self, *, target_Pa: float, compliance_m_per_Pa: float, tau_s: float, kp: float, ki: float,
+                    v_cap_m_per_s: float, band_Pa: float, tol_Pa: float, hold_steps: int, window_steps: int):
+        """Hand the punch to the device's hold servo (:func:`dem.punch.servo_step`, every step) from the next
+        step on, which starts from rest: the PI law v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ (``compliance_m_per_Pa``
+        = A/k), conditional integration within ``band_Pa``, settled after ``hold_steps`` once |e| ≤ ``tol_Pa``
+        held for ``window_steps`` consecutive steps (a block then stops with ``Reason.SETTLED``)."""
+        S = Servo
+        a = np.zeros(N_SERVO)
+        for slot, val in ((S.ON, 1.0), (S.TARGET_PA, target_Pa), (S.COMPLIANCE_M_PER_PA, compliance_m_per_Pa),
+                          (S.TAU_S, tau_s), (S.KP, kp), (S.KI, ki), (S.V_CAP_M_PER_S, v_cap_m_per_s),
+                          (S.BAND_PA, band_Pa), (S.TOL_PA, tol_Pa), (S.HOLD_STEPS, hold_steps),
+                          (S.WINDOW_STEPS, max(1, int(window_steps))), (S.P_MAX_PA, -math.inf)):
+            a[int(slot)] = float(val)
+        self.servo.from_numpy(a)
+        self.servo_on = True
+        self._vp = 0.0
+
+    def stop_servo(self) -> dict:
+        """Take the punch back from the hold servo (at rest); returns its final state by :class:`dem.punch.Servo`
+        name (one device read)."""
+        a = self.servo.to_numpy()
+        self.servo.fill(0.0)
+        self.servo_on = False
+        self._vp = 0.0
+        return {slot.name: float(a[int(slot)]) for slot in Servo}
 
     def _values(self) -> dict:
         """Every kernel argument of a block by name (the one argument builder of :mod:`dem.block`'s kernels and
@@ -257,7 +293,7 @@ class Simulation(Observables, EngineState):
             skin=float(nl.skin), area=self.area, p_above=float(self.stop_above_Pa),
             p_below=float(self.stop_below_Pa), cap_i=self.cap_i, cap_j=self.cap_j,
             growth_cap=float(self.growth_cap), growth_step=float(self.growth_step), vol_solid=self.solid_volume,
-            pc_over_K=self._pc_over_K(), reach=self._reach, off=B.N_SLOTS)
+            pc_over_K=self._pc_over_K(), reach=self._reach, off=B.N_SLOTS, servo=self.servo)
 
     def _pc_over_K(self) -> float:
         return float(self.p_collapse) / self.K_bulk if (self.p_collapse and self.K_bulk > 0) else 0.0
@@ -291,7 +327,8 @@ class Simulation(Observables, EngineState):
     def _read_block(self) -> np.ndarray:
         b = self.blk.to_numpy()
         S = B.Slot
-        self._host.update(punch_z=float(b[S.PUNCH_Z]), time=float(b[S.TIME]), p_top=float(b[S.P_TOP]),
+        self._host.update(punch_z=float(b[S.PUNCH_Z]), punch_v=float(b[S.PUNCH_V]), time=float(b[S.TIME]),
+                          p_top=float(b[S.P_TOP]),
                           p_bottom=float(b[S.P_BOTTOM]), row=b[S.KE_TRANS:S.GROWTH + 1].copy())
         return b
 
@@ -325,6 +362,7 @@ class Simulation(Observables, EngineState):
         done = int(b[B.Slot.STEPS])
         self.step_count += done
         self.last_block_steps = done
+        self.last_reason = B.Reason(int(b[B.Slot.REASON]))
         self.blocks += 1
         check_block(self, b, context)
         a = float(b[B.Slot.A_MAX] + b[B.Slot.A_SECOND])

@@ -153,7 +153,11 @@ class SimParams:
         are caught on the dynamics first: a particle moving > MAX_STEP_MOTION of its radius in one step
         (``dem.engine_checks``), a NaN, or an escape from the die.
     servo_gain / servo_integral: hold-stage PI gains, v = −(A/k)(K_p e + K_i ∫e dt/τ)/τ with e = p_target − p_top,
-        k a punch stiffness estimate from the end of the preceding load and τ = 10 wave transit times.
+        k a punch stiffness estimate from the end of the preceding ramp and τ = H/c one transit of the packing's
+        compression wave (c = √(kH/(A ρ_bulk))), applied on the device at every step (:func:`dem.punch.servo_step`).
+        K_p = 1 makes the proportional term v = −e/(ρ_bulk c): the punch then acts as the non-reflecting (viscous)
+        boundary of the pellet's 1-D compression waves (Lysmer & Kuhlemeyer, J. Eng. Mech. Div. 95 (1969) 859),
+        absorbing the ringing instead of sampling it.
     hold_tolerance / hold_max_extension: a hold ends once its time is over *and* p_top has stayed within
         ``hold_tolerance`` × target over the last settle window (one period 2H/c of the pellet's fundamental
         compression mode, c from the punch stiffness estimate); a pellet still ringing from the preceding ramp
@@ -169,7 +173,7 @@ class SimParams:
     skin_fraction: float = 0.1
     volume_correction: bool = True
     max_overlap_fraction: float = 1.0
-    servo_gain: float = 0.5            # proportional gain (dimensionless, relative to the contact stiffness estimate)
+    servo_gain: float = 1.0            # proportional gain K_p (1: the punch impedance-matched to the pellet)
     servo_integral: float = 0.05
     hold_tolerance: float = 0.05       # relative |p_top − target| a hold must settle within
     hold_max_extension: float = 4.0    # bound of a hold's extension, × max(hold time, settle window)
@@ -180,7 +184,7 @@ class SimParams:
     default_fp: str = "f64"
     # optional engine controls (added by the DEM engine; defaults keep earlier behaviour)
     gravity_m_s2: float = 0.0          # gravity magnitude along −z (0: off, the die default)
-    check_every: int = 10              # steps between punch-servo updates in holds (a block each)
+    check_every: int = 10              # unused by the engine (the hold servo acts every step, on the device)
     block_steps: int = 64              # longest block of steps per host call (dem.block; ends early on the device)
     volume_correction_every: int = 10  # steps between volume-correction updates (2 fixed-point passes each)
     solid_fraction_points: int = 20000 # Monte-Carlo points for the union-of-spheres solid fraction (0: skip)
