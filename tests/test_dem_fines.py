@@ -1,6 +1,5 @@
 """Fines in a wide size distribution: a small sphere flattened between two large ones (a film), and the
 size-dependent mass scaling that keeps the fines from setting the time step."""
-import math
 
 import numpy as np
 import pytest
@@ -61,7 +60,7 @@ def test_a_fine_squeezed_between_two_grains_becomes_a_film(taichi_runtime):
     fine's plastic volumetric strain grew past 1 (it "lost" more than its own volume to the pores)."""
     res, sim = _press(_params())
     assert res.history["p_top_Pa"][-1] >= 10e6
-    x, r = sim.x.to_numpy(), sim.r.to_numpy()
+    x = sim.x.to_numpy()
     assert np.all(np.isfinite(x))
     t = sim.pair_table()
     ov = t["overlap_fraction"]                               # δ / min(r_i, r_j)
