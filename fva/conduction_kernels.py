@@ -111,6 +111,21 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
                 f(A, S, i, j, k)
 
     @ti.func
+    def colour_row(f: ti.template(), A: ti.template(), S: ti.template(), i, j, col, o1, o2, n1, n2):
+        """f on the cells of colour ``col`` (see ``colour``) in row (i, j)."""
+        jsl = 1 if (o1 != 0 and j == n1 - 1) else 0
+        if jsl == (col >> 1) & 1:
+            if (col >> 2) & 1 == 1:
+                k = n2 - 1
+                if (i + j + k) & 1 == col & 1:
+                    f(A, S, i, j, k)
+            else:
+                kend = n2 - o2
+                k0 = ((col & 1) + i + j) & 1
+                for t in range((kend - k0 + 1) // 2):
+                    f(A, S, i, j, k0 + 2 * t)
+
+    @ti.func
     def colour_sweep(f: ti.template(), A: ti.template(), S: ti.template(), col, o1, o2):
         """f(A, S, i, j, k) on the cells of colour ``col`` of A[0]'s grid (see ``colour``): one colour of a
         multi-colour Gauss–Seidel sweep, in place and race free."""
@@ -118,17 +133,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         n1, n2 = shape[1], shape[2]
         if ti.static(SERIAL_K):
             for i, j in ti.ndrange(shape[0], n1):
-                jsl = 1 if (o1 != 0 and j == n1 - 1) else 0
-                if jsl == (col >> 1) & 1:
-                    if (col >> 2) & 1 == 1:
-                        k = n2 - 1
-                        if (i + j + k) & 1 == col & 1:
-                            f(A, S, i, j, k)
-                    else:
-                        kend = n2 - o2
-                        k0 = ((col & 1) + i + j) & 1
-                        for t in range((kend - k0 + 1) // 2):
-                            f(A, S, i, j, k0 + 2 * t)
+                colour_row(f, A, S, i, j, col, o1, o2, n1, n2)
         else:
             for i, j, k in ti.ndrange(shape[0], n1, n2):
                 if colour(i, j, k, n1, n2, o1, o2) == col:
@@ -215,6 +220,27 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
                  o2: ti.i32, p1: ti.i32, p2: ti.i32):
         """One colour of a multi-colour Gauss-Seidel sweep on a coarse level."""
         colour_sweep(c_csmooth, (x, gA, gB, gC, dinv, rhs), (p1, p2), col, o1, o2)
+
+    @ti.kernel
+    def c_smooth_serial(gA: F3, gB: F3, gC: F3, dinv: F3, x: F3, rhs: F3, sweeps: ti.i32, order: ti.i32,
+                        zero: ti.i32, o1: ti.i32, o2: ti.i32, p1: ti.i32, p2: ti.i32):
+        """``sweeps`` whole multi-colour Gauss–Seidel sweeps of a small coarse level in one launch, on one thread
+        (colours ascending for ``order`` > 0, descending otherwise; x = 0 first when ``zero``): the same updates
+        as the parallel colour sweeps, without a launch per colour. On the CPU a level of a few thousand cells
+        costs less than the launches it saves (fva.multigrid.SERIAL_CELLS)."""
+        n0, n1, n2 = x.shape[0], x.shape[1], x.shape[2]
+        ti.loop_config(serialize=True)
+        for _ in range(1):
+            if zero != 0:
+                for i, j, k in ti.ndrange(n0, n1, n2):
+                    x[i, j, k] = ti.cast(0.0, dt)
+            for t in range(sweeps * 8):
+                c = t % 8
+                if order <= 0:
+                    c = 7 - c
+                if (c & 2 == 0 or o1 != 0) and (c & 4 == 0 or o2 != 0):
+                    for i, j in ti.ndrange(n0, n1):
+                        colour_row(c_csmooth, (x, gA, gB, gC, dinv, rhs), (p1, p2), i, j, c, o1, o2, n1, n2)
 
     @ti.func
     def c_cresid(A: ti.template(), S: ti.template(), i, j, k):
@@ -340,8 +366,8 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
                      gA, gB, gC, scale)
 
     ns = SimpleNamespace(
-        fill=fill, c_diag_inv=c_diag_inv, c_smooth=c_smooth, c_resid=c_resid, restrict=restrict,
-        prolong=prolong, build_from_sigma=build_from_sigma, build_from_coarse=build_from_coarse,
+        fill=fill, c_diag_inv=c_diag_inv, c_smooth=c_smooth, c_smooth_serial=c_smooth_serial, c_resid=c_resid,
+        restrict=restrict, prolong=prolong, build_from_sigma=build_from_sigma, build_from_coarse=build_from_coarse,
         **vars(get_fine_kernels(dtype_name, SERIAL_K)))
     ns.dtype = dt
     _CACHE[key] = ns

@@ -24,6 +24,7 @@ MIN_COARSE_DIM = 4      # coarsen while every axis has at least this many cells
 COARSEST_SWEEPS = 8
 GAMMA = 1                # coarse-grid visits per coarse level (1: V-cycle, 2: W-cycle)
 PRE = 2                 # Gauss-Seidel sweeps before (and after) the coarse correction
+SERIAL_CELLS = 32768    # CPU: a coarse level this small is smoothed on one thread in one launch per sweep group
 
 
 def _ncol(shape, p1, p2):
@@ -65,6 +66,9 @@ class Multigrid:
         self.p1, self.p2 = p1, p2
         self.pre, self.post = pre, post
         self.fine_cols = _ncol(fine.shape, p1, p2)
+        from fva.backend import current
+
+        self.serial_small = current().backend == "cpu"
         self.levels = []
         prev = None
         for s in level_shapes(fine.shape):
@@ -81,6 +85,7 @@ class Multigrid:
                 K.build_from_coarse(prev["gA"], prev["gB"], prev["gC"], L["gA"], L["gB"], L["gC"],
                                     COARSE_SCALE)
             K.c_diag_inv(L["gA"], L["gB"], L["gC"], L["dinv"], self.p1, self.p2)
+            L["serial"] = self.serial_small and s[0] * s[1] * s[2] <= SERIAL_CELLS
             self.levels.append(L)
             prev = L
 
@@ -91,31 +96,34 @@ class Multigrid:
         for col in (cols if order > 0 else cols[::-1]):
             K.f_smooth(F.sig, F.Ts, F.em, x, rhs, col, o1, o2, F.C, F.G)
 
-    def _coarse_sweep(self, L, order):
+    def _coarse_sweeps(self, L, order, sweeps, zero=False):
+        """``sweeps`` multi-colour sweeps of level L (x = 0 first when ``zero``)."""
         o1, o2, cols = L["cols"]
-        for col in (cols if order > 0 else cols[::-1]):
-            self.K.c_smooth(L["gA"], L["gB"], L["gC"], L["dinv"], L["x"], L["b"], col, o1, o2,
-                            self.p1, self.p2)
+        if L["serial"]:
+            self.K.c_smooth_serial(L["gA"], L["gB"], L["gC"], L["dinv"], L["x"], L["b"], sweeps, order, int(zero),
+                                   o1, o2, self.p1, self.p2)
+            return
+        if zero:
+            self.K.fill(L["x"], 0.0)
+        for _ in range(sweeps):
+            for col in (cols if order > 0 else cols[::-1]):
+                self.K.c_smooth(L["gA"], L["gB"], L["gC"], L["dinv"], L["x"], L["b"], col, o1, o2,
+                                self.p1, self.p2)
 
     def _cycle(self, li):
         K, L = self.K, self.levels[li]
-        K.fill(L["x"], 0.0)
         if li == len(self.levels) - 1:
-            for _ in range(COARSEST_SWEEPS):
-                self._coarse_sweep(L, +1)
-            for _ in range(COARSEST_SWEEPS):
-                self._coarse_sweep(L, -1)
+            self._coarse_sweeps(L, +1, COARSEST_SWEEPS, zero=True)
+            self._coarse_sweeps(L, -1, COARSEST_SWEEPS)
             return
-        for _ in range(self.pre):
-            self._coarse_sweep(L, +1)
+        self._coarse_sweeps(L, +1, self.pre, zero=True)
         N = self.levels[li + 1]
         for _ in range(GAMMA):  # GAMMA = 2: W-cycle below the fine level (still symmetric)
             K.c_resid(L["gA"], L["gB"], L["gC"], L["dinv"], L["x"], L["b"], L["r"], self.p1, self.p2)
             K.restrict(L["r"], N["b"])
             self._cycle(li + 1)
             K.prolong(L["dinv"], N["x"], L["x"])
-        for _ in range(self.post):
-            self._coarse_sweep(L, -1)
+        self._coarse_sweeps(L, -1, self.post)
 
     def apply(self, r, z, tmp):
         """z = M r (one symmetric V-cycle from z = 0); ``tmp`` is a fine-size scratch array."""
