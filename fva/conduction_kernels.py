@@ -329,7 +329,8 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
         side faces join cell c to c + 1."""
         o1, o2 = ti.static([a for a in range(3) if a != ax])
         s = ti.cast(0.0, f64)
-        for u, v in ti.static(ti.ndrange(2, 2)):
+        for t in range(4):  # a runtime loop: one compiled copy of the face function per axis
+            u, v = t >> 1, t & 1
             idx = 2 * C
             if ti.static(ax == 0):
                 idx[0] = ti.min(2 * C[0], n[0])

@@ -209,29 +209,19 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
 
     @ti.func
     def c_fresid(A: ti.template(), S: ti.template(), G, R, k):
-        sig, T, em, x, rhs, out = ti.static(A[0], A[1], A[2], A[3], A[4], A[5])
-        v = row7(sig, T, em, x, R, k, G, S[2], f64)
+        sig, T, em, x, out = ti.static(A[0], A[1], A[2], A[3], A[4])
+        v = row7(sig, T, em, x, R, k, G, S[0], f64)
         q = R[0] + k
         r = ti.cast(0.0, f64)
         if v[0] > 0:
-            r = v[1] - v[0] * ti.cast(x[q], f64)
-            if S[0] != 0:
-                r += ti.cast(rhs[q], f64)
-            if S[1] != 0:
-                r += inlet(sig, T, R, k, S[2])
+            r = v[1] - v[0] * ti.cast(x[q], f64) + inlet(sig, T, R, k, S[0])
         out[q] = ti.cast(r, dt)
         return ti.Vector([r * r, ti.cast(x[q], f64) * r], dt=f64)
 
     @ti.kernel
-    def f_resid(sig: U1, T: D1, em: I2, x: X1, rhs: F1, out: F1, has_rhs: i32, add_bc: i32, C: CND,
-                G: GEO) -> f64:
-        """out = [rhs] + [b] − A x; returns Σ out²."""
-        return cells_sum(c_fresid, (sig, T, em, x, rhs, out), (has_rhs, add_bc, C), G, 2)[0]
-
-    @ti.kernel
     def f_resid_xr(sig: U1, T: D1, em: I2, x: X1, out: F1, C: CND, G: GEO) -> ti.types.vector(2, f64):
         """out = b − A x; returns (Σ r², Σ x·r) — the true residual and the first-order current error."""
-        return cells_sum(c_fresid, (sig, T, em, x, out, out), (0, 1, C), G, 2)
+        return cells_sum(c_fresid, (sig, T, em, x, out), (C,), G, 2)
 
     @ti.func
     def c_init(A: ti.template(), S: ti.template(), G, R, k):
@@ -459,7 +449,7 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
             a[q] = ti.cast(v, dt)
 
     ns = SimpleNamespace(
-        f_matvec_dot=f_matvec_dot, f_resid=f_resid, f_resid_xr=f_resid_xr, init_linear=init_linear,
+        f_matvec_dot=f_matvec_dot, f_resid_xr=f_resid_xr, init_linear=init_linear,
         f_smooth=f_smooth, f_resid_restrict=f_resid_restrict, prolong_f=prolong_f, f_jacobi_dot=f_jacobi_dot,
         f_diag_inv=f_diag_inv, fields=fields, outlet_current=outlet_current, plane_flux=plane_flux,
         cg_update=cg_update, cg_update_jacobi=cg_update_jacobi, p_update=p_update, dot=dot, copy=copy,

@@ -154,7 +154,7 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
 
     def restart():
         """r = b − A x from x itself, z = M r, p = z (a CG restart: also the float32 way past breakdown)."""
-        K.f_resid(F.sig, F.T, F.em, F.x, F.r, F.r, 0, 1, *args)
+        K.f_resid_xr(F.sig, F.T, F.em, F.x, F.r, *args)
         rz0 = precond()
         K.copy(F.z, F.p)
         return rz0
@@ -184,7 +184,7 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
         it += 1
         if replace_every and it % replace_every == 0:
             # residual replacement: the float32 recurrence r drifts from b − A x and CG then stalls
-            rr = K.f_resid(F.sig, F.T, F.em, F.x, F.r, F.r, 0, 1, *args)
+            rr = float(K.f_resid_xr(F.sig, F.T, F.em, F.x, F.r, *args)[0])
             rz_new = precond()
         if not math.isfinite(rz_new):
             break
