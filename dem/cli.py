@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("outdir", metavar="OUTDIR")
     pl.add_argument("--compare", nargs="+", default=[], metavar="OTHER",
                     help="overlay the conductivity curves of other runs (e.g. the other Fig. 6b protocol)")
-    from dem.sweep import add_parser as add_sweep_parser
+    from dem.sweep_args import add_parser as add_sweep_parser
     add_sweep_parser(sub)
     return p
 
@@ -533,7 +533,6 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     debug = bool(os.environ.get("PELLETSIM_DEBUG"))
-    from dem.scenario import ScenarioError
     import signal
 
     old = None
@@ -547,7 +546,7 @@ def main(argv=None) -> int:
         term = isinstance(exc, Terminated)
         print(f"pelletsim: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
         return EXIT_TERM if term else EXIT_INTERRUPT
-    except (ScenarioError, UsageError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
+    except (UsageError, FileNotFoundError, IsADirectoryError, ValueError) as exc:   # ScenarioError is a ValueError
         if debug:
             raise
         _err(exc)

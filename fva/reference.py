@@ -8,8 +8,6 @@ Layout: array axis 0 is the solve axis (low face at 1 V, high face at 0 V); see
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 
 def harmonic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -105,6 +103,8 @@ def assemble(sig: np.ndarray, em: np.ndarray, c, p1: bool, p2: bool, labels=None
     rows.append(idx.ravel())
     cols.append(idx.ravel())
     vals.append(diag.ravel())
+    import scipy.sparse as sp  # lazy: the solver imports this module for its tables only
+
     A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                       shape=(sig.size, sig.size))
     b = np.zeros(sig.shape)
@@ -121,6 +121,8 @@ def solve_reference(sig: np.ndarray, em=None, c=(1.0, 1.0, 1.0), p1=False, p2=Fa
 
     Returns (phi [n0, n1, n2] in V, plane currents (n0+1,) in A: electrode faces included).
     """
+    import scipy.sparse.linalg as spla
+
     sig = np.asarray(sig, np.float64)
     em = np.ones(sig.shape[1:]) if em is None else np.asarray(em, np.float64)
     A, b, active = assemble(sig, em, c, p1, p2, labels, r_over_d)
