@@ -167,7 +167,10 @@ def label_conductivities(image: VoxelImage, sigma_bulk_S_per_m: float = 1.0, sig
 def present_labels(phase: np.ndarray) -> list[int]:
     """Sorted labels present in an integer image (a histogram for 8-bit images: no sort, no copy)."""
     if phase.dtype in (np.uint8, np.int8, np.bool_):
-        counts = np.bincount(phase.view(np.uint8).ravel(), minlength=256)
+        flat = phase.view(np.uint8).reshape(-1)
+        counts = np.zeros(256, np.int64)
+        for s in range(0, flat.size, 1 << 22):   # bincount casts to int64: 32 MB chunks, not 8 B per voxel at once
+            counts += np.bincount(flat[s:s + (1 << 22)], minlength=256)
         vals = np.flatnonzero(counts)
         return [int(v) - 256 if phase.dtype == np.int8 and v > 127 else int(v) for v in vals]
     return [int(v) for v in np.unique(phase)]
