@@ -72,3 +72,56 @@ def test_two_level_scans_equal_numpy_on_vulkan():
     got = run_on_vulkan("from tests.test_dem_scan import scan_mismatches\n"
                         "print('SCAN', repr(scan_mismatches()).replace(' ', ''))\n", "SCAN")
     assert got == ["[]"], got
+
+
+def diagnostics_mismatch(chunk: int = 64) -> list:
+    """SK.diagnostics (chunk partials, one-thread combine) on a random owned-pair list of 600 particles — one
+    NaN velocity, escaped particles below the bottom wall and above the punch — against numpy; returns
+    [(slot, got, want)] where they differ."""
+    from fva.backend import ti
+    from dem import simulation_kernels as SK
+    from tests.test_dem_neighbours import _build, _random_config
+
+    rng = np.random.default_rng(3)
+    c, r, L, H = _random_config(rng)
+    n, pz = len(r), 0.9 * H
+    nl, _, _ = _build(c, r, L, H, 0.4e-6)
+    P = nl.pairs_numpy()
+    v = rng.normal(0.0, 1e-3, (n, 3))
+    c[17, 2] = -2.0 * r[17]                      # below the bottom wall
+    c[401, 2] = pz + 2.0 * r[401]                # above the punch
+    v[233, 1] = np.nan
+    pw = np.zeros((max(nl.capacity, 1), 12))
+    pw[:len(P), 10] = rng.integers(0, 2, len(P))  # contact flags
+    blk = _nd(np.full(20, 7.0), ti.f64)
+    nch = -(-n // chunk)
+    part = _nd(np.zeros((nch, SK.DIAG_COL + SK.N_DIAG)), ti.f64)
+    SK.diagnostics(n, _nd(c, ti.f64), _nd(v, ti.f64), _nd(r, ti.f64), _nd(pw, ti.f64),
+                   _nd(np.array([pz, 0.0, 0.0]), ti.f64), 1, blk, 3, nl.row_start, nl.partner, float(L[0]),
+                   float(L[1]), chunk, part)
+    got = blk.to_numpy()[3:3 + SK.N_DIAG]
+    ok = ~np.isnan(v).any(axis=1)
+    esc = (c[:, 2] < -r) | (c[:, 2] > pz + r)
+    ii, jj = P[pw[:len(P), 10] > 0].T
+    d = c[jj] - c[ii]
+    d[:, :2] -= L * np.round(d[:, :2] / L)
+    sp = np.linalg.norm(v[ok], axis=1)
+    assert esc[17] and esc[401] and esc.sum() < n // 2
+    want = [1.0, np.max(2.0 * (r[ii] + r[jj] - np.linalg.norm(d, axis=1)) / (r[ii] + r[jj])), esc.sum(), sp.max(),
+            np.max(np.maximum((r - c[:, 2]) / r, (c[:, 2] + r - pz) / r)), np.nonzero(esc | ~ok)[0].max(),
+            np.max(sp / r[ok])]
+    return [(k, float(g), float(w)) for k, (g, w) in enumerate(zip(got, want))
+            if not np.isclose(g, w, rtol=1e-12, atol=0.0)]
+
+
+def test_block_diagnostics_equal_numpy_on_cpu(taichi_runtime):
+    assert diagnostics_mismatch() == []
+
+
+@pytest.mark.gpu
+def test_block_diagnostics_equal_numpy_on_vulkan():
+    from vulkan_child import run_on_vulkan
+
+    got = run_on_vulkan("from tests.test_dem_scan import diagnostics_mismatch\n"
+                        "print('DIAG', repr(diagnostics_mismatch()).replace(' ', ''))\n", "DIAG")
+    assert got == ["[]"], got
