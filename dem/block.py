@@ -276,7 +276,7 @@ def volume_step(npairs: ti.i32, n: ti.i32, x: ti.types.ndarray(), r: ti.types.nd
             blk[int(Slot.REASON)] = ti.cast(ti.cast(blk[int(Slot.REASON)], ti.i32) | int(Reason.REBUILD), ti.f64)
 
 
-N_PART = 13   # columns of the chunk partials: watch 0–4, row sums 6–12
+N_PART = SK.DIAG_COL + SK.N_DIAG   # columns of the chunk partials: watch 0–4, row sums 6–12, diagnostics 13–19
 
 
 @ti.kernel

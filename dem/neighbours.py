@@ -1,7 +1,7 @@
 """Verlet neighbour list with a skin for wide size ratios (kernels in :mod:`dem.neighbours_kernels`).
 
 Build = bin particles in a cell grid (count → exclusive scan → fill) → search bounds (running maximum of the radii
-in ownership order) → one search pass appending the owned
+in ownership order; the scans are two-level, no serial loop over N) → one search pass appending the owned
 pairs at atomic slots (counted per owner) → scan → counting sort into the owners' rows → sort each row by
 partner index → carry each pair's contact history over from the previous
 list (binary search in the owner's old sorted row) → transposed ("reverse") rows so each particle can sum
@@ -59,7 +59,12 @@ class NeighbourList:
         self.rev_fill = ti.ndarray(i32, shape=self.n)
         self.x_build = ti.ndarray(f, shape=(self.n, 3))
         self.r_build = ti.ndarray(f, shape=self.n)
-        self._motion = ti.ndarray(f, shape=1)
+        # chunk results of the two-level scans (K.SCAN_CHUNK): sums of counts (cells, rows), maxima of radii;
+        # the motion test's [max, chunk maxima...]
+        nch = -(-max(self.n, self.ncell) // K.SCAN_CHUNK)
+        self._chunk_total = ti.ndarray(i32, shape=max(1, nch))
+        self._chunk_max = ti.ndarray(f, shape=max(1, nch))
+        self._motion = ti.ndarray(f, shape=1 + -(-self.n // K.SCAN_CHUNK))
         self._total = ti.ndarray(i32, shape=1)
         self.r_bound = ti.ndarray(f, shape=self.n)
         # ownership order: (r0 ascending, index descending) → everything particle i may own precedes it
@@ -87,21 +92,21 @@ class NeighbourList:
     _GRID = ("Lx", "Ly", "zmin", "cx", "cy", "cz", "nx", "ny", "nz")
     _SEARCH = (
         (K.bin_particles, ("n", "x") + _GRID + ("particle_cell", "cell_count")),
-        (K.exclusive_scan, ("ncell", "cell_count", "cell_start")),
+        (K.exclusive_scan, ("ncell", "cell_count", "cell_start", "chunk_total")),
         (K.bucket_fill, ("ncell", "n", "particle_cell", "cell_start", "cell_fill", "cell_particles")),
-        (K.bound_radii, ("n", "order", "r", "r_bound")),
+        (K.bound_radii, ("n", "order", "r", "r_bound", "chunk_max")),
         (K.search_append, ("n", "x", "r", "r0", "r_bound", "skin") + _GRID
          + ("cell_start", "cell_particles", "cap", "total", "row_count", "app_owner", "app_partner")),
     )
     _ROWS = (
-        (K.exclusive_scan, ("n", "row_count", "row_start")),
+        (K.exclusive_scan, ("n", "row_count", "row_start", "chunk_total")),
         (K.scatter_rows, ("n", "npairs", "app_owner", "app_partner", "row_start", "rev_fill", "partner")),
         (K.sort_rows, ("n", "row_start", "partner")),
         (K.set_owner, ("n", "row_start", "pair_owner")),
         (K.remap_history, ("n", "nh", "row_start", "partner", "hist", "old_row_start", "old_partner", "old_hist",
                            "has_old")),
         (K.count_reverse, ("n", "npairs", "partner", "rev_count")),
-        (K.exclusive_scan, ("n", "rev_count", "rev_start")),
+        (K.exclusive_scan, ("n", "rev_count", "rev_start", "chunk_total")),
         (K.bucket_fill, ("n", "npairs", "partner", "rev_start", "rev_fill", "rev_pairs")),
         (K.sort_rows, ("n", "rev_start", "rev_pairs")),
         (K.snapshot_positions, ("n", "x", "r", "x_build", "r_build")),
@@ -117,7 +122,8 @@ class NeighbourList:
                     rev_fill=self.rev_fill, partner=self.partner, pair_owner=self.pair_owner, nh=N_HIST,
                     hist=self.hist, old_row_start=self.old_row_start, old_partner=self.old_partner,
                     old_hist=self.old_hist, has_old=int(self._has_old), rev_count=self.rev_count,
-                    rev_start=self.rev_start, rev_pairs=self.rev_pairs, x_build=self.x_build, r_build=self.r_build)
+                    rev_start=self.rev_start, rev_pairs=self.rev_pairs, x_build=self.x_build, r_build=self.r_build,
+                    chunk_total=self._chunk_total, chunk_max=self._chunk_max)
 
     def build(self, x, r, r0) -> bool:
         """(Re)build from positions ``x`` (N,3 ndarray), current radii ``r`` and original radii ``r0``

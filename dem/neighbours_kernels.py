@@ -8,8 +8,11 @@ radius r0 owns the pair (ties: the lower index). An owner therefore only searche
 than itself, within ``r_i + r_bound_i + skin``,
 so a small particle scans a small neighbourhood even when d_max/d_min ≈ 25, and a large particle scans a
 large one: the work per particle scales with its own size, not with d_max. With volume correction the
-current radii grow: ``r_bound[i]`` = the largest current radius among the particles i may own (prefix max
-over the ownership order, computed on the host at each build) keeps the search exact.
+current radii grow: ``r_bound[i]`` = the largest current radius among the particles i may own (running max
+over the ownership order, computed on the device at each build) keeps the search exact.
+
+No loop over N runs on one thread: the prefix sums and the running maximum are two-level scans (chunks of
+SCAN_CHUNK items in parallel, one thread over the ⌈N/SCAN_CHUNK⌉ chunk results, a parallel fix-up).
 """
 from fva.backend import spirv_backend, ti
 
@@ -48,29 +51,59 @@ def bin_particles(n: ti.i32, x: ti.types.ndarray(), Lx: float, Ly: float, zmin: 
         ti.atomic_add(cell_count[c], 1)
 
 
+SCAN_CHUNK = 1024   # items per chunk of the two-level scans (one thread scans a chunk serially)
+
+
 @ti.kernel
-def exclusive_scan(n: ti.i32, count: ti.types.ndarray(), start: ti.types.ndarray()):
-    """start[k] = Σ_{m<k} count[m], start[n] = total (serial; cheap at rebuild cadence)."""
-    ti.loop_config(serialize=True)
-    for _ in range(1):
+def exclusive_scan(n: ti.i32, count: ti.types.ndarray(), start: ti.types.ndarray(),
+                   chunk_total: ti.types.ndarray()):
+    """start[k] = Σ_{m<k} count[m], start[n] = total, as a two-level scan (no serial loop over n): each chunk of
+    SCAN_CHUNK items is scanned by one thread (parallel over chunks) and leaves its total in ``chunk_total``; one
+    thread scans the ⌈n/SCAN_CHUNK⌉ totals into chunk offsets; a parallel loop adds each item's chunk offset.
+    Integer sums: the same result as a serial scan on any backend (Blelloch 1990, "Prefix sums and their
+    applications", §1.3 — the blocked variant)."""
+    nch = (n + SCAN_CHUNK - 1) // SCAN_CHUNK
+    for c in range(nch):
         acc = 0
-        for k in range(n):
+        for k in range(c * SCAN_CHUNK, ti.min(n, (c + 1) * SCAN_CHUNK)):
             start[k] = acc
             acc += count[k]
+        chunk_total[c] = acc
+    if n >= 0:                        # inside an if: one thread, over the chunks only
+        acc = 0
+        for c in range(nch):
+            t = chunk_total[c]
+            chunk_total[c] = acc
+            acc += t
         start[n] = acc
+    for k in range(n):
+        start[k] += chunk_total[k // SCAN_CHUNK]
 
 
 @ti.kernel
-def bound_radii(n: ti.i32, order: ti.types.ndarray(), r: ti.types.ndarray(), r_bound: ti.types.ndarray()):
+def bound_radii(n: ti.i32, order: ti.types.ndarray(), r: ti.types.ndarray(), r_bound: ti.types.ndarray(),
+                chunk_max: ti.types.ndarray()):
     """r_bound[order[k]] = max_{m ≤ k} r[order[m]]: the largest radius among the particles a particle may own
-    (ownership order: r0 ascending), the reach of its owner search (serial; cheap at rebuild cadence)."""
-    ti.loop_config(serialize=True)
-    for _ in range(1):
+    (ownership order: r0 ascending), the reach of its owner search. A two-level running maximum, as
+    :func:`exclusive_scan` (chunks in parallel, one thread over the chunk maxima, a parallel fix-up); max is
+    exact, so the result is the serial one bitwise."""
+    nch = (n + SCAN_CHUNK - 1) // SCAN_CHUNK
+    for c in range(nch):
         acc = 0.0
-        for k in range(n):
+        for k in range(c * SCAN_CHUNK, ti.min(n, (c + 1) * SCAN_CHUNK)):
             j = order[k]
             acc = ti.max(acc, r[j])
             r_bound[j] = acc
+        chunk_max[c] = acc
+    if n >= 0:
+        acc = 0.0
+        for c in range(nch):
+            t = chunk_max[c]
+            chunk_max[c] = acc
+            acc = ti.max(acc, t)
+    for k in range(n):
+        j = order[k]
+        r_bound[j] = ti.max(r_bound[j], chunk_max[k // SCAN_CHUNK])
 
 
 @ti.kernel
@@ -260,8 +293,18 @@ def snapshot_positions(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), 
 @ti.kernel
 def max_motion(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray(), x_build: ti.types.ndarray(),
                r_build: ti.types.ndarray(), Lx: float, Ly: float, out: ti.types.ndarray()):
-    """out[0] = max_i (|x_i − x_i(build)| + (r_i − r_i(build))⁺): the Verlet criterion (order-free max)."""
-    out[0] = 0.0
-    for i in range(n):
-        d = min_image(vec3(x, i) - vec3(x_build, i), Lx, Ly)
-        ti.atomic_max(out[0], d.norm() + ti.max(r[i] - r_build[i], 0.0))
+    """out[0] = max_i (|x_i − x_i(build)| + (r_i − r_i(build))⁺): the Verlet criterion. Two-level maximum without
+    contended atomics: chunk c's maximum in out[1 + c] (one thread per chunk of SCAN_CHUNK particles), then one
+    thread over the chunk maxima (max is exact: the same bits in any order)."""
+    nch = (n + SCAN_CHUNK - 1) // SCAN_CHUNK
+    for c in range(nch):
+        acc = 0.0
+        for i in range(c * SCAN_CHUNK, ti.min(n, (c + 1) * SCAN_CHUNK)):
+            d = min_image(vec3(x, i) - vec3(x_build, i), Lx, Ly)
+            acc = ti.max(acc, d.norm() + ti.max(r[i] - r_build[i], 0.0))
+        out[1 + c] = acc
+    if n >= 0:
+        acc = 0.0
+        for c in range(nch):
+            acc = ti.max(acc, out[1 + c])
+        out[0] = acc

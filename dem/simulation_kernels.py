@@ -323,53 +323,68 @@ def gather_eval(model: ti.template(), n: ti.i32, x: ti.types.ndarray(), v: ti.ty
 
 
 N_DIAG = 7   # numbers written by diagnostics (dem.engine_checks.Diag)
+DIAG_COL = 13   # first column of the diagnostics' chunk partials in the block's partials ``part`` (dem.block.N_PART)
 
 
 @ti.kernel
-def diagnostics(n: ti.i32, npairs: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.types.ndarray(),
+def diagnostics(n: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.types.ndarray(),
                 pw: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, blk: ti.types.ndarray(),
-                off: ti.i32, pair_owner: ti.types.ndarray(), partner: ti.types.ndarray(), Lx: float, Ly: float):
+                off: ti.i32, row_start: ti.types.ndarray(), partner: ti.types.ndarray(), Lx: float, Ly: float,
+                chunk: ti.i32, part: ti.types.ndarray()):
     """blk[off:off + N_DIAG] = [NaN count, max pair overlap 2δ/(r_i + r_j), escaped count, max speed, max wall
     overlap fraction, largest escaped/NaN index, max |v_i|/r_i (1/s; × dt = the largest motion per step in units of
     the particle's radius)] — the blow-up checks at a block's end (the Verlet test runs in every step,
     :mod:`dem.block`). The pair measure is δ/r for equal spheres and reaches 2 when two centres meet, whatever
     the sizes (a small sphere flattened to a film between large ones lies inside their lens, δ ≥ its diameter,
-    a physical state: :func:`dem.engine_checks.check_block`). Only max/add of integers-as-floats:
-    order-independent."""
-    for k in ti.static(range(N_DIAG)):
-        blk[off + k] = 0.0
-    blk[off + 5] = -1.0
+    a physical state: :func:`dem.engine_checks.check_block`); each pair is visited in its owner's row.
+
+    Two-level, without contended atomics: one thread per chunk of ``chunk`` particles (their pairs included)
+    writes the chunk's counts and maxima to part[c, DIAG_COL + k], one thread combines the chunk partials. Only
+    max and sums of integers (as floats, exact): the same bits as a serial pass on any backend."""
+    nch = (n + chunk - 1) // chunk
     pz = ctrl[0]
-    for i in range(n):
-        xi = vec3(x, i)
-        vi = vec3(v, i)
-        bad = 0
-        for c in ti.static(range(3)):
-            if xi[c] != xi[c] or vi[c] != vi[c]:
-                bad = 1
-        if bad:
-            ti.atomic_add(blk[off + 0], 1.0)
-            ti.atomic_max(blk[off + 5], ti.cast(i, ti.f64))
-        esc = 0
-        if xi[2] < -r[i]:
-            esc = 1
-        if top_wall != 0 and xi[2] > pz + r[i]:
-            esc = 1
-        if esc:
-            ti.atomic_add(blk[off + 2], 1.0)
-            ti.atomic_max(blk[off + 5], ti.cast(i, ti.f64))
-        ti.atomic_max(blk[off + 3], vi.norm())
-        ti.atomic_max(blk[off + 6], vi.norm() / r[i])
-        ow = (r[i] - xi[2]) / r[i]
-        if top_wall != 0:
-            ow = ti.max(ow, (xi[2] + r[i] - pz) / r[i])
-        ti.atomic_max(blk[off + 4], ow)
-    for p in range(npairs):
-        if pw[p, 10] > 0.0:
-            i = pair_owner[p]
-            j = partner[p]
-            dist = min_image(vec3(x, j) - vec3(x, i), Lx, Ly).norm()
-            ti.atomic_max(blk[off + 1], 2.0 * (r[i] + r[j] - dist) / (r[i] + r[j]))
+    for c in range(nch):
+        acc = ti.Vector([0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0])    # the N_DIAG numbers of this chunk
+        for i in range(c * chunk, ti.min(n, (c + 1) * chunk)):
+            xi = vec3(x, i)
+            vi = vec3(v, i)
+            ri = r[i]
+            bad = 0
+            for k in ti.static(range(3)):
+                # by the bits: under fast math (Taichi's default) ``x != x`` is folded to False
+                if ti.math.isnan(xi[k]) or ti.math.isnan(vi[k]):
+                    bad = 1
+            esc = 0
+            if xi[2] < -ri:
+                esc = 1
+            if top_wall != 0 and xi[2] > pz + ri:
+                esc = 1
+            acc[0] += ti.cast(bad, ti.f64)
+            acc[2] += ti.cast(esc, ti.f64)
+            if bad + esc > 0:
+                acc[5] = ti.max(acc[5], ti.cast(i, ti.f64))
+            acc[3] = ti.max(acc[3], vi.norm())
+            acc[6] = ti.max(acc[6], vi.norm() / ri)
+            ow = (ri - xi[2]) / ri
+            if top_wall != 0:
+                ow = ti.max(ow, (xi[2] + ri - pz) / ri)
+            acc[4] = ti.max(acc[4], ow)
+            for p in range(row_start[i], row_start[i + 1]):
+                if pw[p, 10] > 0.0:
+                    j = partner[p]
+                    dist = min_image(vec3(x, j) - xi, Lx, Ly).norm()
+                    acc[1] = ti.max(acc[1], 2.0 * (ri + r[j] - dist) / (ri + r[j]))
+        for k in ti.static(range(N_DIAG)):
+            part[c, DIAG_COL + k] = acc[k]
+    if n >= 0:                        # inside an if: one thread, over the chunk partials
+        tot = ti.Vector([0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0])
+        for c in range(nch):
+            for k in ti.static((0, 2)):
+                tot[k] += part[c, DIAG_COL + k]
+            for k in ti.static((1, 3, 4, 5, 6)):
+                tot[k] = ti.max(tot[k], part[c, DIAG_COL + k])
+        for k in ti.static(range(N_DIAG)):
+            blk[off + k] = tot[k]
 
 
 @ti.func
