@@ -234,7 +234,7 @@ def watch(n: ti.i32, chunk: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray()
             e = min_image(vec3(x, i) - vec3(x_build, i), Lx, Ly).norm() + ti.max(r[i] - r_build[i], 0.0)
             a = e + dt * (vi + 0.5 * dt * inv_m[i] * vec3(f, i)).norm()
             reach[i] = a
-            if a == a:
+            if not ti.math.isnan(a):
                 a1 = ti.max(a1, a)
             else:
                 bad = 1.0

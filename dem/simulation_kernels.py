@@ -300,7 +300,7 @@ def gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.template(), v:
             reach[i] = a
             ti.atomic_add(part[c, 0], Fb[2])
             ti.atomic_add(part[c, 1], -Ft[2])
-            if a == a:
+            if not ti.math.isnan(a):
                 ti.atomic_max(part[c, 2], a)
             else:
                 ti.atomic_max(part[c, 4], 1.0)

@@ -413,6 +413,25 @@ def test_overlap_bound_is_relative_to_the_sum_of_the_radii(taichi_runtime):
         sim_with(rb, 1.2 * rb, lim=0.5)._check()     # equal spheres: δ / (r_i + r_j) = 0.6
 
 
+def test_a_nan_stops_the_block_at_its_step(taichi_runtime):
+    """A NaN velocity is caught by the step's own watch (the block stops at that step, Reason.NAN), not only by
+    the block-end diagnostics: under Taichi's fast math ``a == a`` was folded to True on the CPU, so the watch
+    never saw a NaN; the test uses the bits (ti.math.isnan)."""
+    from dem.simulation import Simulation, SimulationError
+
+    r = 10e-6
+    c = np.array([[25e-6, 25e-6, 11e-6], [25e-6, 25e-6, 40e-6]])
+    sim = Simulation(Packing(c, np.array([r, r]), np.array([50e-6, 50e-6, 80e-6])), _tn(), None,
+                     SimParams(mass_scaling=1e4, volume_correction=False), punch_z=80e-6)
+    v = sim.v.to_numpy()
+    v[1, 0] = np.nan
+    sim.v.from_numpy(v)
+    start = sim.step_count
+    with pytest.raises(SimulationError, match="NaN"):
+        sim.advance(64, "nan test")
+    assert sim.step_count - start == 1      # stopped by the watch at the step that produced it
+
+
 def test_radius_growth_is_irreversible(taichi_runtime):
     """Volume correction is a ratchet on the plastic (maximum) overlaps: radii grown on compression keep their
     size when the packing is pulled apart (displaced volume does not come back)."""
