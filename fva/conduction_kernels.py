@@ -28,7 +28,7 @@ All kernels take ``ti.types.ndarray`` arguments, so one compiled kernel serves e
 from types import SimpleNamespace
 
 from fva.backend import ti
-from fva.fine_kernels import NTAB, get_fine_kernels
+from fva.fine_kernels import NTAB, blk, colour_span, get_fine_kernels
 
 _CACHE: dict = {}
 
@@ -54,14 +54,6 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
     f64 = ti.f64
 
     # ------------------------------------------------------------------ table lookups (the fine ids)
-    @ti.func
-    def blk(T: ti.template()):
-        """Stride between the per-direction face blocks of the table: 0 for the one-block table."""
-        s = 0
-        if T.shape[0] > NTAB + NTAB * NTAB:
-            s = NTAB * NTAB
-        return s
-
     @ti.func
     def hmi(T: ti.template(), a, b, ax: ti.template()):
         """Face conductivity (S/m) between the lower cell ``a`` and the upper cell ``b`` along array axis ``ax``
@@ -112,18 +104,10 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
 
     @ti.func
     def colour_row(f: ti.template(), A: ti.template(), S: ti.template(), i, j, col, o1, o2, n1, n2):
-        """f on the cells of colour ``col`` (see ``colour``) in row (i, j)."""
-        jsl = 1 if (o1 != 0 and j == n1 - 1) else 0
-        if jsl == (col >> 1) & 1:
-            if (col >> 2) & 1 == 1:
-                k = n2 - 1
-                if (i + j + k) & 1 == col & 1:
-                    f(A, S, i, j, k)
-            else:
-                kend = n2 - o2
-                k0 = ((col & 1) + i + j) & 1
-                for t in range((kend - k0 + 1) // 2):
-                    f(A, S, i, j, k0 + 2 * t)
+        """f on the cells of colour ``col`` in row (i, j) (:func:`fva.fine_kernels.colour_span`)."""
+        k0, cnt, stride = colour_span(i, j, col, o1, o2, n1, n2)
+        for t in range(cnt):
+            f(A, S, i, j, k0 + stride * t)
 
     @ti.func
     def colour_sweep(f: ti.template(), A: ti.template(), S: ti.template(), col, o1, o2):

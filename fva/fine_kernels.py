@@ -24,6 +24,33 @@ NTAB = 256  # phase ids per fine voxel (u8); table: NTAB conductivities, then NT
 _CACHE: dict = {}
 
 
+@ti.func
+def blk(T: ti.template()):
+    """Stride between the per-direction face blocks of a conductance table: 0 for the one-block table."""
+    s = 0
+    if T.shape[0] > NTAB + NTAB * NTAB:
+        s = NTAB * NTAB
+    return s
+
+
+@ti.func
+def colour_span(i, j, col, o1, o2, n1, n2):
+    """(first k, count, stride) of the cells of colour ``col`` in row (i, j): colour = parity (i + j + k) & 1,
+    + 2 on the wrap slice j = n1 − 1 of an odd periodic side 1 (``o1``), + 4 on k = n2 − 1 of an odd periodic
+    side 2 (``o2``): a multi-colour Gauss–Seidel sweep never reads a cell of the colour it updates."""
+    k0, cnt, stride = 0, 0, 2
+    jsl = 1 if (o1 != 0 and j == n1 - 1) else 0
+    if jsl == (col >> 1) & 1:
+        if (col >> 2) & 1 == 1:
+            k0, stride = n2 - 1, 1
+            if (i + j + k0) & 1 == col & 1:
+                cnt = 1
+        else:
+            k0 = ((col & 1) + i + j) & 1
+            cnt = (n2 - o2 - k0 + 1) // 2
+    return k0, cnt, stride
+
+
 def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNamespace:
     """Flat fine-level kernels for storage dtype ``"f64"`` or ``"f32"``; ``serial_k``: CPU row loops (True) or
     one flat parallel loop over the cells (GPU, coalesced)."""
@@ -79,14 +106,6 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
             kp = side(k, n2, G[4], 1)
             qp = R[0] + kp if kp >= 0 else ns
         return qm, qp
-
-    @ti.func
-    def blk(T: ti.template()):
-        """Stride between the per-direction face blocks of the table: 0 for the one-block table."""
-        s = 0
-        if T.shape[0] > NTAB + NTAB * NTAB:
-            s = NTAB * NTAB
-        return s
 
     @ti.func
     def row7(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), R, k, G, C,
@@ -168,18 +187,11 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
         n1, n2 = G[1], G[2]
         if ti.static(SERIAL_K):
             for i, j in ti.ndrange(G[0], n1):
-                jsl = 1 if (o1 != 0 and j == n1 - 1) else 0
-                if jsl == (col >> 1) & 1:
+                k0, cnt, stride = colour_span(i, j, col, o1, o2, n1, n2)
+                if cnt > 0:
                     R = row_geom(i, j, G)
-                    if (col >> 2) & 1 == 1:
-                        k = n2 - 1
-                        if (i + j + k) & 1 == col & 1:
-                            f(A, S, G, R, k)
-                    else:
-                        kend = n2 - o2
-                        k0 = ((col & 1) + i + j) & 1
-                        for t in range((kend - k0 + 1) // 2):
-                            f(A, S, G, R, k0 + 2 * t)
+                    for t in range(cnt):
+                        f(A, S, G, R, k0 + stride * t)
         else:
             for q in range(G[0] * n1 * n2):
                 i, j, k = q // (n1 * n2), (q // n2) % n1, q % n2
