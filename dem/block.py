@@ -34,6 +34,7 @@ import enum
 
 from fva.backend import ti
 from dem import simulation_kernels as SK
+from dem import volume_kernels as VK
 from dem.neighbours_kernels import min_image, vec3
 from dem.punch import Ctrl, Servo, servo_step
 
@@ -262,8 +263,8 @@ def volume_step(npairs: ti.i32, n: ti.i32, x: ti.types.ndarray(), r: ti.types.nd
     go = ti.cast(blk[int(Slot.RAN)], ti.i32)          # after a step that ran (its stop request included)
     if go:
         blk[int(Slot.DR_MAX)] = 0.0
-    SK.lens_caps_pass(npairs * go, x, r, pair_owner, partner, cap_i, cap_j, Lx, Ly)
-    SK.volume_correct_pass(n * go, x, r, r0, row_start, rev_start, rev_pairs, cap_i, cap_j, ctrl, top_wall,
+    VK.lens_caps_pass(npairs * go, x, r, pair_owner, partner, cap_i, cap_j, Lx, Ly)
+    VK.volume_correct_pass(n * go, x, r, r0, row_start, rev_start, rev_pairs, cap_i, cap_j, ctrl, top_wall,
                            growth_cap, growth_step, eps_v, eps_p, phi_c, vol_solid, area, pc_over_K, blk,
                            int(Slot.DR_MAX))
     if go:

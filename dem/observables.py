@@ -8,7 +8,7 @@ import numpy as np
 
 from fva.types import Packing
 from dem import block as B
-from dem import simulation_kernels as SK
+from dem import volume_kernels as VK
 from dem.types import ParticleFrame
 
 class Observables:
@@ -124,7 +124,7 @@ class Observables:
     def particle_stress(self) -> np.ndarray:
         """(N,) mean stress of each particle −tr(σ_i)/3 in Pa (compression positive), from its contacts."""
         nl = self.nlist
-        SK.particle_mean_stress(self.n, self.x, self.r, self.r0, nl.row_start, nl.partner, nl.rev_start,
+        VK.particle_mean_stress(self.n, self.x, self.r, self.r0, nl.row_start, nl.partner, nl.rev_start,
                                 nl.rev_pairs, nl.pair_owner, self.pw, self.fwall, self.ctrl, self.Lx, self.Ly,
                                 int(self.top_wall), self._pstress)
         return self._pstress.to_numpy()
