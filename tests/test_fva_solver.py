@@ -358,3 +358,4 @@ def test_gpu_style_flat_loops_agree_on_cpu(taichi_runtime, monkeypatch):
     assert r.sigma_eff_S_per_m == pytest.approx(_ref_sigma(img)[0], rel=1e-6)
     r = solve_conductivity(img, "z", preconditioner="jacobi", flux_tol=1e-10, rtol=1e-10)
     assert r.sigma_eff_S_per_m == pytest.approx(_ref_sigma(img)[0], rel=1e-6)
+
