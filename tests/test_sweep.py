@@ -137,7 +137,12 @@ def test_sweep_csv_equals_the_points_run_one_by_one(swept, tmp_path, taichi_runt
     for k, v in alone.items():
         if k in ("status", "wall_time_s") or v is None:
             continue
-        assert float(table[1][k]) == v, k
+        if k.startswith(("sigma_", "tau_", "normalised_")):
+            # the conduction solve's float64 sums are split among the Taichi threads as they come (the point ran on
+            # 1 thread in its worker, this one on the session's): equal to the last bits, not always to the last bit
+            assert float(table[1][k]) == pytest.approx(v, rel=1e-12, abs=0.0), k
+        else:
+            assert float(table[1][k]) == v, k   # the DEM is bitwise for any thread count
         compared += 1
     assert compared >= 10
 
