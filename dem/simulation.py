@@ -108,13 +108,13 @@ class Simulation(Observables, EngineState):
     ``params``; ``top_wall=False`` removes the punch (free surface); ``punch_z`` overrides the initial
     punch position (default: min(box height, highest particle top + skin/2)); ``velocities`` (N, 3)
     initial velocities; keyword overrides of ``params.gravity_m_s2`` (default 0: off in the die),
-    ``params.check_every``, ``params.volume_correction_every``, ``params.solid_fraction_points``.
+    ``params.volume_correction_every``, ``params.solid_fraction_points``.
     """
 
     def __init__(self, packing: Packing, material: Material, die: Die | None = None,
                  params: SimParams = SimParams(), *, top_wall: bool = True, punch_z: float | None = None,
                  velocities=None, angular_velocities=None, gravity_m_s2: float | None = None, seed: int = 0,
-                 check_every: int | None = None, volume_every: int | None = None,
+                 volume_every: int | None = None,
                  solid_fraction_points: int | None = None):
         if die is None:
             die = Die(float(packing.box_m[0]), float(packing.box_m[1]), float(packing.box_m[2]))
@@ -128,7 +128,6 @@ class Simulation(Observables, EngineState):
         g = params.gravity_m_s2 if gravity_m_s2 is None else gravity_m_s2
         self.gz = -abs(float(g))
         self.seed = int(seed)
-        self.check_every = max(1, int(check_every or params.check_every))
         self.volume_every = max(1, int(volume_every or params.volume_correction_every))
         if solid_fraction_points is None:
             solid_fraction_points = params.solid_fraction_points

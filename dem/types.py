@@ -184,7 +184,6 @@ class SimParams:
     default_fp: str = "f64"
     # optional engine controls (added by the DEM engine; defaults keep earlier behaviour)
     gravity_m_s2: float = 0.0          # gravity magnitude along −z (0: off, the die default)
-    check_every: int = 10              # unused by the engine (the hold servo acts every step, on the device)
     block_steps: int = 64              # longest block of steps per host call (dem.block; ends early on the device)
     volume_correction_every: int = 10  # steps between volume-correction updates (2 fixed-point passes each)
     solid_fraction_points: int = 20000 # Monte-Carlo points for the union-of-spheres solid fraction (0: skip)
