@@ -31,7 +31,7 @@ __all__ = ["save_checkpoint", "load_checkpoint", "Checkpointer", "CheckpointErro
            "CHECKPOINT_NAME", "FORMAT", "checkpoint_meta", "read_resume"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
-FORMAT = 2                # 2: the captures carry their CaptureSpec
+FORMAT = 3                # 2: the captures carry their CaptureSpec; 3: the pore-collapse hardening Ctrl.PHI_MIN
 _TREE = "__tree__.json"
 
 

@@ -8,7 +8,7 @@ from dem.punch import Ctrl, Servo, servo_drives
 class EngineState:
     """``state_dict`` / ``load_state_dict`` of a :class:`dem.simulation.Simulation`."""
 
-    STATE_FORMAT = 3     # 3: the hold servo's device state (control.servo)
+    STATE_FORMAT = 4     # 3: the hold servo's device state (control.servo); 4: Ctrl.PHI_MIN
     # named parts of the engine state: per-particle arrays, per-pair contact records, scalars
     _PARTICLE_ARRAYS = ("x", "v", "w", "r", "f", "fc", "tq", "eps_v", "eps_p", "phi_c", "wall_hist", "fwall",
                         "ewall", "ncont")

@@ -13,6 +13,8 @@ class Ctrl(enum.IntEnum):
     PUNCH_Z = 0       # punch position (m)
     PUNCH_V = 1       # punch velocity of the next step (m/s, negative = down)
     TIME = 2          # simulated time (s)
+    PHI_MIN = 3       # the lowest porosity of the compact under the punch so far: the pore-collapse hardening
+                      # variable (1 before any; :func:`dem.volume_kernels.volume_correct_pass`)
 
 
 class Servo(enum.IntEnum):

@@ -172,7 +172,7 @@ class Simulation(Observables, EngineState):
         self.ewall = _nd_zeros(n)
         self.ncont = _nd_zeros(n, ti.i32)
         self.ctrl = ti.ndarray(f64, 8)
-        self.ctrl.from_numpy(np.array([self.punch_z0, 0.0, 0.0, 0, 0, 0, 0, 0], dtype=np.float64))
+        self.ctrl.from_numpy(np.array([self.punch_z0, 0.0, 0.0, 1.0, 0, 0, 0, 0], dtype=np.float64))  # dem.punch.Ctrl
         # the block record (dem.block.Slot) followed by the block-end diagnostics (SK.diagnostics)
         self.blk = ti.ndarray(f64, B.N_SLOTS + SK.N_DIAG)
         self._blk_go = ti.ndarray(f64, B.N_SLOTS)        # an open record for single volume-correction updates

@@ -4,6 +4,7 @@ The volume correction runs inside a block of steps (:func:`dem.block.volume_step
 from fva import math_kernels as FM
 from fva.backend import ti
 from dem.neighbours_kernels import min_image, vec3
+from dem.punch import Ctrl
 from dem.simulation_kernels import PI, _lens_caps
 
 
@@ -53,12 +54,18 @@ def volume_correct_pass(n: ti.i32, x: ti.template(), r: ti.template(), r0: ti.te
     ln(1/φ) = p/p_c + ln(1/φ_c) from the end of the sphere stage on (Carroll & Holt 1972 pore collapse with
     Py = p_c; Heckel 1961). ε_p,i ← max(ε_p,i, ε_i − p_f/K_eff) is irreversible and the bulk response carries
     only the elastic part ε_v,i = max(0, ε_i − ε_p,i), which alone recovers on release. No flow once φ ≤ 0
-    (the mass-based density can then exceed 1 only by the elastic compression of the solid). φ = 1 − V_solid /
-    (A z_punch), the compact's mass-based porosity under the punch (1 without a punch or pore collapse)."""
-    pz = ctrl[0]
+    (the mass-based density can then exceed 1 only by the elastic compression of the solid). φ = min over the run
+    of 1 − V_solid / (A z_punch), the lowest mass-based porosity of the compact under the punch so far
+    (``Ctrl.PHI_MIN``; 1 without a punch or pore collapse): the flow pressure hardens with the densification
+    reached and does not soften when the pellet springs back, so a re-load is elastic up to the pressure of the
+    earlier peak and then follows the first loading curve (the hardening variable of cap plasticity is the
+    plastic volumetric strain, e.g. DiMaggio & Sandler 1971; with the current φ each unload–reload cycle flowed
+    again at a lower pressure and ratcheted the density up)."""
+    pz = ctrl[int(Ctrl.PUNCH_Z)]
     phi = 1.0
     if pc_over_K > 0.0 and top_wall != 0:
-        phi = 1.0 - vol_solid / (area * ti.max(pz, 1e-300))
+        phi = ti.min(ctrl[int(Ctrl.PHI_MIN)], 1.0 - vol_solid / (area * ti.max(pz, 1e-300)))
+        ctrl[int(Ctrl.PHI_MIN)] = phi
     for i in range(n):
         s = 0.0
         for p in range(row_start[i], row_start[i + 1]):
