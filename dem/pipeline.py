@@ -4,6 +4,9 @@ voxels, σ_bulk(p), finite-volume solve, microstructure → results.json, histor
 Every output is written atomically (temp file + rename) and ``results.json`` is rewritten after each
 finished step, so an interrupted run (Ctrl-C) leaves valid files of what was finished, with
 ``"status": "interrupted"``.
+
+Stages: set-up and compaction driving here; the compaction's outputs :mod:`dem.pipeline_compaction`; the
+conductivity stage :mod:`dem.pipeline_conductivity`; shared files and errors :mod:`dem.pipeline_common`.
 """
 from __future__ import annotations
 
@@ -11,46 +14,29 @@ import dataclasses
 import datetime as _dt
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from dem.history_csv import HistoryAppender, write_history_csv  # noqa: F401 (re-exported)
+from dem.pipeline_common import (  # noqa: F401 (re-exported)
+    PipelineError, _fmt_s, _Results, read_packing_npz, slug, write_packing_npz)
+from dem.pipeline_compaction import _write_compaction, release_densities  # noqa: F401 (re-exported)
+from dem.pipeline_conductivity import _conductivity_stage, normalise, select_captures  # noqa: F401 (re-exported)
 from dem.scenario import CaptureSpec, Scenario, load_scenario, resolved_dict, to_toml
 from dem.setup import compact, make_loose, make_sizes, prepare
 from dem.types import CompactionResult
+from fva.atomic import write_text
+from fva.report import json_safe, versions as _versions  # noqa: F401 (json_safe re-exported)
 from fva.types import Packing
-from fva.atomic import atomic_path, write_json, write_text
-from fva.report import fmt_tau as _fmt_tau, json_safe, versions as _versions
-from dem.history_csv import HistoryAppender, write_history_csv  # noqa: F401 (re-exported)
 
 __all__ = ["run_scenario", "PipelineError", "json_safe", "select_captures", "normalise"]
 
 
-class PipelineError(RuntimeError):
-    """A run cannot go on (bad combination found at run time, e.g. an image too large)."""
-
-
-# --------------------------------------------------------------------------------------------- helpers
-def slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9.]+", "_", str(text)).strip("_")
-    return s[:60] or "packing"
-
-
 def _eprint(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _fmt_s(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
 
 
 class _Progress:
@@ -109,84 +95,6 @@ class _Progress:
         _eprint("[pelletsim] " + ", ".join(parts))
 
 
-# --------------------------------------------------------------------------------------------- captures
-def select_captures(scen: Scenario, packings, captures) -> list[tuple[int, object, CaptureSpec]]:
-    """The (index, packing, spec) triples the [conductivity] section asks to analyse: the captures of its
-    protocol (``CaptureSpec.protocol``), at ``pressures_GPa`` (nominal or pelletizing) when given."""
-    cfg = scen.conductivity
-    sel = []
-    for i, (pk, sp) in enumerate(zip(packings, captures, strict=True)):
-        if sp.protocol != cfg.protocol:
-            continue
-        if cfg.pressures_GPa and not any(math.isclose(c, g * 1e9, rel_tol=1e-6) for c in (sp.pressure_Pa,
-                                                                                         sp.pelletizing_Pa)
-                                         for g in cfg.pressures_GPa):
-            continue
-        sel.append((i, pk, sp))
-    return sel
-
-
-def normalise(analysed: list[dict], at_Pa: float, x_key: str) -> float | None:
-    """σ_eff at ``at_Pa`` (exact within 2 %, else log-linear interpolation between neighbours)."""
-    pts = sorted((a.get(x_key) if a.get(x_key) is not None else a["pressure_Pa"], a["sigma_eff_S_per_m"])
-                 for a in analysed if a.get("sigma_eff_S_per_m"))
-    if not pts:
-        return None
-    for x, s in pts:
-        if math.isclose(x, at_Pa, rel_tol=0.02):
-            return s
-    for (x0, s0), (x1, s1) in zip(pts, pts[1:]):
-        if x0 <= at_Pa <= x1 and s0 > 0 and s1 > 0 and x1 > x0:
-            w = (at_Pa - x0) / (x1 - x0)
-            return float(math.exp((1 - w) * math.log(s0) + w * math.log(s1)))
-    return None
-
-
-def _history_value_at(history: dict, spec: CaptureSpec, p_Pa: float, key: str):
-    if key not in history or "p_top_Pa" not in history or not len(history["p_top_Pa"]):
-        return None
-    p = np.asarray(history["p_top_Pa"], float)
-    mask = np.isfinite(np.asarray(history[key], float))     # a column may be sampled on some rows only
-    if not mask.any():
-        return None
-    if "stage" in history:
-        m2 = mask & (np.asarray(history["stage"]) == spec.stage_index)
-        if m2.any():
-            mask = m2
-    if not math.isfinite(p_Pa):
-        idx = np.flatnonzero(mask)[-1]
-    else:
-        cand = np.flatnonzero(mask)
-        idx = cand[np.argmin(np.abs(p[cand] - p_Pa))]
-    return float(np.asarray(history[key], float)[idx])
-
-
-# --------------------------------------------------------------------------------------------- writers
-def write_packing_npz(path: Path, packing, **extra) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, centers_m=packing.centers_m, radii_m=packing.radii_m, box_m=packing.box_m,
-                                pressure_Pa=np.float64(packing.pressure_Pa), label=np.str_(packing.label),
-                                periodic=np.asarray(packing.periodic, bool),
-                                **{k: np.asarray(v) for k, v in extra.items()})
-
-
-class _Results:
-    """results.json of a run, rewritten atomically; ``files_written`` lists exactly the files this run
-    created or changed in its folder (``before``: the snapshot of the files that were there before it)."""
-
-    def __init__(self, outdir: Path, data: dict, t0: float, before: dict | None = None):
-        self.outdir, self.data, self.t0, self.before = outdir, data, t0, before
-
-    def flush(self) -> None:
-        self.data["wall_time_s"] = time.perf_counter() - self.t0
-        if self.before is not None:
-            from dem.outdir import files_written
-            self.data["files_written"] = sorted(set(files_written(self.outdir, self.before)) | {"results.json"})
-        write_json(self.outdir / "results.json", json_safe(self.data))
-
-
-# --------------------------------------------------------------------------------------------- the run
 def run_scenario(scenario: Scenario, outdir, *, backend: str | None = None, progress: bool = True,
                  overwrite: bool = False, resume: dict | None = None) -> dict:
     """Run a validated scenario into ``outdir`` and return the results dict (also in results.json).
@@ -271,69 +179,6 @@ def _finish(scenario, outdir, res, progress, failed):
             if progress:
                 _eprint(f"[pelletsim] warning: plots failed: {exc}")
     res.flush()
-
-
-
-def _write_compaction(scen: Scenario, outdir: Path, res: _Results, result, stages, say):
-    """Write what a compaction produced (complete or partial, ``result.info["completed"]``): history.csv,
-    the captured packings, the Heckel analysis and the ParaView frames. Returns (history, capture metadata)."""
-    data = res.data
-    T = data["timings_s"]
-    data["compaction"] = json_safe(result.info)
-    for w in result.info.get("warnings") or []:      # e.g. a hold that did not settle: said where users look
-        if w not in data.setdefault("warnings", []):
-            data["warnings"].append(w)
-    history = {k: np.asarray(v) for k, v in result.history.items()}
-    cols = write_history_csv(outdir / "history.csv", history)
-    data.setdefault("files", {})["history"] = "history.csv"
-    data["history_columns"] = cols
-
-    # packings
-    cap_meta = []
-    for i, (pk, sp) in enumerate(zip(result.packings, result.captures, strict=True)):
-        label = pk.label or f"{pk.pressure_Pa / 1e9:.3f} GPa"
-        if sp.kind != "load" and "after" not in label:
-            label = f"{label} after {sp.pelletizing_Pa / 1e9:g} GPa"
-        if label != pk.label:
-            pk = dataclasses.replace(pk, label=label)
-            result.packings[i] = pk
-        name = f"{i:02d}_{slug(label)}.npz"
-        meta = {"index": i, "label": pk.label, "pressure_Pa": float(pk.pressure_Pa),
-                "nominal_pressure_Pa": sp.pressure_Pa, "stage_kind": sp.kind, "stage_index": sp.stage_index,
-                "pelletizing_pressure_Pa": sp.pelletizing_Pa, "cycle": sp.cycle, "protocol": sp.protocol,
-                "relative_density": _history_value_at(history, sp, float(pk.pressure_Pa), "relative_density"),
-                "solid_fraction": _history_value_at(history, sp, float(pk.pressure_Pa), "solid_fraction"),
-                "thickness_m": float(pk.box_m[2]), "file": f"packings/{name}"}
-        cap_meta.append(meta)
-        if scen.run.write_packings:
-            write_packing_npz(outdir / "packings" / name, pk,
-                              pelletizing_pressure_Pa=np.float64(sp.pelletizing_Pa), stage_kind=np.str_(sp.kind))
-    if result.final is not None and scen.run.write_packings:
-        write_packing_npz(outdir / "packings" / "final.npz", result.final)
-    data["captures"] = cap_meta
-    data["relative_density"] = _density_summary(history, cap_meta)
-    data["heckel"], extra = _heckel(history, stages, scen)
-    data.update(extra)
-    rdm = data["relative_density"]
-    done = "done" if result.info.get("completed", True) else "stopped"
-    say(f"[pelletsim] compaction {done} in {T['compaction']:.1f} s ({result.info.get('n_steps', '?')} steps): "
-        f"ρ_rel max {rdm.get('max', float('nan')):.4f}, final {rdm.get('final', float('nan')):.4f}, "
-        f"{len(result.packings)} capture(s)")
-    if data["heckel"].get("Py_Pa"):
-        say(f"[pelletsim] Heckel: Py = {data['heckel']['Py_Pa'] / 1e9:.3f} GPa, A = {data['heckel'].get('A'):.3f}")
-
-    if scen.run.write_frames and result.frames:
-        try:
-            from dem.paraview import write_particle_frames
-            t = time.perf_counter()
-            pvd = write_particle_frames(outdir, result.frames)
-            T["paraview"] = time.perf_counter() - t
-            data["files"]["particles"] = str(Path(pvd).relative_to(outdir)) if Path(pvd).is_absolute() \
-                else str(pvd)
-        except ImportError as exc:
-            data.setdefault("warnings", []).append(f"ParaView frames not written: {exc}")
-    res.flush()
-    return history, cap_meta
 
 
 def _resume_inputs(tree: dict):
@@ -443,14 +288,6 @@ def _run(scen: Scenario, outdir: Path, res: _Results, backend: str | None, progr
     _conductivity_stage(scen, outdir, res, result, cap_meta, d, say)
 
 
-def read_packing_npz(path) -> Packing:
-    """A packing written by :func:`write_packing_npz`."""
-    with np.load(path) as z:
-        return Packing(centers_m=z["centers_m"], radii_m=z["radii_m"], box_m=z["box_m"],
-                       periodic=tuple(bool(v) for v in z["periodic"]), pressure_Pa=float(z["pressure_Pa"]),
-                       label=str(z["label"]))
-
-
 def reanalyse(outdir, *, backend: str | None = None, progress: bool = True) -> dict:
     """Redo the conductivity stage of a run from its saved captures (``packings/*.npz`` listed in results.json)
     with its resolved scenario, e.g. after a compaction that failed near its last pressure; results.json is
@@ -481,213 +318,3 @@ def reanalyse(outdir, *, backend: str | None = None, progress: bool = True) -> d
                         cap_meta, d, say)
     res.flush()
     return data
-
-
-def _conductivity_stage(scen: Scenario, outdir: Path, res: _Results, result, cap_meta, d, say) -> None:
-    """Voxelise the selected captured packings, solve σ_eff with σ_bulk at each packing's pressure, normalise
-    (Fig. 6b) and, when enabled, the microstructure metrics; results.json is flushed after every packing."""
-    data = res.data
-    T = data["timings_s"]
-    # 4. conductivity --------------------------------------------------------------------------------
-    cfg = scen.conductivity
-    data["analysed"] = []
-    if not cfg.enabled:
-        return
-    sel = select_captures(scen, result.packings, result.captures)
-    # x of the Fig. 6b curves: the protocol's nominal pressures (a capture overshoots its nominal pressure a
-    # little, by up to one check interval); the measured pressure is kept in pressure_Pa and sets σ_bulk
-    x_key = "pelletizing_pressure_Pa" if cfg.protocol == "stack_pressure" else "nominal_pressure_Pa"
-    data["conductivity"] = {"protocol": cfg.protocol, "x_key": x_key, "normalise_at_Pa": cfg.normalise_at_GPa * 1e9,
-                            "n_selected": len(sel)}
-    if not sel:
-        data.setdefault("warnings", []).append("conductivity: no captured packing matched the selection")
-        return
-    from fva.activation import sigma_bulk_at_pressure
-    from fva.conduction import solve_conductivity
-    from fva.voxelise import voxelise
-    save_vti = None
-    if scen.run.write_vti:
-        from fva.io import save_vti
-    d_min = (scen.particles.d_min_um * 1e-6) if scen.particles.d_min_um else float(d.min())
-    voxel_m = cfg.voxel_um * 1e-6 if cfg.voxel_um else d_min / (cfg.voxels_per_dmin or 4.0)
-    data["conductivity"]["voxel_m"] = voxel_m
-    r_i = cfg.interface_resistance_ohm_m2
-    data["conductivity"]["interface_resistance_ohm_m2"] = r_i
-    sigma_ref = cfg.sigma_ref_mS_per_cm * 0.1
-    axes = ["x", "y", "z"] if cfg.axis == "all" else [cfg.axis]
-    ms = scen.microstructure
-    tc = time.perf_counter()
-    for n_done, (i, pk, sp) in enumerate(sel):
-        meta = cap_meta[i]
-        nvox = np.prod(np.ceil(pk.box_m / voxel_m))
-        if nvox > cfg.max_voxels:
-            raise PipelineError(f"conductivity.voxel_um: {pk.label!r} would need {nvox:.3g} voxels "
-                                f"(> conductivity.max_voxels = {cfg.max_voxels:.3g}); use a larger voxel")
-        t = time.perf_counter()
-        image = voxelise(pk, voxel_m, labels=ms.enabled or r_i > 0)  # particle labels: R_i's grain boundaries
-        p_eval = float(pk.pressure_Pa) if math.isfinite(float(pk.pressure_Pa)) else sp.pressure_Pa
-        s_bulk = float(sigma_bulk_at_pressure(p_eval, sigma_ref, cfg.activation_volume_cm3_per_mol * 1e-6,
-                                              cfg.p_ref_GPa * 1e9, cfg.temperature_K))
-        per_axis = {}
-        fields = None
-        for ax in axes:
-            want = save_vti is not None and (ax == axes[-1])
-            r = solve_conductivity(image, ax, sigma_bulk_S_per_m=s_bulk, sigma_pore_S_per_m=cfg.sigma_pore_S_per_m,
-                                   preconditioner=cfg.preconditioner, flux_tol=cfg.flux_tol, return_fields=want,
-                                   interface_resistance_ohm_m2=r_i)
-            per_axis[ax] = json_safe(r.figures())
-            if want:
-                fields = r
-        main = per_axis["z"] if "z" in per_axis else per_axis[axes[-1]]
-        entry = {
-            "index": i, "label": pk.label, "pressure_Pa": p_eval,
-            "nominal_pressure_Pa": sp.pressure_Pa, "pelletizing_pressure_Pa": sp.pelletizing_Pa,
-            "stage_kind": meta["stage_kind"], "cycle": meta["cycle"],
-            "relative_density": meta["relative_density"], "thickness_m": meta["thickness_m"],
-            "voxel_m": voxel_m, "image_shape": list(image.shape), "porosity": image.porosity(),
-            "sigma_bulk_S_per_m": s_bulk,
-            "sigma_eff_S_per_m": main["sigma_eff_S_per_m"],
-            "sigma_eff_mS_per_cm": None if main["sigma_eff_S_per_m"] is None else main["sigma_eff_S_per_m"] * 10,
-            "sigma_eff_over_bulk": main["sigma_eff_over_bulk"], "tau": main["tau"],
-            "eps_total": main["eps_total"], "eps_percolating": main["eps_percolating"],
-            "interface_faces": main.get("interface_faces"),
-            "iterations": main["iterations"], "flux_spread": main["flux_spread"],
-            "residual": main.get("residual"), "current_imbalance": main.get("current_imbalance"),
-            "converged": main.get("converged"), "percolating": main.get("percolating"),
-            "axis": main.get("axis"), "axes": per_axis if len(axes) > 1 else None,
-            "normalised_sigma": None,
-        }
-        for ax, fig in per_axis.items():
-            if not fig.get("converged", True):
-                data.setdefault("warnings", []).append(
-                    f"conductivity of {pk.label!r} along {ax} did NOT converge (residual {fig.get('residual')}, "
-                    f"flux spread {fig.get('flux_spread')}): its sigma_eff is not reliable")
-        if fields is not None:
-            vti = outdir / "fields" / f"{i:02d}_{slug(pk.label or 'packing')}.vti"
-            vti.parent.mkdir(parents=True, exist_ok=True)
-            save_vti(vti, image, potential=fields.potential_V, current=fields.current_density_A_per_m2)  # atomic
-            entry["vti"] = str(vti.relative_to(outdir))
-        if ms.enabled:
-            from fva.microstructure import analyze_image, plot_microstructure
-            grid = ms.rve_grid if isinstance(ms.rve_grid, int) else tuple(ms.rve_grid)
-            summary, arrays = analyze_image(image, rve_grid=grid, contact_fraction=ms.contact_fraction,
-                                            solver_kw=dict(preconditioner=cfg.preconditioner, flux_tol=cfg.flux_tol),
-                                            packing=pk, return_arrays=True)
-            mdir = outdir / "microstructure" / f"{i:02d}_{slug(pk.label or 'packing')}"
-            try:
-                plot_microstructure(summary, arrays, mdir)
-            except Exception as exc:
-                data.setdefault("warnings", []).append(f"microstructure plots for {pk.label!r}: {exc}")
-            entry["microstructure"] = json_safe(summary)
-        entry["wall_s"] = time.perf_counter() - t
-        data["analysed"].append(entry)
-        ref = normalise(data["analysed"], cfg.normalise_at_GPa * 1e9, x_key)
-        for a in data["analysed"]:
-            a["normalised_sigma"] = (a["sigma_eff_S_per_m"] / ref) if (ref and a["sigma_eff_S_per_m"] is not None) \
-                else None
-        data["conductivity"]["sigma_eff_at_normalise_S_per_m"] = ref
-        el = time.perf_counter() - tc
-        eta = el / (n_done + 1) * (len(sel) - n_done - 1)
-        s_eff = entry["sigma_eff_S_per_m"] or 0.0
-        say(f"[pelletsim] conductivity {n_done + 1}/{len(sel)} at {p_eval / 1e9:.3f} GPa ({pk.label}): "
-            f"σ_eff = {s_eff * 10:.3g} mS/cm, σ_eff/σ_bulk = {entry['sigma_eff_over_bulk'] or 0:.3f}, "
-            f"τ = {_fmt_tau(entry['tau'])}, {entry['wall_s']:.1f} s, "
-            f"ETA {_fmt_s(eta)}")
-        res.flush()
-    T["conductivity"] = time.perf_counter() - tc
-
-
-def _density_summary(history: dict, cap_meta: list[dict]) -> dict:
-    out = {"per_capture": [{"label": m["label"], "pressure_Pa": m["pressure_Pa"],
-                            "relative_density": m["relative_density"]} for m in cap_meta]}
-    if "relative_density" in history and len(history["relative_density"]):
-        rho = np.asarray(history["relative_density"], float)
-        out["final"] = float(rho[-1])
-        out["max"] = float(np.nanmax(rho))
-        if "p_top_Pa" in history:
-            p = np.asarray(history["p_top_Pa"], float)
-            k = int(np.nanargmax(p))
-            out["at_max_pressure"] = float(rho[k])
-            out["max_pressure_Pa"] = float(p[k])
-    if "solid_fraction" in history and len(history["solid_fraction"]):
-        sf = np.asarray(history["solid_fraction"], float)
-        sf = sf[np.isfinite(sf)]
-        if len(sf):
-            out["final_solid_fraction"] = float(sf[-1])
-    return out
-
-
-def _heckel(history: dict, stages, scen: Scenario) -> tuple[dict, dict]:
-    """In-die Heckel fit of the loading branch, out-of-die fit and elastic recovery (dem.heckel)."""
-    extra = {}
-    if "p_top_Pa" not in history or "relative_density" not in history:
-        return {"error": "history lacks p_top_Pa or relative_density"}, extra
-    try:
-        from dem import heckel as hk
-    except ImportError as exc:
-        return {"error": f"dem.heckel not available: {exc}"}, extra
-    p = np.asarray(history["p_top_Pa"], float)
-    rho = np.asarray(history["relative_density"], float)
-    ok = np.isfinite(p) & np.isfinite(rho) & (rho > 0) & (rho < 1)
-    h = {"p_top_Pa": p[ok], "relative_density": rho[ok]}
-    kinds = None
-    if "stage" in history:
-        h["stage"] = np.asarray(history["stage"])[ok]
-        kinds = [st.kind for st in stages]
-    hc = scen.heckel
-    fit_kwargs = {}
-    if hc.fit_range_GPa is not None:
-        fit_kwargs = dict(p_min_Pa=hc.fit_range_GPa[0] * 1e9, p_max_Pa=hc.fit_range_GPa[1] * 1e9, auto=False)
-    try:
-        both = hk.in_die_and_out_of_die(h, stage_kinds=kinds, **fit_kwargs)
-        out = json_safe(both["in_die"])
-        extra["heckel_out_of_die"] = json_safe(both["out_of_die"])
-        extra["elastic_recovery"] = {"fraction": json_safe(both["elastic_recovery"]),
-                                     "cycles": json_safe(both["cycles"]), "notes": both["notes"]}
-    except Exception as exc:
-        out = {"error": f"{type(exc).__name__}: {exc}"}
-        extra["elastic_recovery"] = {"error": out["error"]}
-    if fit_kwargs:
-        out["fit_window"] = "heckel.fit_range_GPa"
-        try:   # the automatic regime-II fit, for comparison
-            lp_, lr_ = hk.loading_branch(p[ok], rho[ok])
-            extra["heckel_auto"] = json_safe(hk.heckel_fit(lp_, lr_))
-        except Exception as exc:
-            extra["heckel_auto"] = {"error": f"{type(exc).__name__}: {exc}"}
-    if "error" not in extra["elastic_recovery"]:
-        extra["elastic_recovery"]["at_stack_pressures"] = release_densities(history, stages, hc.stack_pressures_GPa)
-    lp, _ = hk.loading_branch(p[ok], rho[ok])
-    out["in_die_points"] = int(lp.size)
-    out["points_rho_ge_1_excluded"] = int(np.count_nonzero(np.isfinite(rho) & (rho >= 1)))
-    return out, extra
-
-
-def release_densities(history: dict, stages, stack_GPa) -> list[dict]:
-    """Relative density on the last release branch at the given stack pressures (linear interpolation in p)
-    and its drop from the density at the preceding peak pressure, (ρ_peak − ρ(p_s))/ρ_peak — the quantity the
-    study reports as the density drop on release (measured down to 0.01 GPa). Empty without an unload stage."""
-    if "stage" not in history:
-        return []
-    st = np.asarray(history["stage"], int)
-    p = np.asarray(history["p_top_Pa"], float)
-    rho = np.asarray(history["relative_density"], float)
-    unload = [i for i, s in enumerate(stages) if s.kind == "unload" and np.any(st == i)]
-    if not unload:
-        return []
-    rows = np.flatnonzero(st == unload[-1])
-    before = np.arange(rows[0])
-    if before.size == 0:
-        return []
-    k_peak = int(before[np.nanargmax(p[before])])
-    pr, rr = p[rows], rho[rows]
-    order = np.argsort(pr)
-    pr, rr = pr[order], rr[order]
-    out = []
-    for s_gpa in stack_GPa:
-        ps = s_gpa * 1e9
-        if not (pr.size >= 2 and pr[0] <= ps <= max(pr[-1], p[k_peak])):
-            continue
-        rs = float(np.interp(ps, np.append(pr, p[k_peak]), np.append(rr, rho[k_peak])))
-        out.append({"p_Pa": ps, "relative_density": rs, "peak_pressure_Pa": float(p[k_peak]),
-                    "relative_density_at_peak": float(rho[k_peak]), "drop_fraction": (rho[k_peak] - rs) / rho[k_peak]})
-    return out

@@ -87,7 +87,7 @@ def test_huge_npy_is_refused_with_the_memory_it_needs(tmp_path, capsys):
 
 
 def test_vti_fields_default_only_for_moderate_images(tmp_path, capsys, monkeypatch, taichi_runtime):
-    import dem.cli as cli
+    import dem.cli_image as cli     # cmd_conductivity reads the threshold where it is defined
 
     f = tmp_path / "a.npy"
     np.save(f, np.ones((6, 5, 4), np.uint8))
