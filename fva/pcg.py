@@ -1,8 +1,8 @@
 """Matrix-free preconditioned conjugate gradients for the conduction operator (host orchestration).
 
-Storage (device): a u8 phase id per voxel, the potential ``x`` in float64, and three work vectors
-(r, p and one array shared by z = M r and A p — z is consumed by the p update before A p is formed)
-in the storage ``dtype``; reductions are float64 whatever the dtype. With ``dtype="f32"`` that is
+Storage (device): a u8 phase id (or face mask, :mod:`fva.face_mask`) per voxel, the potential ``x`` in
+float64, and three work vectors (r, p and one array shared by z = M r and A p — z is consumed by the p update
+before A p is formed) in the storage ``dtype``; reductions are float64 whatever the dtype. With ``dtype="f32"`` that is
 1 + 8 + 3·4 = 21 B/voxel plus ~4 B/voxel of multigrid levels. Keeping x in float64 lets the true
 residual fall below the float32 round-off floor of x (≈ 1e-6 relative at 500³), so the stopping
 rule's residual tolerance is reachable at any size; the recurrence residual r is replaced by
