@@ -181,7 +181,7 @@ def phase_ids(image: VoxelImage, table: dict) -> tuple[np.ndarray, np.ndarray]:
 
     One byte per voxel; 8-bit images go through a 256-entry lookup table (no float map, no sort).
     """
-    from fva.conduction_kernels import NTAB
+    from fva.fine_kernels import NTAB
 
     sigmas = sorted({v for v in table.values() if v > 0})
     if len(sigmas) > NTAB - 1:

@@ -15,8 +15,8 @@ the coarse levels of the multigrid preconditioner and the table conventions.
 * Interface resistance (``fva.interface``): the table may hold six face blocks instead of one, one per
   direction d = 2*axis + (0: towards −1, 1: towards +1), at T[NTAB + d*NTAB² + a*NTAB + b] (a = this
   cell's id byte, b = the neighbour's); the id byte then carries interface bits that those blocks
-  resolve. ``blk`` (the block stride) is 0 for a one-block table, so that path reads exactly the old
-  entries.
+  resolve (``fva.fine_kernels.face_sigma``); images with one conducting σ use face masks instead of ids
+  (:mod:`fva.fine_kernels`).
 * Coarse levels: explicit face conductances ``gA`` (n0+1, n1, n2: plane p is the face between
   cells p-1 and p, planes 0 and n0 are the electrode faces), ``gB`` / ``gC`` (face between j and
   j+1 / k and k+1, the last one being the periodic wrap face or 0), and the inverse diagonal.
@@ -28,22 +28,24 @@ All kernels take ``ti.types.ndarray`` arguments, so one compiled kernel serves e
 from types import SimpleNamespace
 
 from fva.backend import ti
-from fva.fine_kernels import NTAB, blk, colour_span, get_fine_kernels
+from fva.fine_kernels import colour_span, face_sigma, get_fine_kernels, own_sigma
 
 _CACHE: dict = {}
 
 
-def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> SimpleNamespace:
-    """Kernels for storage dtype ``"f64"`` or ``"f32"`` (built once per process, dtype and loop style).
+def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None, mask: bool = False) -> SimpleNamespace:
+    """Kernels for storage dtype ``"f64"`` or ``"f32"`` (built once per process, dtype, loop style and fine
+    conductance form).
 
-    ``serial_k`` (default: True on the CPU backend) selects the row-loop structure.
+    ``serial_k`` (default: True on the CPU backend) selects the row-loop structure; ``mask``: the fine ``sig``
+    holds face masks (:mod:`fva.face_mask`), not phase ids.
     """
     if serial_k is None:
         from fva.backend import current
 
         serial_k = current().backend == "cpu"
-    SERIAL_K = bool(serial_k)
-    key = (dtype_name, SERIAL_K)
+    SERIAL_K, MASK = bool(serial_k), bool(mask)
+    key = (dtype_name, SERIAL_K, MASK)
     if key in _CACHE:
         return _CACHE[key]
     dt = ti.f64 if dtype_name == "f64" else ti.f32
@@ -52,13 +54,6 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
     D1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
     U1 = ti.types.ndarray(dtype=ti.u8, ndim=1)
     f64 = ti.f64
-
-    # ------------------------------------------------------------------ table lookups (the fine ids)
-    @ti.func
-    def hmi(T: ti.template(), a, b, ax: ti.template()):
-        """Face conductivity (S/m) between the lower cell ``a`` and the upper cell ``b`` along array axis ``ax``
-        (the +ax block; table lookup, 0 when either is 0)."""
-        return T[NTAB + (2 * ax + 1) * blk(T) + ti.cast(a, ti.i32) * NTAB + ti.cast(b, ti.i32)]
 
     @ti.func
     def colour(i, j, k, n1, n2, o1: ti.i32, o2: ti.i32):
@@ -285,11 +280,11 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
             n0 = geo[0]
             p = idx[0]
             if p == 0:
-                g = 2.0 * c[0] * T[ti.cast(sig[q], ti.i32)]
+                g = 2.0 * c[0] * own_sigma(sig, T, q, MASK)
             elif p == n0:
-                g = 2.0 * c[0] * T[ti.cast(sig[q - n1 * n2], ti.i32)] * ti.cast(em[idx[1], idx[2]], f64)
+                g = 2.0 * c[0] * own_sigma(sig, T, q - n1 * n2, MASK) * ti.cast(em[idx[1], idx[2]], f64)
             else:
-                g = c[0] * hmi(T, sig[q - n1 * n2], sig[q], 0)
+                g = c[0] * face_sigma(sig, T, q - n1 * n2, q, 0, MASK)
         else:
             n = geo[ax]
             nxt = idx
@@ -297,7 +292,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
             if nxt[ax] >= n:
                 nxt[ax] = 0 if (geo[ti.static(2 + ax)] != 0 and n > 1) else -1
             if nxt[ax] >= 0:
-                g = c[ax] * hmi(T, sig[q], sig[(nxt[0] * n1 + nxt[1]) * n2 + nxt[2]], ax)
+                g = c[ax] * face_sigma(sig, T, q, (nxt[0] * n1 + nxt[1]) * n2 + nxt[2], ax, MASK)
         return g
 
     @ti.func
@@ -353,7 +348,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None) -> Simple
     ns = SimpleNamespace(
         fill=fill, c_diag_inv=c_diag_inv, c_smooth=c_smooth, c_smooth_serial=c_smooth_serial, c_resid=c_resid,
         restrict=restrict, prolong=prolong, build_from_sigma=build_from_sigma, build_from_coarse=build_from_coarse,
-        **vars(get_fine_kernels(dtype_name, SERIAL_K)))
+        **vars(get_fine_kernels(dtype_name, SERIAL_K, MASK)))
     ns.dtype = dt
     _CACHE[key] = ns
     return ns

@@ -10,10 +10,21 @@ their k neighbours. Taichi 1.7.4 computes a 3-D ndarray address with the runtime
 flat indices with row bases cut the fine Gauss–Seidel sweep's CPU time by ≈ 1.7× (benchmarks/README.md).
 
 ``G`` = (n0, n1, n2, p1, p2) (grid and periodic sides), ``C`` = (c0, c1, c2) the face factors d1·d2/d0 etc.
-The table ``T`` is :func:`fva.pcg.sigma_table` (or ``fva.interface.face_table``): T[id] = σ, then the face
-blocks (one, or six with interface resistance). The Gauss–Seidel smoother and the restricted residual run
-in the storage type (a float32 preconditioner is still a symmetric one); the matrix–vector product, the true
-residual and every reduction are float64.
+Two ways to give the conductances (chosen per solve, compiled separately):
+
+* ids (``mask`` False): ``sig`` holds a phase id per cell and ``T`` is :func:`fva.pcg.sigma_table` (or
+  ``fva.interface.face_table``): T[id] = σ, then the face blocks (one, or six with interface resistance) —
+  a table gather per face.
+* face masks (``mask`` True, images with one conducting σ: :mod:`fva.face_mask`): ``sig`` holds per cell the
+  bits of its open faces (bit 2·axis + 0 towards −1, + 1 towards +1) and of its electrode faces (bit 6 inlet,
+  bit 7 outlet); ``T`` = (D[m], 1/D[m], σ) with D[m] the diagonal of a cell of mask m. Every vector of the
+  solve is 0 on the removed cells (mask 0) and on the sentinel row, so a conducting neighbour contributes
+  σ·c·x_n and any other 0 without a lookup: Σ_n g_n x_n = σ·(c0·(x_i− + x_i+) + c1·(…) + c2·(…)), and
+  the smoother is x = (rhs + that)·(1/D[m]) with no branch (1/D[0] = 0).
+
+The Gauss–Seidel smoother and the restricted residual run in the storage type (a float32 preconditioner is
+still a symmetric one); the matrix–vector product, the true residual and every reduction are float64.
+Currents and field maps: :mod:`fva.fine_fields`; the CG vector kernels: :mod:`fva.vector_kernels`.
 """
 
 from types import SimpleNamespace
@@ -21,7 +32,34 @@ from types import SimpleNamespace
 from fva.backend import ti
 
 NTAB = 256  # phase ids per fine voxel (u8); table: NTAB conductivities, then NTAB*NTAB per face block
+MASK_SIGMA = 2 * NTAB  # face-mask table: D[m] (NTAB), 1/D[m] (NTAB), then σ at this index
 _CACHE: dict = {}
+
+
+@ti.func
+def own_sigma(sig: ti.template(), T: ti.template(), q, mask: ti.template()):
+    """σ (S/m, float64) of fine cell q: T[id], or with face masks σ where the mask is non-zero."""
+    s = ti.cast(0.0, ti.f64)
+    if ti.static(mask):
+        if sig[q] != 0:
+            s = ti.cast(T[MASK_SIGMA], ti.f64)
+    else:
+        s = ti.cast(T[ti.cast(sig[q], ti.i32)], ti.f64)
+    return s
+
+
+@ti.func
+def face_sigma(sig: ti.template(), T: ti.template(), qa, qb, ax: ti.template(), mask: ti.template()):
+    """Face conductivity (S/m, float64) between fine cell qa and its +``ax`` neighbour qb: the harmonic-mean
+    table entry of the two ids, or with face masks σ where qa's bit 2·ax + 1 is set."""
+    s = ti.cast(0.0, ti.f64)
+    if ti.static(mask):
+        if (ti.cast(sig[qa], ti.i32) >> (2 * ax + 1)) & 1 != 0:
+            s = ti.cast(T[MASK_SIGMA], ti.f64)
+    else:
+        s = ti.cast(T[NTAB + (2 * ax + 1) * blk(T) + ti.cast(sig[qa], ti.i32) * NTAB + ti.cast(sig[qb], ti.i32)],
+                    ti.f64)
+    return s
 
 
 @ti.func
@@ -51,11 +89,14 @@ def colour_span(i, j, col, o1, o2, n1, n2):
     return k0, cnt, stride
 
 
-def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNamespace:
+def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool = False) -> SimpleNamespace:
     """Flat fine-level kernels for storage dtype ``"f64"`` or ``"f32"``; ``serial_k``: CPU row loops (True) or
-    one flat parallel loop over the cells (GPU, coalesced)."""
-    SERIAL_K = bool(serial_k)
-    key = (dtype_name, SERIAL_K)
+    one flat parallel loop over the cells (GPU, coalesced); ``mask``: ``sig`` holds face masks, not ids."""
+    from fva.fine_fields import get_field_kernels
+    from fva.vector_kernels import get_vector_kernels
+
+    SERIAL_K, MASK = bool(serial_k), bool(mask)
+    key = (dtype_name, SERIAL_K, MASK)
     if key in _CACHE:
         return _CACHE[key]
     dt = ti.f64 if dtype_name == "f64" else ti.f32
@@ -66,7 +107,6 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
     D1 = ti.types.ndarray(dtype=f64, ndim=1)
     T1 = ti.types.ndarray(dtype=dt, ndim=1)
     I2 = ti.types.ndarray(dtype=i32, ndim=2)
-    D2 = ti.types.ndarray(dtype=f64, ndim=2)
     F3 = ti.types.ndarray(dtype=dt, ndim=3)
     GEO = ti.types.vector(5, i32)
     CND = ti.types.vector(3, f64)
@@ -108,6 +148,16 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
         return qm, qp
 
     @ti.func
+    def nsum(T: ti.template(), x: ti.template(), R, k, G, C, ty: ti.template()):
+        """Face masks: Σ_n g_n x_n = σ·(c0·(x_i− + x_i+) + c1·(x_j− + x_j+) + c2·(x_k− + x_k+)) in type ``ty``
+        (x is 0 on every cell that is not a conducting neighbour)."""
+        qm, qp = k_nbrs(R, k, G)
+        return ti.cast(T[MASK_SIGMA], ty) * (
+            ti.cast(C[0], ty) * (ti.cast(x[R[1] + k], ty) + ti.cast(x[R[2] + k], ty))
+            + ti.cast(C[1], ty) * (ti.cast(x[R[3] + k], ty) + ti.cast(x[R[4] + k], ty))
+            + ti.cast(C[2], ty) * (ti.cast(x[qm], ty) + ti.cast(x[qp], ty)))
+
+    @ti.func
     def row7(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), R, k, G, C,
              ty: ti.template()):
         """(diag, Σ_j g_ij x_j) of the fine operator at cell k of row R, in type ``ty`` (that of the table T);
@@ -116,7 +166,9 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
         q = R[0] + k
         a = ti.cast(sig[q], i32)
         out = ti.Vector([0.0, 0.0], dt=ty)
-        if a != 0:
+        if ti.static(MASK):
+            out = ti.Vector([ti.cast(T[a], ty), ti.select(a != 0, nsum(T, x, R, k, G, C, ty), ti.cast(0.0, ty))])
+        elif a != 0:
             qm, qp = k_nbrs(R, k, G)
             ra = NTAB + a * NTAB
             sb = blk(T)
@@ -143,7 +195,7 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
         """b at cell k of row R: 2σ·c0 on the first plane (1 V), else 0."""
         b = ti.cast(0.0, f64)
         if R[5] == 0:
-            b = 2.0 * C[0] * ti.cast(T[ti.cast(sig[R[0] + k], i32)], f64)
+            b = 2.0 * C[0] * own_sigma(sig, T, R[0] + k, MASK)
         return b
 
     # Loop structure: on the CPU a parallel loop over rows (i, j) with a serial k loop; on a GPU one flat loop
@@ -225,7 +277,7 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
         v = row7(sig, T, em, x, R, k, G, S[0], f64)
         q = R[0] + k
         r = ti.cast(0.0, f64)
-        if v[0] > 0:
+        if ti.static(MASK) or v[0] > 0:  # masks: (0, 0), x = 0 and σ = 0 on a removed cell
             r = v[1] - v[0] * ti.cast(x[q], f64) + inlet(sig, T, R, k, S[0])
         out[q] = ti.cast(r, dt)
         return ti.Vector([r * r, ti.cast(x[q], f64) * r], dt=f64)
@@ -256,10 +308,14 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
     @ti.func
     def c_smooth(A: ti.template(), S: ti.template(), G, R, k):
         sig, T, em, x, rhs = ti.static(A[0], A[1], A[2], A[3], A[4])
-        v = row7(sig, T, em, x, R, k, G, S[0], dt)
-        if v[0] > 0:
+        if ti.static(MASK):  # no branch: 1/D[0] = 0 and rhs = 0 on a removed cell
             q = R[0] + k
-            x[q] = (rhs[q] + v[1]) / v[0]
+            x[q] = (rhs[q] + nsum(T, x, R, k, G, S[0], dt)) * T[NTAB + ti.cast(sig[q], i32)]
+        else:
+            v = row7(sig, T, em, x, R, k, G, S[0], dt)
+            if v[0] > 0:
+                q = R[0] + k
+                x[q] = (rhs[q] + v[1]) / v[0]
 
     @ti.kernel
     def f_smooth(sig: U1, T: T1, em: I2, x: F1, rhs: F1, col: i32, o1: i32, o2: i32, C: CND, G: GEO):
@@ -272,7 +328,9 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
         v = row7(sig, T, em, x, R, k, G, C, dt)
         q = R[0] + k
         s = ti.cast(0.0, dt)
-        if v[0] > 0:
+        if ti.static(MASK):  # (0, 0) and rhs = 0 on a removed cell: no branch
+            s = rhs[q] + v[1] - v[0] * x[q]
+        elif v[0] > 0:
             s = rhs[q] + v[1] - v[0] * x[q]
         return s
 
@@ -282,18 +340,24 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
         n0, n1, n2 = G[0], G[1], G[2]
         if ti.static(SERIAL_K):
             for I, J in ti.ndrange(bc.shape[0], bc.shape[1]):
-                for t in range(4):     # the four fine rows under coarse row (I, J); row t = 0 always exists
-                    i, j = 2 * I + (t >> 1), 2 * J + (t & 1)
-                    if i < n0 and j < n1:
-                        R = row_geom(i, j, G)
-                        for K in range(bc.shape[2]):
-                            s = resid_at(sig, T, em, x, rhs, R, 2 * K, G, C)
-                            if 2 * K + 1 < n2:
-                                s += resid_at(sig, T, em, x, rhs, R, 2 * K + 1, G, C)
-                            if t == 0:
-                                bc[I, J, K] = ti.cast(s, dt)
-                            else:
-                                bc[I, J, K] = ti.cast(bc[I, J, K] + s, dt)
+                # the four fine rows under coarse row (I, J), summed in registers; a row past an odd side is
+                # the last row again with weight 0
+                i1, j1 = ti.min(2 * I + 1, n0 - 1), ti.min(2 * J + 1, n1 - 1)
+                R0, R1 = row_geom(2 * I, 2 * J, G), row_geom(2 * I, j1, G)
+                R2, R3 = row_geom(i1, 2 * J, G), row_geom(i1, j1, G)
+                w1 = ti.cast(1.0 if 2 * J + 1 < n1 else 0.0, dt)
+                w2 = ti.cast(1.0 if 2 * I + 1 < n0 else 0.0, dt)
+                w3 = w1 * w2
+                for K in range(bc.shape[2]):
+                    s = ti.cast(0.0, dt)
+                    for u in ti.static(range(2)):
+                        k = 2 * K + u
+                        if ti.static(u == 0) or k < n2:
+                            s += (resid_at(sig, T, em, x, rhs, R0, k, G, C)
+                                  + w1 * resid_at(sig, T, em, x, rhs, R1, k, G, C)
+                                  + w2 * resid_at(sig, T, em, x, rhs, R2, k, G, C)
+                                  + w3 * resid_at(sig, T, em, x, rhs, R3, k, G, C))
+                    bc[I, J, K] = s
         else:
             for I, J, K in ti.ndrange(bc.shape[0], bc.shape[1], bc.shape[2]):
                 s = ti.cast(0.0, dt)
@@ -346,125 +410,9 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True) -> SimpleNa
         """dinv = 1/diag(A) on active cells, 0 on removed ones (reads dinv only as a dummy x)."""
         cells_do(c_diaginv, (sig, T, em, dinv), (C,), G)
 
-    # ------------------------------------------------------------------ currents and field maps
-    @ti.func
-    def face_I(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), i, j, k, ax: ti.template(),
-               G, c):
-        """Current (A per volt) through the face of cell (i, j, k) towards +1 along array axis ``ax``. Axis 0:
-        the face below cell i (i = 0 the inlet at 1 V, i = n0 the outlet at 0 V); sides: the face to the next
-        cell, wrapping when periodic, 0 at an insulating side."""
-        n0, n1, n2 = G[0], G[1], G[2]
-        out = ti.cast(0.0, f64)
-        if ti.static(ax == 0):
-            if i == 0:
-                q = j * n2 + k
-                out = 2.0 * c * T[ti.cast(sig[q], i32)] * (1.0 - x[q])
-            elif i == n0:
-                q = ((n0 - 1) * n1 + j) * n2 + k
-                out = 2.0 * c * T[ti.cast(sig[q], i32)] * ti.cast(em[j, k], f64) * x[q]
-            else:
-                qa, qb = ((i - 1) * n1 + j) * n2 + k, (i * n1 + j) * n2 + k
-                out = c * T[NTAB + blk(T) + ti.cast(sig[qa], i32) * NTAB + ti.cast(sig[qb], i32)] * (x[qa] - x[qb])
-        else:
-            nn = G[ax]
-            idx = ti.Vector([i, j, k])
-            idx[ax] += 1
-            if idx[ax] == nn:
-                idx[ax] = 0 if (G[ti.static(2 + ax)] != 0 and nn > 1) else -1
-            if idx[ax] >= 0:
-                qa, qb = (i * n1 + j) * n2 + k, (idx[0] * n1 + idx[1]) * n2 + idx[2]
-                off = NTAB + (2 * ax + 1) * blk(T) + ti.cast(sig[qa], i32) * NTAB + ti.cast(sig[qb], i32)
-                out = c * T[off] * (x[qa] - x[qb])
-        return out
-
-    @ti.kernel
-    def fields(sig: U1, T: D1, em: I2, x: X1, pot: ti.types.ndarray(dtype=ti.f32, ndim=3),
-               jd: ti.types.ndarray(dtype=ti.f32, ndim=4), C: CND, area: CND, G: GEO):
-        """Potential (NaN outside the conducting paths) and cell current density (A/m²: the mean of the two
-        face currents per axis over the face area), float32 for the field files."""
-        n0, n1, n2 = G[0], G[1], G[2]
-        for i, j in ti.ndrange(n0, n1):
-            for k in range(n2):
-                q = (i * n1 + j) * n2 + k
-                nan = ti.cast(0.0, ti.f32) / ti.cast(0.0, ti.f32)
-                pot[i, j, k] = ti.cast(x[q], ti.f32) if sig[q] != 0 else nan
-                jm = j - 1 if j > 0 else n1 - 1
-                km = k - 1 if k > 0 else n2 - 1
-                IA = face_I(sig, T, em, x, i, j, k, 0, G, C[0]) + face_I(sig, T, em, x, i + 1, j, k, 0, G, C[0])
-                IB = face_I(sig, T, em, x, i, j, k, 1, G, C[1]) + face_I(sig, T, em, x, i, jm, k, 1, G, C[1])
-                IC = face_I(sig, T, em, x, i, j, k, 2, G, C[2]) + face_I(sig, T, em, x, i, j, km, 2, G, C[2])
-                jd[i, j, k, 0] = ti.cast(0.5 * IA / area[0], ti.f32)
-                jd[i, j, k, 1] = ti.cast(0.5 * IB / area[1], ti.f32)
-                jd[i, j, k, 2] = ti.cast(0.5 * IC / area[2], ti.f32)
-
-    @ti.kernel
-    def outlet_current(sig: U1, T: D1, em: I2, x: X1, jout: D2, c0: f64, a0: f64, G: GEO):
-        """Normal current density (A/m²) through every cell of the outlet face (0 where insulating)."""
-        for j, k in ti.ndrange(G[1], G[2]):
-            jout[j, k] = face_I(sig, T, em, x, G[0], j, k, 0, G, c0) / a0
-
-    @ti.kernel
-    def plane_flux(sig: U1, T: D1, em: I2, x: X1, out: D2, c0: f64, G: GEO):
-        """out[p, j] = current (A per volt) through face plane p summed over k."""
-        for p, j in ti.ndrange(G[0] + 1, G[1]):
-            s = ti.cast(0.0, f64)
-            for k in range(G[2]):
-                s += face_I(sig, T, em, x, p, j, k, 0, G, c0)
-            out[p, j] = s
-
-    # ------------------------------------------------------------------ vectors (whole arrays, sentinel included)
-    @ti.kernel
-    def cg_update(x: X1, r: F1, p: F1, ap: F1, alpha: f64) -> f64:
-        """x += αp, r −= αAp; returns r·r."""
-        s = ti.cast(0.0, f64)
-        for q in range(r.shape[0]):
-            x[q] = x[q] + alpha * ti.cast(p[q], f64)
-            rn = ti.cast(r[q], f64) - alpha * ti.cast(ap[q], f64)
-            r[q] = ti.cast(rn, dt)
-            s += rn * rn
-        return s
-
-    @ti.kernel
-    def cg_update_jacobi(x: X1, r: F1, p: F1, ap: F1, dinv: F1, z: F1, alpha: f64) -> ti.types.vector(2, f64):
-        """x += αp, r −= αAp, z = r/diag; returns (r·r, r·z) (fused Jacobi-PCG step)."""
-        s = ti.Vector([0.0, 0.0], dt=f64)
-        for q in range(r.shape[0]):
-            x[q] = x[q] + alpha * ti.cast(p[q], f64)
-            rn = ti.cast(r[q], f64) - alpha * ti.cast(ap[q], f64)
-            r[q] = ti.cast(rn, dt)
-            zn = rn * ti.cast(dinv[q], f64)
-            z[q] = ti.cast(zn, dt)
-            s += ti.Vector([rn * rn, rn * zn], dt=f64)
-        return s
-
-    @ti.kernel
-    def p_update(p: F1, z: F1, beta: f64):
-        """p = z + βp."""
-        for q in range(p.shape[0]):
-            p[q] = ti.cast(ti.cast(z[q], f64) + beta * ti.cast(p[q], f64), dt)
-
-    @ti.kernel
-    def dot(a: F1, b: F1) -> f64:
-        s = ti.cast(0.0, f64)
-        for q in range(a.shape[0]):
-            s += ti.cast(a[q], f64) * ti.cast(b[q], f64)
-        return s
-
-    @ti.kernel
-    def copy(src: F1, dst: F1):
-        for q in range(src.shape[0]):
-            dst[q] = src[q]
-
-    @ti.kernel
-    def fill1(a: F1, v: f64):
-        for q in range(a.shape[0]):
-            a[q] = ti.cast(v, dt)
-
     ns = SimpleNamespace(
         f_matvec_dot=f_matvec_dot, f_resid_xr=f_resid_xr, init_linear=init_linear,
         f_smooth=f_smooth, f_resid_restrict=f_resid_restrict, prolong_f=prolong_f, f_jacobi_dot=f_jacobi_dot,
-        f_diag_inv=f_diag_inv, fields=fields, outlet_current=outlet_current, plane_flux=plane_flux,
-        cg_update=cg_update, cg_update_jacobi=cg_update_jacobi, p_update=p_update, dot=dot, copy=copy,
-        fill1=fill1)
+        f_diag_inv=f_diag_inv, mask=MASK, **vars(get_field_kernels(MASK)), **vars(get_vector_kernels(dtype_name)))
     _CACHE[key] = ns
     return ns

@@ -93,7 +93,7 @@ def face_table(sig_of_id: np.ndarray, r_over_d) -> np.ndarray:
     cell: a for s = 1, b for s = 0) and the harmonic mean otherwise; 0 when either σ is 0. ``r_over_d``: R_i/Δ
     per array axis (Ω·m). The −1 block is the transpose of the +1 block, so the operator is symmetric.
     """
-    from fva.conduction_kernels import NTAB
+    from fva.fine_kernels import NTAB
     from fva.reference import harmonic
 
     vals = np.asarray(sig_of_id, np.float64)

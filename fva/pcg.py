@@ -1,8 +1,8 @@
 """Matrix-free preconditioned conjugate gradients for the conduction operator (host orchestration).
 
-Storage (device): a u8 phase id per voxel, the potential ``x`` in float64, and three work vectors
-(r, p and one array shared by z = M r and A p — z is consumed by the p update before A p is formed)
-in the storage ``dtype``; reductions are float64 whatever the dtype. With ``dtype="f32"`` that is
+Storage (device): a u8 phase id (or face mask, :mod:`fva.face_mask`) per voxel, the potential ``x`` in
+float64, and three work vectors (r, p and one array shared by z = M r and A p — z is consumed by the p update
+before A p is formed) in the storage ``dtype``; reductions are float64 whatever the dtype. With ``dtype="f32"`` that is
 1 + 8 + 3·4 = 21 B/voxel plus ~4 B/voxel of multigrid levels. Keeping x in float64 lets the true
 residual fall below the float32 round-off floor of x (≈ 1e-6 relative at 500³), so the stopping
 rule's residual tolerance is reachable at any size; the recurrence residual r is replaced by
@@ -49,7 +49,9 @@ def bytes_per_voxel(dtype: str, preconditioner: str = "mg") -> int:
 class _Fine:
     """Device arrays of one solve (fine level, flat: :mod:`fva.fine_kernels`, one sentinel row at the end)."""
 
-    def __init__(self, ids, sig_of_id, em, dtype, p1, p2, c, r_over_d=None):
+    def __init__(self, ids, sig_of_id, em, dtype, p1, p2, c, r_over_d=None, sigma1=None):
+        """``sigma1``: the one σ of every conducting id (:func:`fva.face_mask.single_sigma`): face masks, not ids."""
+        from fva.face_mask import face_mask, mask_table
         from fva.interface import face_table
 
         tdt = ti.f64 if dtype == "f64" else ti.f32
@@ -57,10 +59,18 @@ class _Fine:
         size = ids.size + n2
         self.G = ti.Vector([n0, n1, n2, int(p1), int(p2)], dt=ti.i32)
         self.C = ti.Vector([float(v) for v in c], dt=ti.f64)
-        T = sigma_table(sig_of_id) if r_over_d is None else face_table(sig_of_id, r_over_d)
-        self.sigma_of_byte = T[:NTAB].copy()  # σ of every id byte (interface bits included)
+        if sigma1 is not None:
+            T = mask_table(sigma1, c)
+            self.sigma_of_byte = np.zeros(NTAB)
+            self.sigma_of_byte[:len(sig_of_id)] = sig_of_id
+            cells = face_mask(ids, sig_of_id, em, p1, p2).reshape(-1)
+        else:
+            T = sigma_table(sig_of_id) if r_over_d is None else face_table(sig_of_id, r_over_d)
+            self.sigma_of_byte = T[:NTAB].copy()  # σ of every id byte (interface bits included)
+            cells = ids.reshape(-1)
         self.sig = ti.ndarray(ti.u8, size)
-        self.sig.from_numpy(np.concatenate([ids.reshape(-1), np.zeros(n2, np.uint8)]))
+        self.sig.from_numpy(np.concatenate([cells, np.zeros(n2, np.uint8)]))
+        del cells
         self.T = ti.ndarray(ti.f64, T.shape)
         self.T.from_numpy(T)
         self.Ts = self.T  # the smoother's table, in the storage type
@@ -99,8 +109,11 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
     from fva.conduction_kernels import get_kernels
     from fva.multigrid import Multigrid
 
-    K = get_kernels(dtype)
-    F = _Fine(ids, sig_of_id, em, dtype, p1, p2, c, r_over_d)
+    from fva.face_mask import single_sigma
+
+    sigma1 = single_sigma(sig_of_id) if r_over_d is None else None  # one conducting σ: face masks
+    K = get_kernels(dtype, mask=sigma1 is not None)
+    F = _Fine(ids, sig_of_id, em, dtype, p1, p2, c, r_over_d, sigma1)
     args = (F.C, F.G)
     for a in (F.r, F.p, F.ap):
         K.fill1(a, 0.0)  # the sentinel row stays 0

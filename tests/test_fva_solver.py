@@ -336,7 +336,7 @@ def test_no_recompilation_for_new_shapes(taichi_runtime):
 
     from fva.conduction import DEFAULT_DTYPE
 
-    K = get_kernels(DEFAULT_DTYPE)
+    K = get_kernels(DEFAULT_DTYPE, mask=True)   # binary images: face masks (fva.face_mask)
     rng = np.random.default_rng(4)
     for shape in [(9, 10, 11), (12, 7, 8), (16, 16, 5)]:
         img = VoxelImage((rng.random(shape) < 0.8).astype(np.uint8), 1e-6, periodic=(True, True, False))
@@ -351,7 +351,7 @@ def test_gpu_style_flat_loops_agree_on_cpu(taichi_runtime, monkeypatch):
     import fva.conduction_kernels as ck
 
     orig = ck.get_kernels
-    monkeypatch.setattr(ck, "get_kernels", lambda dt="f64", serial_k=None: orig(dt, serial_k=False))
+    monkeypatch.setattr(ck, "get_kernels", lambda dt="f64", serial_k=None, **kw: orig(dt, serial_k=False, **kw))
     rng = np.random.default_rng(7)
     img = VoxelImage((rng.random((13, 11, 9)) < 0.7).astype(np.uint8), 1e-6, periodic=(True, True, False))
     r = solve_conductivity(img, "z", flux_tol=1e-10, rtol=1e-10)
