@@ -94,7 +94,7 @@ class Multigrid:
         K, F = self.K, self.F
         o1, o2, cols = self.fine_cols
         for col in (cols if order > 0 else cols[::-1]):
-            K.f_smooth(F.sig, F.Ts, F.em, x, rhs, col, o1, o2, F.C, F.G)
+            K.f_smooth(F.sig, F.Ts, F.em, F.rs, x, rhs, col, o1, o2, F.C, F.G)
 
     def _coarse_sweeps(self, L, order, sweeps, zero=False):
         """``sweeps`` multi-colour sweeps of level L (x = 0 first when ``zero``)."""
@@ -132,8 +132,8 @@ class Multigrid:
         for _ in range(self.pre):
             self._fine_sweep(z, r, +1)
         if self.levels:
-            K.f_resid_restrict(F.sig, F.Ts, F.em, z, r, self.levels[0]["b"], F.C, F.G)
+            K.f_resid_restrict(F.sig, F.Ts, F.em, F.rs, z, r, self.levels[0]["b"], F.C, F.G)
             self._cycle(0)
-            K.prolong_f(F.sig, self.levels[0]["x"], z, F.G)
+            K.prolong_f(F.sig, F.rs, self.levels[0]["x"], z, F.G)
         for _ in range(self.post):
             self._fine_sweep(z, r, -1)
