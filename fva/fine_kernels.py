@@ -90,7 +90,6 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
     D1 = ti.types.ndarray(dtype=f64, ndim=1)
     T1 = ti.types.ndarray(dtype=dt, ndim=1)
     I2 = ti.types.ndarray(dtype=i32, ndim=2)
-    F3 = ti.types.ndarray(dtype=dt, ndim=3)
     GEO = ti.types.vector(5, i32)
     CND = ti.types.vector(3, f64)
 
@@ -242,11 +241,13 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
         return out
 
     @ti.kernel
-    def f_resid_restrict(sig: U1, T: T1, em: I2, rs: I1, x: F1, rhs: F1, bc: F3, C: CND, G: GEO):
+    def f_resid_restrict(sig: U1, T: T1, em: I2, rs: I1, x: F1, rhs: F1, bc: F1, C: CND, G: GEO):
         """bc = R (rhs − A x): the fine residual summed over each 2×2×2 block, never stored."""
         n0, n1, n2 = G[0], G[1], G[2]
+        m0, m1, m2 = (n0 + 1) // 2, (n1 + 1) // 2, (n2 + 1) // 2  # the first coarse level (flat)
         if ti.static(SERIAL_K):
-            for I, J in ti.ndrange(bc.shape[0], bc.shape[1]):
+            for I, J in ti.ndrange(m0, m1):
+                cb = (I * m1 + J) * m2
                 # the four fine rows under coarse row (I, J); a row past an odd side is the last row again
                 # with weight 0
                 i1, j1 = ti.min(2 * I + 1, n0 - 1), ti.min(2 * J + 1, n1 - 1)
@@ -257,8 +258,8 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
                     nwhole = whole(rs, R0, G) + whole(rs, R1, G) + whole(rs, R2, G) + whole(rs, R3, G)
                 if nwhole < 4:
                     # runs of conducting cells: each fine row's runs, two fine cells per coarse update
-                    for K in range(bc.shape[2]):
-                        bc[I, J, K] = ti.cast(0.0, dt)
+                    for K in range(m2):
+                        bc[cb + K] = ti.cast(0.0, dt)
                     for u in range(4):
                         i, j = 2 * I + (u >> 1), 2 * J + (u & 1)
                         if i < n0 and j < n1:
@@ -272,12 +273,12 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
                                         s += resid_at(sig, T, em, x, rhs, R, 2 * K, G, C)
                                     if 2 * K + 1 < b:
                                         s += resid_at(sig, T, em, x, rhs, R, 2 * K + 1, G, C)
-                                    bc[I, J, K] += s
+                                    bc[cb + K] += s
                 else:  # every cell of the four rows, summed in registers
                     w1 = ti.cast(1.0 if 2 * J + 1 < n1 else 0.0, dt)
                     w2 = ti.cast(1.0 if 2 * I + 1 < n0 else 0.0, dt)
                     w3 = w1 * w2
-                    for K in range(bc.shape[2]):
+                    for K in range(m2):
                         s = ti.cast(0.0, dt)
                         for u in ti.static(range(2)):
                             k = 2 * K + u
@@ -286,25 +287,25 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
                                       + w1 * resid_at(sig, T, em, x, rhs, R1, k, G, C)
                                       + w2 * resid_at(sig, T, em, x, rhs, R2, k, G, C)
                                       + w3 * resid_at(sig, T, em, x, rhs, R3, k, G, C))
-                        bc[I, J, K] = s
+                        bc[cb + K] = s
         else:
-            for I, J, K in ti.ndrange(bc.shape[0], bc.shape[1], bc.shape[2]):
+            for I, J, K in ti.ndrange(m0, m1, m2):
                 s = ti.cast(0.0, dt)
                 for t in range(8):
                     i, j, k = 2 * I + (t >> 2), 2 * J + ((t >> 1) & 1), 2 * K + (t & 1)
                     if i < n0 and j < n1 and k < n2:
                         s += resid_at(sig, T, em, x, rhs, row_geom(i, j, G), k, G, C)
-                bc[I, J, K] = ti.cast(s, dt)
+                bc[(I * m1 + J) * m2 + K] = ti.cast(s, dt)
 
     @ti.func
     def c_prolong(A: ti.template(), S: ti.template(), G, R, k):
         sig, xc, xf = ti.static(A[0], A[1], A[2])
         q = R[0] + k
         if sig[q] != 0:
-            xf[q] = ti.cast(ti.cast(xf[q], f64) + ti.cast(xc[R[5] // 2, R[6] // 2, k // 2], f64), dt)
+            xf[q] = ti.cast(ti.cast(xf[q], f64) + ti.cast(xc[R[7] + k // 2], f64), dt)
 
     @ti.kernel
-    def prolong_f(sig: U1, rs: I1, xc: F3, xf: F1, G: GEO):
+    def prolong_f(sig: U1, rs: I1, xc: F1, xf: F1, G: GEO):
         """xf += P xc on the conducting cells of the fine level (piecewise constant)."""
         cells_do(c_prolong, (sig, xc, xf), (), G, rs)
 

@@ -52,7 +52,8 @@ def get_row_loops(serial_k: bool, seg: bool) -> SimpleNamespace:
 
     @ti.func
     def row_geom(i, j, G):
-        """(base, base of row i−1, i+1, j−1, j+1, i, j) of fine row (i, j); a missing row is the sentinel."""
+        """(base, base of row i−1, i+1, j−1, j+1, i, j, base of the coarse row under it) of fine row (i, j); a
+        missing row is the sentinel."""
         n0, n1, n2 = G[0], G[1], G[2]
         ns = n0 * n1 * n2
         base = (i * n1 + j) * n2
@@ -61,7 +62,8 @@ def get_row_loops(serial_k: bool, seg: bool) -> SimpleNamespace:
         bip = base + n1 * n2 if i < n0 - 1 else ns
         bjm = (i * n1 + jm) * n2 if jm >= 0 else ns
         bjp = (i * n1 + jp) * n2 if jp >= 0 else ns
-        return ti.Vector([base, bim, bip, bjm, bjp, i, j])
+        cbase = ((i // 2) * ((n1 + 1) // 2) + j // 2) * ((n2 + 1) // 2)  # row of the first coarse level
+        return ti.Vector([base, bim, bip, bjm, bjp, i, j, cbase])
 
     @ti.func
     def k_nbrs(R, k, G):
