@@ -20,6 +20,7 @@ import numpy as np
 from fva.fine_kernels import MASK_SIGMA, NTAB
 
 DENSE_ROW = 0.5  # a row at least this conducting is one run: the dense loop (200³ spheres: no slow-down)
+MAX_RUNS = 1 / 8  # a row with more runs than this per cell is one run too: ≤ 1 B/voxel of runs on any image
 
 
 def single_sigma(sig_of_id) -> float | None:
@@ -73,14 +74,15 @@ def mask_table(sigma: float, c) -> np.ndarray:
     return T
 
 
-def row_segments(mask: np.ndarray, dense_row: float = DENSE_ROW, chunk_cells: int = 1 << 23) -> np.ndarray:
+def row_segments(mask: np.ndarray, dense_row: float = DENSE_ROW, max_runs: float = MAX_RUNS,
+                 chunk_cells: int = 1 << 23) -> np.ndarray:
     """Runs of conducting cells (mask ≠ 0) along axis 2 of the [n0, n1, n2] face mask, as one int32 array
     ``rs`` for the fine kernels: rs[r] … rs[r + 1] (r = i·n1 + j, n0·n1 + 1 offsets) are the indices of row r's
     runs, run s covering k ∈ [rs[h + 2s], rs[h + 2s + 1]) with h = n0·n1 + 1. The mask kernels then visit the
     conducting cells only (a removed cell's value is 0 in every vector: skipping it changes nothing). A row whose
-    conducting fraction is at least ``dense_row`` is one run [0, n2): the kernels treat it as before, without
-    a loop per run (a removed cell computes to 0). Built in chunks of rows: temporaries ≈ ``chunk_cells``
-    bytes, the result 8 bytes per run."""
+    conducting fraction is at least ``dense_row``, or with more than ``max_runs``·n2 runs, is one run [0, n2):
+    the kernels treat it as before, without a loop per run (a removed cell computes to 0). Built in chunks of
+    rows: temporaries ≈ ``chunk_cells`` bytes, the result 8 bytes per run (≤ 8·max_runs B/voxel)."""
     n0, n1, n2 = mask.shape
     rows = mask.reshape(n0 * n1, n2)
     nrows = rows.shape[0]
@@ -91,12 +93,13 @@ def row_segments(mask: np.ndarray, dense_row: float = DENSE_ROW, chunk_cells: in
         m = min(step, nrows - r0)
         on = np.zeros((m, n2 + 2), np.int8)
         on[:, 1:-1] = rows[r0:r0 + step] != 0
-        whole = np.flatnonzero(np.count_nonzero(on, axis=1) >= dense_row * n2)
+        dense = np.count_nonzero(on, axis=1) >= dense_row * n2
         d = np.diff(on, axis=1)
         del on
         ri, start = np.nonzero(d == 1)       # row-major order: runs sorted by row, then k
         end = np.nonzero(d == -1)[1]
         del d
+        whole = np.flatnonzero(dense | (np.bincount(ri, minlength=m) > max_runs * n2))
         if whole.size:
             part = np.ones(m, bool)
             part[whole] = False
