@@ -20,11 +20,14 @@ Two ways to give the conductances (chosen per solve, compiled separately):
   bit 7 outlet); ``T`` = (D[m], 1/D[m], σ) with D[m] the diagonal of a cell of mask m. Every vector of the
   solve is 0 on the removed cells (mask 0) and on the sentinel row, so a conducting neighbour contributes
   σ·c·x_n and any other 0 without a lookup: Σ_n g_n x_n = σ·(c0·(x_i− + x_i+) + c1·(…) + c2·(…)), and
-  the smoother is x = (rhs + that)·(1/D[m]) with no branch (1/D[0] = 0).
+  the smoother is x = (rhs + that)·(1/D[m]) with no branch (1/D[0] = 0). On the CPU the kernels of the
+  iteration visit only each row's runs of conducting cells (``rs``, :func:`fva.face_mask.row_segments`); the
+  id kernels get a dummy ``rs`` and visit every cell.
 
 The Gauss–Seidel smoother and the restricted residual run in the storage type (a float32 preconditioner is
 still a symmetric one); the matrix–vector product, the true residual and every reduction are float64.
-Currents and field maps: :mod:`fva.fine_fields`; the CG vector kernels: :mod:`fva.vector_kernels`.
+Row geometry and cell loops: :mod:`fva.fine_rows`; currents and field maps: :mod:`fva.fine_fields`; the CG
+vector kernels: :mod:`fva.vector_kernels`.
 """
 
 from types import SimpleNamespace
@@ -343,6 +346,7 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
     ns = SimpleNamespace(
         f_matvec_dot=f_matvec_dot, f_resid_xr=f_resid_xr, init_linear=init_linear,
         f_smooth=f_smooth, f_resid_restrict=f_resid_restrict, prolong_f=prolong_f, f_jacobi_dot=f_jacobi_dot,
-        f_diag_inv=f_diag_inv, mask=MASK, seg=L.seg, **vars(get_field_kernels(MASK)), **vars(get_vector_kernels(dtype_name)))
+        f_diag_inv=f_diag_inv, mask=MASK, seg=L.seg, **vars(get_field_kernels(MASK)),
+        **vars(get_vector_kernels(dtype_name)))
     _CACHE[key] = ns
     return ns
