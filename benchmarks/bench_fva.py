@@ -57,12 +57,13 @@ def _stream(K, ti, n: int, dtype_name: str, repeats: int = 5) -> dict:
     em = ti.ndarray(ti.i32, (n, n))
     em.from_numpy(np.ones((n, n), np.int32))
     C, G = ti.Vector([1.0, 1.0, 1.0], dt=ti.f64), ti.Vector([n, n, n, 1, 1], dt=ti.i32)
-    K.f_matvec_dot(sig, Tt, em, a, b, C, G)
+    rs = ti.ndarray(ti.i32, 1)  # no runs: the id kernels visit every cell
+    K.f_matvec_dot(sig, Tt, em, rs, a, b, C, G)
     sync()
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
-        K.f_matvec_dot(sig, Tt, em, a, b, C, G)
+        K.f_matvec_dot(sig, Tt, em, rs, a, b, C, G)
         sync()
         ts.append(time.perf_counter() - t)
     # compulsory traffic of y = A x: read phase id (1 B) and x, write y

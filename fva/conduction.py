@@ -51,6 +51,7 @@ DEFAULT_RTOL = 1e-6        # relative true residual ‖b − A x‖/‖b‖ (cal
 DEFAULT_SIGMA_TOL = 1e-5   # bound on the relative current error from the energy (xᵀr + HS estimate)
 DEFAULT_DTYPE = "f32"      # work vectors; the potential is float64 in every case (fva.pcg)
 HOST_BYTES_PER_VOXEL = 2   # the image and its id copy on the host while the device arrays live
+RUN_BYTES_PER_VOXEL = 1    # bound on the runs of conducting cells of the face-mask kernels (fva.face_mask)
 
 
 # --------------------------------------------------------------------------------------- sizes
@@ -59,7 +60,8 @@ def estimate_memory_bytes(shape, dtype: str = DEFAULT_DTYPE, preconditioner: str
 
     Fine level (``fva.pcg.bytes_per_voxel``): a u8 id, x in float64 and three work vectors in
     ``dtype`` (Jacobi adds 1/diag); the multigrid hierarchy adds the coarse levels
-    (``fva.multigrid.coarse_bytes``, ≈ 4 B/voxel in f32); plus the image and its id copy on the host.
+    (``fva.multigrid.coarse_bytes``, ≈ 4 B/voxel in f32), the runs of conducting cells (≤ 1 B/voxel); plus
+    the image and its id copy on the host.
     """
     from fva.multigrid import coarse_bytes
     from fva.pcg import bytes_per_voxel
@@ -68,7 +70,7 @@ def estimate_memory_bytes(shape, dtype: str = DEFAULT_DTYPE, preconditioner: str
     shape = tuple(int(n) for n in shape)
     n = int(np.prod(shape, dtype=np.int64))
     face = max(shape[1] * shape[2], shape[0] * shape[2], shape[0] * shape[1])
-    tot = (bytes_per_voxel(dtype, preconditioner) + HOST_BYTES_PER_VOXEL) * n + 4 * face \
+    tot = (bytes_per_voxel(dtype, preconditioner) + HOST_BYTES_PER_VOXEL + RUN_BYTES_PER_VOXEL) * n + 4 * face \
         + 8 * (max(shape) + 1) * max(shape)
     if preconditioner == "mg":
         tot += max(coarse_bytes(_perm_shape(shape, a), itemsize) for a in range(3))

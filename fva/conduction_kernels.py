@@ -19,7 +19,9 @@ the coarse levels of the multigrid preconditioner and the table conventions.
   (:mod:`fva.fine_kernels`).
 * Coarse levels: explicit face conductances ``gA`` (n0+1, n1, n2: plane p is the face between
   cells p-1 and p, planes 0 and n0 are the electrode faces), ``gB`` / ``gC`` (face between j and
-  j+1 / k and k+1, the last one being the periodic wrap face or 0), and the inverse diagonal.
+  j+1 / k and k+1, the last one being the periodic wrap face or 0), and the inverse diagonal; flat
+  arrays like the fine level's (cell (i, j, k) at (i·n1 + j)·n2 + k, row bases once per row), with the
+  level's geometry G = (n0, n1, n2, p1, p2) as an argument.
 
 All kernels take ``ti.types.ndarray`` arguments, so one compiled kernel serves every image shape
 (Taichi compiles per dtype and ndim only). Reductions are float64 whatever the storage dtype.
@@ -49,219 +51,184 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None, mask: boo
     if key in _CACHE:
         return _CACHE[key]
     dt = ti.f64 if dtype_name == "f64" else ti.f32
-    F3 = ti.types.ndarray(dtype=dt, ndim=3)
+    F1 = ti.types.ndarray(dtype=dt, ndim=1)
     I2 = ti.types.ndarray(dtype=ti.i32, ndim=2)
     D1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
     U1 = ti.types.ndarray(dtype=ti.u8, ndim=1)
+    GEO = ti.types.vector(5, ti.i32)
     f64 = ti.f64
 
+    # Coarse levels are flat like the fine one: cell (i, j, k) of a level of shape (n0, n1, n2) at
+    # (i·n1 + j)·n2 + k, its faces gA (plane p below cell p, n0 + 1 planes), gB, gC at the index of the cell
+    # below the face; G = (n0, n1, n2, p1, p2). The last gB / gC face of a row is the periodic wrap face or 0,
+    # so the neighbour indices simply wrap (an insulating side meets a zero face); a side of one cell has no
+    # side faces (weight 0). Per row the five row bases are computed once (Taichi 1.7.4 computes a 3-D ndarray
+    # address from the runtime shape at every access).
     @ti.func
-    def colour(i, j, k, n1, n2, o1: ti.i32, o2: ti.i32):
-        c = (i + j + k) & 1
-        if o1 != 0 and j == n1 - 1:
-            c += 2
-        if o2 != 0 and k == n2 - 1:
-            c += 4
-        return c
+    def crow(i, j, G):
+        """(base, base of row i−1, i+1, j−1, j+1 (wrapped), i, j), (weight of i−1, of i+1, of the side-1 pair)."""
+        n0, n1, n2 = G[0], G[1], G[2]
+        base = (i * n1 + j) * n2
+        s = n1 * n2
+        bim = base - s if i > 0 else base
+        bip = base + s if i < n0 - 1 else base
+        bjm = (i * n1 + (j + n1 - 1) % n1) * n2
+        bjp = (i * n1 + (j + 1) % n1) * n2
+        return (ti.Vector([base, bim, bip, bjm, bjp, i, j]),
+                ti.Vector([1.0 if i > 0 else 0.0, 1.0 if i < n0 - 1 else 0.0, 1.0 if n1 > 1 else 0.0], dt=f64))
 
-    # Loop structure: on CPU a parallel loop over (i, j) rows with a serial inner k loop (about 6x
-    # faster than a 3-D ndrange over an ndarray, which pays integer div/mod per element); on GPU a
-    # flat 3-D ndrange (consecutive threads on consecutive k: coalesced). Every cell-wise kernel goes
-    # through one of the two helpers below; ``f(A, S, i, j, k)`` gets the kernel's arrays ``A`` and
-    # scalars ``S`` as tuples (compile-time bundles: no copies).
     @ti.func
-    def cells_sum(f: ti.template(), A: ti.template(), S: ti.template(), n: ti.template()):
-        """Σ f(A, S, i, j, k) over the cells of A[0]: an ``n``-vector of float64 (f returns one)."""
-        shape = ti.static(A[0]).shape
-        s = ti.Vector([0.0] * n, dt=f64)
+    def c_off(gA: ti.template(), gB: ti.template(), gC: ti.template(), x: ti.template(), R, W, k, G):
+        """(diagonal, Σ_j g_ij x_j) of coarse cell k of row (R, W) (explicit face conductances)."""
+        n2 = G[2]
+        q = R[0] + k
+        km = R[0] + (k + n2 - 1) % n2
+        kp = R[0] + (k + 1) % n2
+        w2 = ti.cast(1.0 if n2 > 1 else 0.0, f64)
+        ga, gap = ti.cast(gA[q], f64), ti.cast(gA[q + G[1] * n2], f64)
+        gb, gbm = ti.cast(gB[q], f64), ti.cast(gB[R[3] + k], f64)
+        gc, gcm = ti.cast(gC[q], f64), ti.cast(gC[km], f64)
+        d = ga + gap + W[2] * (gb + gbm) + w2 * (gc + gcm)
+        off = (W[0] * ga * ti.cast(x[R[1] + k], f64) + W[1] * gap * ti.cast(x[R[2] + k], f64)
+               + W[2] * (gb * ti.cast(x[R[4] + k], f64) + gbm * ti.cast(x[R[3] + k], f64))
+               + w2 * (gc * ti.cast(x[kp], f64) + gcm * ti.cast(x[km], f64)))
+        return d, off
+
+    # Loop structure: CPU rows (i, j) with a serial k loop, GPU one flat loop; f(A, S, G, R, W, k).
+    @ti.func
+    def ccells_do(f: ti.template(), A: ti.template(), S: ti.template(), G):
         if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(shape[0], shape[1]):
-                acc = ti.Vector([0.0] * n, dt=f64)
-                for k in range(shape[2]):
-                    acc += f(A, S, i, j, k)
-                s += acc
+            for i, j in ti.ndrange(G[0], G[1]):
+                R, W = crow(i, j, G)
+                for k in range(G[2]):
+                    f(A, S, G, R, W, k)
         else:
-            for i, j, k in ti.ndrange(shape[0], shape[1], shape[2]):
-                s += f(A, S, i, j, k)
-        return s
+            for q in range(G[0] * G[1] * G[2]):
+                R, W = crow(q // (G[1] * G[2]), (q // G[2]) % G[1], G)
+                f(A, S, G, R, W, q % G[2])
 
     @ti.func
-    def cells_do(f: ti.template(), A: ti.template(), S: ti.template()):
-        """f(A, S, i, j, k) on every cell of A[0] (no result)."""
-        shape = ti.static(A[0]).shape
+    def crow_colour(f: ti.template(), A: ti.template(), S: ti.template(), G, i, j, col, o1, o2):
+        """f on the cells of colour ``col`` in row (i, j) (:func:`fva.fine_rows.colour_span`)."""
+        k0, cnt, stride = colour_span(i, j, col, o1, o2, G[1], G[2])
+        if cnt > 0:
+            R, W = crow(i, j, G)
+            for t in range(cnt):
+                f(A, S, G, R, W, k0 + stride * t)
+
+    @ti.func
+    def ccolour_sweep(f: ti.template(), A: ti.template(), S: ti.template(), G, col, o1, o2):
+        """One colour of a multi-colour Gauss–Seidel sweep, in place and race free."""
+        n1, n2 = G[1], G[2]
         if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(shape[0], shape[1]):
-                for k in range(shape[2]):
-                    f(A, S, i, j, k)
+            for i, j in ti.ndrange(G[0], n1):
+                crow_colour(f, A, S, G, i, j, col, o1, o2)
         else:
-            for i, j, k in ti.ndrange(shape[0], shape[1], shape[2]):
-                f(A, S, i, j, k)
-
-    @ti.func
-    def colour_row(f: ti.template(), A: ti.template(), S: ti.template(), i, j, col, o1, o2, n1, n2):
-        """f on the cells of colour ``col`` in row (i, j) (:func:`fva.fine_kernels.colour_span`)."""
-        k0, cnt, stride = colour_span(i, j, col, o1, o2, n1, n2)
-        for t in range(cnt):
-            f(A, S, i, j, k0 + stride * t)
-
-    @ti.func
-    def colour_sweep(f: ti.template(), A: ti.template(), S: ti.template(), col, o1, o2):
-        """f(A, S, i, j, k) on the cells of colour ``col`` of A[0]'s grid (see ``colour``): one colour of a
-        multi-colour Gauss–Seidel sweep, in place and race free."""
-        shape = ti.static(A[0]).shape
-        n1, n2 = shape[1], shape[2]
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(shape[0], n1):
-                colour_row(f, A, S, i, j, col, o1, o2, n1, n2)
-        else:
-            for i, j, k in ti.ndrange(shape[0], n1, n2):
-                if colour(i, j, k, n1, n2, o1, o2) == col:
-                    f(A, S, i, j, k)
-
-    # ------------------------------------------------------------------ vector kernels (coarse levels)
-    @ti.func
-    def c_fill(A: ti.template(), S: ti.template(), i, j, k):
-        a = ti.static(A[0])
-        a[i, j, k] = ti.cast(S[0], dt)
-
-    @ti.kernel
-    def fill(a: F3, v: f64):
-        cells_do(c_fill, (a,), (v,))
+            for q in range(G[0] * n1 * n2):
+                i, j, k = q // (n1 * n2), (q // n2) % n1, q % n2
+                c = (i + j + k) & 1
+                if o1 != 0 and j == n1 - 1:
+                    c += 2
+                if o2 != 0 and k == n2 - 1:
+                    c += 4
+                if c == col:
+                    R, W = crow(i, j, G)
+                    f(A, S, G, R, W, k)
 
     # ------------------------------------------------------------------ multigrid
     @ti.func
-    def side_pair(g: ti.template(), x: ti.template(), i, j, k, ax: ti.template(), per):
-        """g[c]·x[c+1] + g[c−1]·x[c−1] along side axis ``ax`` (wrapping when ``per``; nothing past an
-        insulating side, nothing for a single cell)."""
-        n = x.shape[ax]
-        off = ti.cast(0.0, f64)
-        if n > 1:
-            up = ti.Vector([i, j, k])
-            up[ax] += 1
-            if up[ax] >= n:
-                up[ax] = 0 if per != 0 else -1
-            if up[ax] >= 0:
-                off += ti.cast(g[i, j, k], f64) * ti.cast(x[up[0], up[1], up[2]], f64)
-            dn = ti.Vector([i, j, k])
-            dn[ax] -= 1
-            if dn[ax] < 0:
-                dn[ax] = n - 1 if per != 0 else -1
-            if dn[ax] >= 0:
-                off += ti.cast(g[dn[0], dn[1], dn[2]], f64) * ti.cast(x[dn[0], dn[1], dn[2]], f64)
-        return off
-
-    @ti.func
-    def c_off(gA: ti.template(), gB: ti.template(), gC: ti.template(), x: ti.template(), i, j, k,
-              p1: ti.i32, p2: ti.i32):
-        """Σ_j g_ij x_j of a coarse-level row (explicit face conductances)."""
-        n0 = x.shape[0]
-        off = ti.cast(0.0, f64)
-        if i > 0:
-            off += ti.cast(gA[i, j, k], f64) * ti.cast(x[i - 1, j, k], f64)
-        if i < n0 - 1:
-            off += ti.cast(gA[i + 1, j, k], f64) * ti.cast(x[i + 1, j, k], f64)
-        off += side_pair(gB, x, i, j, k, 1, p1)
-        off += side_pair(gC, x, i, j, k, 2, p2)
-        return off
+    def c_cdinv(A: ti.template(), S: ti.template(), G, R, W, k):
+        gA, gB, gC, dinv = ti.static(A[0], A[1], A[2], A[3])
+        d, _ = c_off(gA, gB, gC, dinv, R, W, k, G)
+        dinv[R[0] + k] = ti.cast(1.0 / d if d > 0 else 0.0, dt)
 
     @ti.kernel
-    def c_diag_inv(gA: F3, gB: F3, gC: F3, dinv: F3, p1: ti.i32, p2: ti.i32):
-        n0, n1, n2 = dinv.shape[0], dinv.shape[1], dinv.shape[2]
-        for i, j, k in ti.ndrange(n0, n1, n2):
-            d = ti.cast(gA[i, j, k], f64) + ti.cast(gA[i + 1, j, k], f64)
-            if n1 > 1:
-                d += ti.cast(gB[i, j, k], f64)
-                if j > 0:
-                    d += ti.cast(gB[i, j - 1, k], f64)
-                elif p1 != 0:
-                    d += ti.cast(gB[i, n1 - 1, k], f64)
-            if n2 > 1:
-                d += ti.cast(gC[i, j, k], f64)
-                if k > 0:
-                    d += ti.cast(gC[i, j, k - 1], f64)
-                elif p2 != 0:
-                    d += ti.cast(gC[i, j, n2 - 1], f64)
-            v = ti.cast(0.0, f64)
-            if d > 0:
-                v = 1.0 / d
-            dinv[i, j, k] = ti.cast(v, dt)
+    def c_diag_inv(gA: F1, gB: F1, gC: F1, dinv: F1, G: GEO):
+        """dinv = 1/diag on a coarse level (0 where no face conducts; reads dinv as a dummy x)."""
+        ccells_do(c_cdinv, (gA, gB, gC, dinv), (), G)
 
     @ti.func
-    def c_csmooth(A: ti.template(), S: ti.template(), i, j, k):
+    def c_csmooth(A: ti.template(), S: ti.template(), G, R, W, k):
         x, gA, gB, gC, dinv, rhs = ti.static(A[0], A[1], A[2], A[3], A[4], A[5])
-        di = ti.cast(dinv[i, j, k], f64)
+        q = R[0] + k
+        di = ti.cast(dinv[q], f64)
         if di > 0:
-            off = c_off(gA, gB, gC, x, i, j, k, S[0], S[1])
-            x[i, j, k] = ti.cast((ti.cast(rhs[i, j, k], f64) + off) * di, dt)
+            _, off = c_off(gA, gB, gC, x, R, W, k, G)
+            x[q] = ti.cast((ti.cast(rhs[q], f64) + off) * di, dt)
 
     @ti.kernel
-    def c_smooth(gA: F3, gB: F3, gC: F3, dinv: F3, x: F3, rhs: F3, col: ti.i32, o1: ti.i32,
-                 o2: ti.i32, p1: ti.i32, p2: ti.i32):
+    def c_smooth(gA: F1, gB: F1, gC: F1, dinv: F1, x: F1, rhs: F1, col: ti.i32, o1: ti.i32, o2: ti.i32, G: GEO):
         """One colour of a multi-colour Gauss-Seidel sweep on a coarse level."""
-        colour_sweep(c_csmooth, (x, gA, gB, gC, dinv, rhs), (p1, p2), col, o1, o2)
+        ccolour_sweep(c_csmooth, (x, gA, gB, gC, dinv, rhs), (), G, col, o1, o2)
 
     @ti.kernel
-    def c_smooth_serial(gA: F3, gB: F3, gC: F3, dinv: F3, x: F3, rhs: F3, sweeps: ti.i32, order: ti.i32,
-                        zero: ti.i32, o1: ti.i32, o2: ti.i32, p1: ti.i32, p2: ti.i32):
+    def c_smooth_serial(gA: F1, gB: F1, gC: F1, dinv: F1, x: F1, rhs: F1, sweeps: ti.i32, order: ti.i32,
+                        zero: ti.i32, o1: ti.i32, o2: ti.i32, G: GEO):
         """``sweeps`` whole multi-colour Gauss–Seidel sweeps of a small coarse level in one launch, on one thread
         (colours ascending for ``order`` > 0, descending otherwise; x = 0 first when ``zero``): the same updates
         as the parallel colour sweeps, without a launch per colour. On the CPU a level of a few thousand cells
         costs less than the launches it saves (fva.multigrid.SERIAL_CELLS)."""
-        n0, n1, n2 = x.shape[0], x.shape[1], x.shape[2]
+        n0, n1 = G[0], G[1]
         ti.loop_config(serialize=True)
         for _ in range(1):
             if zero != 0:
-                for i, j, k in ti.ndrange(n0, n1, n2):
-                    x[i, j, k] = ti.cast(0.0, dt)
+                for q in range(x.shape[0]):
+                    x[q] = ti.cast(0.0, dt)
             for t in range(sweeps * 8):
                 c = t % 8
                 if order <= 0:
                     c = 7 - c
                 if (c & 2 == 0 or o1 != 0) and (c & 4 == 0 or o2 != 0):
                     for i, j in ti.ndrange(n0, n1):
-                        colour_row(c_csmooth, (x, gA, gB, gC, dinv, rhs), (p1, p2), i, j, c, o1, o2, n1, n2)
+                        crow_colour(c_csmooth, (x, gA, gB, gC, dinv, rhs), (), G, i, j, c, o1, o2)
 
     @ti.func
-    def c_cresid(A: ti.template(), S: ti.template(), i, j, k):
+    def c_cresid(A: ti.template(), S: ti.template(), G, R, W, k):
         x, gA, gB, gC, dinv, rhs, out = ti.static(A[0], A[1], A[2], A[3], A[4], A[5], A[6])
-        di = ti.cast(dinv[i, j, k], f64)
+        q = R[0] + k
+        di = ti.cast(dinv[q], f64)
         r = ti.cast(0.0, f64)
         if di > 0:
-            off = c_off(gA, gB, gC, x, i, j, k, S[0], S[1])
-            r = ti.cast(rhs[i, j, k], f64) + off - ti.cast(x[i, j, k], f64) / di
-        out[i, j, k] = ti.cast(r, dt)
+            _, off = c_off(gA, gB, gC, x, R, W, k, G)
+            r = ti.cast(rhs[q], f64) + off - ti.cast(x[q], f64) / di
+        out[q] = ti.cast(r, dt)
 
     @ti.kernel
-    def c_resid(gA: F3, gB: F3, gC: F3, dinv: F3, x: F3, rhs: F3, out: F3, p1: ti.i32, p2: ti.i32):
+    def c_resid(gA: F1, gB: F1, gC: F1, dinv: F1, x: F1, rhs: F1, out: F1, G: GEO):
         """out = rhs − A x on a coarse level."""
-        cells_do(c_cresid, (x, gA, gB, gC, dinv, rhs, out), (p1, p2))
+        ccells_do(c_cresid, (x, gA, gB, gC, dinv, rhs, out), (), G)
 
     @ti.func
-    def c_restrict(A: ti.template(), S: ti.template(), I, J, K):
-        bc, rf = ti.static(A[0], A[1])
-        n0, n1, n2 = rf.shape[0], rf.shape[1], rf.shape[2]
+    def c_restrict(A: ti.template(), S: ti.template(), G, R, W, K):
+        rf, bc = ti.static(A[0], A[1])
+        Gf = S[0]
+        I, J = R[5], R[6]
         s = ti.cast(0.0, f64)
         for a, b, c in ti.static(ti.ndrange(2, 2, 2)):
             i, j, k = 2 * I + a, 2 * J + b, 2 * K + c
-            if i < n0 and j < n1 and k < n2:
-                s += ti.cast(rf[i, j, k], f64)
-        bc[I, J, K] = ti.cast(s, dt)
+            if i < Gf[0] and j < Gf[1] and k < Gf[2]:
+                s += ti.cast(rf[(i * Gf[1] + j) * Gf[2] + k], f64)
+        bc[R[0] + K] = ti.cast(s, dt)
 
     @ti.kernel
-    def restrict(rf: F3, bc: F3):
-        """bc = R rf: the sum over each 2x2x2 block."""
-        cells_do(c_restrict, (bc, rf), ())
+    def restrict(rf: F1, bc: F1, Gf: GEO, G: GEO):
+        """bc = R rf: the sum over each 2x2x2 block (Gf, G: the fine and coarse level geometry)."""
+        ccells_do(c_restrict, (rf, bc), (Gf,), G)
 
     @ti.func
-    def c_prolong(A: ti.template(), S: ti.template(), i, j, k):
+    def c_prolong(A: ti.template(), S: ti.template(), G, R, W, k):
         xf, act, xc = ti.static(A[0], A[1], A[2])
-        if act[i, j, k] > 0:
-            xf[i, j, k] = ti.cast(ti.cast(xf[i, j, k], f64) + ti.cast(xc[i // 2, j // 2, k // 2], f64), dt)
+        Gc = S[0]
+        q = R[0] + k
+        if act[q] > 0:
+            i, j = R[5], R[6]
+            xf[q] = ti.cast(ti.cast(xf[q], f64)
+                            + ti.cast(xc[((i // 2) * Gc[1] + j // 2) * Gc[2] + k // 2], f64), dt)
 
     @ti.kernel
-    def prolong(act: F3, xc: F3, xf: F3):
-        """xf += P xc on active fine cells (act = sigma on the fine level, 1/diag on coarse ones)."""
-        cells_do(c_prolong, (xf, act, xc), ())
+    def prolong(act: F1, xc: F1, xf: F1, G: GEO, Gc: GEO):
+        """xf += P xc on the active cells of a coarse level (act = 1/diag; G, Gc: this level and the next)."""
+        ccells_do(c_prolong, (xf, act, xc), (Gc,), G)
 
     @ti.func
     def face_of_sigma(G: ti.template(), idx, ax: ti.template()):
@@ -297,9 +264,9 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None, mask: boo
 
     @ti.func
     def face_of_array(G: ti.template(), idx, ax: ti.template()):
-        """Face value ``G[ax][idx]`` of the next finer level's face arrays G = (gA, gB, gC)."""
+        """Face value ``G[ax][idx]`` of the next finer level's flat face arrays G = (gA, gB, gC, geometry)."""
         f = ti.static(G[ax])
-        return ti.cast(f[idx[0], idx[1], idx[2]], f64)
+        return ti.cast(f[(idx[0] * G[3][1] + idx[1]) * G[3][2] + idx[2]], f64)
 
     @ti.func
     def fine_faces_sum(face: ti.template(), G: ti.template(), C, ax: ti.template(), n):
@@ -323,30 +290,31 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None, mask: boo
 
     @ti.func
     def coarse_faces(face: ti.template(), G: ti.template(), n, gA: ti.template(), gB: ti.template(),
-                     gC: ti.template(), scale: f64):
-        """gA, gB, gC of a coarse level: ``scale`` × the sum of the fine faces crossing each coarse face
-        (Galerkin R A P with piecewise-constant P, see fva.multigrid)."""
-        for P, J, K in ti.ndrange(gA.shape[0], gA.shape[1], gA.shape[2]):
-            gA[P, J, K] = ti.cast(scale * fine_faces_sum(face, G, ti.Vector([P, J, K]), 0, n), dt)
-        for I, J, K in ti.ndrange(gB.shape[0], gB.shape[1], gB.shape[2]):
-            gB[I, J, K] = ti.cast(scale * fine_faces_sum(face, G, ti.Vector([I, J, K]), 1, n), dt)
-        for I, J, K in ti.ndrange(gC.shape[0], gC.shape[1], gC.shape[2]):
-            gC[I, J, K] = ti.cast(scale * fine_faces_sum(face, G, ti.Vector([I, J, K]), 2, n), dt)
+                     gC: ti.template(), scale: f64, Gc):
+        """gA, gB, gC of a coarse level of geometry ``Gc``: ``scale`` × the sum of the fine faces crossing each
+        coarse face (Galerkin R A P with piecewise-constant P, see fva.multigrid)."""
+        m1, m2 = Gc[1], Gc[2]
+        for P, J, K in ti.ndrange(Gc[0] + 1, m1, m2):
+            gA[(P * m1 + J) * m2 + K] = ti.cast(scale * fine_faces_sum(face, G, ti.Vector([P, J, K]), 0, n), dt)
+        for I, J, K in ti.ndrange(Gc[0], m1, m2):
+            q = (I * m1 + J) * m2 + K
+            gB[q] = ti.cast(scale * fine_faces_sum(face, G, ti.Vector([I, J, K]), 1, n), dt)
+            gC[q] = ti.cast(scale * fine_faces_sum(face, G, ti.Vector([I, J, K]), 2, n), dt)
 
     @ti.kernel
-    def build_from_sigma(sig: U1, T: D1, em: I2, gA: F3, gB: F3, gC: F3, scale: f64,
-                         c: ti.types.vector(3, f64), geo: ti.types.vector(5, ti.i32)):
-        """First coarse level from the flat fine phase ids."""
-        coarse_faces(face_of_sigma, (sig, T, em, c, geo), ti.Vector([geo[0], geo[1], geo[2]]), gA, gB, gC, scale)
+    def build_from_sigma(sig: U1, T: D1, em: I2, gA: F1, gB: F1, gC: F1, scale: f64,
+                         c: ti.types.vector(3, f64), geo: GEO, Gc: GEO):
+        """First coarse level (geometry ``Gc``) from the flat fine phase ids or face masks."""
+        coarse_faces(face_of_sigma, (sig, T, em, c, geo), ti.Vector([geo[0], geo[1], geo[2]]), gA, gB, gC, scale,
+                     Gc)
 
     @ti.kernel
-    def build_from_coarse(fA: F3, fB: F3, fC: F3, gA: F3, gB: F3, gC: F3, scale: f64):
-        """Next coarse level from the face conductances of the level above."""
-        coarse_faces(face_of_array, (fA, fB, fC), ti.Vector([fB.shape[0], fB.shape[1], fB.shape[2]]),
-                     gA, gB, gC, scale)
+    def build_from_coarse(fA: F1, fB: F1, fC: F1, gA: F1, gB: F1, gC: F1, scale: f64, Gf: GEO, Gc: GEO):
+        """Next coarse level (geometry ``Gc``) from the face conductances of the level above (``Gf``)."""
+        coarse_faces(face_of_array, (fA, fB, fC, Gf), ti.Vector([Gf[0], Gf[1], Gf[2]]), gA, gB, gC, scale, Gc)
 
     ns = SimpleNamespace(
-        fill=fill, c_diag_inv=c_diag_inv, c_smooth=c_smooth, c_smooth_serial=c_smooth_serial, c_resid=c_resid,
+        c_diag_inv=c_diag_inv, c_smooth=c_smooth, c_smooth_serial=c_smooth_serial, c_resid=c_resid,
         restrict=restrict, prolong=prolong, build_from_sigma=build_from_sigma, build_from_coarse=build_from_coarse,
         **vars(get_fine_kernels(dtype_name, SERIAL_K, MASK)))
     ns.dtype = dt

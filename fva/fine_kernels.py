@@ -20,16 +20,20 @@ Two ways to give the conductances (chosen per solve, compiled separately):
   bit 7 outlet); ``T`` = (D[m], 1/D[m], σ) with D[m] the diagonal of a cell of mask m. Every vector of the
   solve is 0 on the removed cells (mask 0) and on the sentinel row, so a conducting neighbour contributes
   σ·c·x_n and any other 0 without a lookup: Σ_n g_n x_n = σ·(c0·(x_i− + x_i+) + c1·(…) + c2·(…)), and
-  the smoother is x = (rhs + that)·(1/D[m]) with no branch (1/D[0] = 0).
+  the smoother is x = (rhs + that)·(1/D[m]) with no branch (1/D[0] = 0). On the CPU the kernels of the
+  iteration visit only each row's runs of conducting cells (``rs``, :func:`fva.face_mask.row_segments`); the
+  id kernels get a dummy ``rs`` and visit every cell.
 
 The Gauss–Seidel smoother and the restricted residual run in the storage type (a float32 preconditioner is
 still a symmetric one); the matrix–vector product, the true residual and every reduction are float64.
-Currents and field maps: :mod:`fva.fine_fields`; the CG vector kernels: :mod:`fva.vector_kernels`.
+Row geometry and cell loops: :mod:`fva.fine_rows`; currents and field maps: :mod:`fva.fine_fields`; the CG
+vector kernels: :mod:`fva.vector_kernels`.
 """
 
 from types import SimpleNamespace
 
 from fva.backend import ti
+from fva.fine_rows import colour_span, get_row_loops  # noqa: F401  (colour_span: re-exported)
 
 NTAB = 256  # phase ids per fine voxel (u8); table: NTAB conductivities, then NTAB*NTAB per face block
 MASK_SIGMA = 2 * NTAB  # face-mask table: D[m] (NTAB), 1/D[m] (NTAB), then σ at this index
@@ -71,24 +75,6 @@ def blk(T: ti.template()):
     return s
 
 
-@ti.func
-def colour_span(i, j, col, o1, o2, n1, n2):
-    """(first k, count, stride) of the cells of colour ``col`` in row (i, j): colour = parity (i + j + k) & 1,
-    + 2 on the wrap slice j = n1 − 1 of an odd periodic side 1 (``o1``), + 4 on k = n2 − 1 of an odd periodic
-    side 2 (``o2``): a multi-colour Gauss–Seidel sweep never reads a cell of the colour it updates."""
-    k0, cnt, stride = 0, 0, 2
-    jsl = 1 if (o1 != 0 and j == n1 - 1) else 0
-    if jsl == (col >> 1) & 1:
-        if (col >> 2) & 1 == 1:
-            k0, stride = n2 - 1, 1
-            if (i + j + k0) & 1 == col & 1:
-                cnt = 1
-        else:
-            k0 = ((col & 1) + i + j) & 1
-            cnt = (n2 - o2 - k0 + 1) // 2
-    return k0, cnt, stride
-
-
 def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool = False) -> SimpleNamespace:
     """Flat fine-level kernels for storage dtype ``"f64"`` or ``"f32"``; ``serial_k``: CPU row loops (True) or
     one flat parallel loop over the cells (GPU, coalesced); ``mask``: ``sig`` holds face masks, not ids."""
@@ -107,45 +93,14 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
     D1 = ti.types.ndarray(dtype=f64, ndim=1)
     T1 = ti.types.ndarray(dtype=dt, ndim=1)
     I2 = ti.types.ndarray(dtype=i32, ndim=2)
-    F3 = ti.types.ndarray(dtype=dt, ndim=3)
     GEO = ti.types.vector(5, i32)
     CND = ti.types.vector(3, f64)
 
-    @ti.func
-    def side(c, n, per, step):
-        """Neighbour index c + step along a side of n cells: wrapped when ``per``, −1 past an insulating side
-        or when the side has a single cell."""
-        m = c + step
-        if m < 0 or m >= n:
-            m = (m + n) % n if (per != 0 and n > 1) else -1
-        return m
-
-    @ti.func
-    def row_geom(i, j, G):
-        """(base, base of row i−1, i+1, j−1, j+1, i, j) of fine row (i, j); a missing row is the sentinel."""
-        n0, n1, n2 = G[0], G[1], G[2]
-        ns = n0 * n1 * n2
-        base = (i * n1 + j) * n2
-        jm, jp = side(j, n1, G[3], -1), side(j, n1, G[3], 1)
-        bim = base - n1 * n2 if i > 0 else ns
-        bip = base + n1 * n2 if i < n0 - 1 else ns
-        bjm = (i * n1 + jm) * n2 if jm >= 0 else ns
-        bjp = (i * n1 + jp) * n2 if jp >= 0 else ns
-        return ti.Vector([base, bim, bip, bjm, bjp, i, j])
-
-    @ti.func
-    def k_nbrs(R, k, G):
-        """Flat indices of the k − 1 and k + 1 neighbours of cell k of row R (wrap or sentinel at the ends)."""
-        n2 = G[2]
-        ns = G[0] * G[1] * n2
-        qm, qp = R[0] + k - 1, R[0] + k + 1
-        if k == 0:
-            km = side(k, n2, G[4], -1)
-            qm = R[0] + km if km >= 0 else ns
-        if k == n2 - 1:
-            kp = side(k, n2, G[4], 1)
-            qp = R[0] + kp if kp >= 0 else ns
-        return qm, qp
+    L = get_row_loops(SERIAL_K, MASK)  # with face masks on the CPU: the runs of conducting cells only
+    row_geom, k_nbrs, cells_sum, cells_do, colour_sweep = L.row_geom, L.k_nbrs, L.cells_sum, L.cells_do, \
+        L.colour_sweep
+    Ld = get_row_loops(SERIAL_K, False)  # every cell: set-up and Jacobi kernels (no ``rs``)
+    I1 = ti.types.ndarray(dtype=i32, ndim=1)
 
     @ti.func
     def nsum(T: ti.template(), x: ti.template(), R, k, G, C, ty: ti.template()):
@@ -198,63 +153,6 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
             b = 2.0 * C[0] * own_sigma(sig, T, R[0] + k, MASK)
         return b
 
-    # Loop structure: on the CPU a parallel loop over rows (i, j) with a serial k loop; on a GPU one flat loop
-    # over the cells (consecutive threads on consecutive k). ``f(A, S, G, R, k)`` gets the kernel's arrays A and
-    # scalars S as compile-time tuples.
-    @ti.func
-    def cells_sum(f: ti.template(), A: ti.template(), S: ti.template(), G, n: ti.template()):
-        """Σ f(A, S, G, R, k) over the cells: an ``n``-vector of float64."""
-        s = ti.Vector([0.0] * n, dt=f64)
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(G[0], G[1]):
-                R = row_geom(i, j, G)
-                acc = ti.Vector([0.0] * n, dt=f64)
-                for k in range(G[2]):
-                    acc += f(A, S, G, R, k)
-                s += acc
-        else:
-            for q in range(G[0] * G[1] * G[2]):
-                R = row_geom(q // (G[1] * G[2]), (q // G[2]) % G[1], G)
-                s += f(A, S, G, R, q % G[2])
-        return s
-
-    @ti.func
-    def cells_do(f: ti.template(), A: ti.template(), S: ti.template(), G):
-        """f(A, S, G, R, k) on every cell (no result)."""
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(G[0], G[1]):
-                R = row_geom(i, j, G)
-                for k in range(G[2]):
-                    f(A, S, G, R, k)
-        else:
-            for q in range(G[0] * G[1] * G[2]):
-                R = row_geom(q // (G[1] * G[2]), (q // G[2]) % G[1], G)
-                f(A, S, G, R, q % G[2])
-
-    @ti.func
-    def colour_sweep(f: ti.template(), A: ti.template(), S: ti.template(), G, col, o1, o2):
-        """f on the cells of colour ``col``: parity (i + j + k) & 1, plus 2 for the wrap slice j = n1 − 1 of
-        an odd periodic side 1 (o1) and 4 for k = n2 − 1 of an odd periodic side 2 (o2), so that the in-place
-        parallel update of one colour never reads a cell of the same colour."""
-        n1, n2 = G[1], G[2]
-        if ti.static(SERIAL_K):
-            for i, j in ti.ndrange(G[0], n1):
-                k0, cnt, stride = colour_span(i, j, col, o1, o2, n1, n2)
-                if cnt > 0:
-                    R = row_geom(i, j, G)
-                    for t in range(cnt):
-                        f(A, S, G, R, k0 + stride * t)
-        else:
-            for q in range(G[0] * n1 * n2):
-                i, j, k = q // (n1 * n2), (q // n2) % n1, q % n2
-                c = (i + j + k) & 1
-                if o1 != 0 and j == n1 - 1:
-                    c += 2
-                if o2 != 0 and k == n2 - 1:
-                    c += 4
-                if c == col:
-                    f(A, S, G, row_geom(i, j, G), k)
-
     # ------------------------------------------------------------------ operator
     @ti.func
     def c_matvec(A: ti.template(), S: ti.template(), G, R, k):
@@ -267,9 +165,9 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
         return ti.Vector([y * pv], dt=f64)
 
     @ti.kernel
-    def f_matvec_dot(sig: U1, T: D1, em: I2, p: F1, ap: F1, C: CND, G: GEO) -> f64:
+    def f_matvec_dot(sig: U1, T: D1, em: I2, rs: I1, p: F1, ap: F1, C: CND, G: GEO) -> f64:
         """ap = A p; returns pᵀA p."""
-        return cells_sum(c_matvec, (sig, T, em, p, ap), (C,), G, 1)[0]
+        return cells_sum(c_matvec, (sig, T, em, p, ap), (C,), G, 1, rs)[0]
 
     @ti.func
     def c_fresid(A: ti.template(), S: ti.template(), G, R, k):
@@ -283,9 +181,9 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
         return ti.Vector([r * r, ti.cast(x[q], f64) * r], dt=f64)
 
     @ti.kernel
-    def f_resid_xr(sig: U1, T: D1, em: I2, x: X1, out: F1, C: CND, G: GEO) -> ti.types.vector(2, f64):
+    def f_resid_xr(sig: U1, T: D1, em: I2, rs: I1, x: X1, out: F1, C: CND, G: GEO) -> ti.types.vector(2, f64):
         """out = b − A x; returns (Σ r², Σ x·r) — the true residual and the first-order current error."""
-        return cells_sum(c_fresid, (sig, T, em, x, out), (C,), G, 2)
+        return cells_sum(c_fresid, (sig, T, em, x, out), (C,), G, 2, rs)
 
     @ti.func
     def c_init(A: ti.template(), S: ti.template(), G, R, k):
@@ -302,7 +200,7 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
         uniform block."""
         for t in range(G[2]):
             x[G[0] * G[1] * G[2] + t] = 0.0
-        cells_do(c_init, (sig, x), (), G)
+        Ld.cells_do(c_init, (sig, x), (), G, sig)
 
     # ------------------------------------------------------------------ multigrid (fine level)
     @ti.func
@@ -318,9 +216,9 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
                 x[q] = (rhs[q] + v[1]) / v[0]
 
     @ti.kernel
-    def f_smooth(sig: U1, T: T1, em: I2, x: F1, rhs: F1, col: i32, o1: i32, o2: i32, C: CND, G: GEO):
+    def f_smooth(sig: U1, T: T1, em: I2, rs: I1, x: F1, rhs: F1, col: i32, o1: i32, o2: i32, C: CND, G: GEO):
         """One colour of a multi-colour Gauss–Seidel sweep on the fine level (``T`` in the storage type)."""
-        colour_sweep(c_smooth, (sig, T, em, x, rhs), (C,), G, col, o1, o2)
+        colour_sweep(c_smooth, (sig, T, em, x, rhs), (C,), G, col, o1, o2, rs)
 
     @ti.func
     def resid_at(sig: ti.template(), T: ti.template(), em: ti.template(), x: ti.template(), rhs: ti.template(),
@@ -334,50 +232,85 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
             s = rhs[q] + v[1] - v[0] * x[q]
         return s
 
+    @ti.func
+    def whole(rs: ti.template(), R, G):
+        """Row R is one run over all its cells (:func:`fva.face_mask.row_segments`)."""
+        r = R[5] * G[1] + R[6]
+        out = 0
+        if rs[r + 1] - rs[r] == 1:
+            a, b = L.run(rs, G, R[5], R[6], rs[r])
+            if a == 0 and b == G[2]:
+                out = 1
+        return out
+
     @ti.kernel
-    def f_resid_restrict(sig: U1, T: T1, em: I2, x: F1, rhs: F1, bc: F3, C: CND, G: GEO):
+    def f_resid_restrict(sig: U1, T: T1, em: I2, rs: I1, x: F1, rhs: F1, bc: F1, C: CND, G: GEO):
         """bc = R (rhs − A x): the fine residual summed over each 2×2×2 block, never stored."""
         n0, n1, n2 = G[0], G[1], G[2]
+        m0, m1, m2 = (n0 + 1) // 2, (n1 + 1) // 2, (n2 + 1) // 2  # the first coarse level (flat)
         if ti.static(SERIAL_K):
-            for I, J in ti.ndrange(bc.shape[0], bc.shape[1]):
-                # the four fine rows under coarse row (I, J), summed in registers; a row past an odd side is
-                # the last row again with weight 0
+            for I, J in ti.ndrange(m0, m1):
+                cb = (I * m1 + J) * m2
+                # the four fine rows under coarse row (I, J); a row past an odd side is the last row again
+                # with weight 0
                 i1, j1 = ti.min(2 * I + 1, n0 - 1), ti.min(2 * J + 1, n1 - 1)
                 R0, R1 = row_geom(2 * I, 2 * J, G), row_geom(2 * I, j1, G)
                 R2, R3 = row_geom(i1, 2 * J, G), row_geom(i1, j1, G)
-                w1 = ti.cast(1.0 if 2 * J + 1 < n1 else 0.0, dt)
-                w2 = ti.cast(1.0 if 2 * I + 1 < n0 else 0.0, dt)
-                w3 = w1 * w2
-                for K in range(bc.shape[2]):
-                    s = ti.cast(0.0, dt)
-                    for u in ti.static(range(2)):
-                        k = 2 * K + u
-                        if ti.static(u == 0) or k < n2:
-                            s += (resid_at(sig, T, em, x, rhs, R0, k, G, C)
-                                  + w1 * resid_at(sig, T, em, x, rhs, R1, k, G, C)
-                                  + w2 * resid_at(sig, T, em, x, rhs, R2, k, G, C)
-                                  + w3 * resid_at(sig, T, em, x, rhs, R3, k, G, C))
-                    bc[I, J, K] = s
+                nwhole = 4
+                if ti.static(L.seg):
+                    nwhole = whole(rs, R0, G) + whole(rs, R1, G) + whole(rs, R2, G) + whole(rs, R3, G)
+                if nwhole < 4:
+                    # runs of conducting cells: each fine row's runs, two fine cells per coarse update
+                    for K in range(m2):
+                        bc[cb + K] = ti.cast(0.0, dt)
+                    for u in range(4):
+                        i, j = 2 * I + (u >> 1), 2 * J + (u & 1)
+                        if i < n0 and j < n1:
+                            R = row_geom(i, j, G)
+                            r = i * n1 + j
+                            for t in range(rs[r], rs[r + 1]):
+                                a, b = L.run(rs, G, i, j, t)
+                                for K in range(a // 2, (b + 1) // 2):
+                                    s = ti.cast(0.0, dt)
+                                    if 2 * K >= a:
+                                        s += resid_at(sig, T, em, x, rhs, R, 2 * K, G, C)
+                                    if 2 * K + 1 < b:
+                                        s += resid_at(sig, T, em, x, rhs, R, 2 * K + 1, G, C)
+                                    bc[cb + K] += s
+                else:  # every cell of the four rows, summed in registers
+                    w1 = ti.cast(1.0 if 2 * J + 1 < n1 else 0.0, dt)
+                    w2 = ti.cast(1.0 if 2 * I + 1 < n0 else 0.0, dt)
+                    w3 = w1 * w2
+                    for K in range(m2):
+                        s = ti.cast(0.0, dt)
+                        for u in ti.static(range(2)):
+                            k = 2 * K + u
+                            if ti.static(u == 0) or k < n2:
+                                s += (resid_at(sig, T, em, x, rhs, R0, k, G, C)
+                                      + w1 * resid_at(sig, T, em, x, rhs, R1, k, G, C)
+                                      + w2 * resid_at(sig, T, em, x, rhs, R2, k, G, C)
+                                      + w3 * resid_at(sig, T, em, x, rhs, R3, k, G, C))
+                        bc[cb + K] = s
         else:
-            for I, J, K in ti.ndrange(bc.shape[0], bc.shape[1], bc.shape[2]):
+            for I, J, K in ti.ndrange(m0, m1, m2):
                 s = ti.cast(0.0, dt)
                 for t in range(8):
                     i, j, k = 2 * I + (t >> 2), 2 * J + ((t >> 1) & 1), 2 * K + (t & 1)
                     if i < n0 and j < n1 and k < n2:
                         s += resid_at(sig, T, em, x, rhs, row_geom(i, j, G), k, G, C)
-                bc[I, J, K] = ti.cast(s, dt)
+                bc[(I * m1 + J) * m2 + K] = ti.cast(s, dt)
 
     @ti.func
     def c_prolong(A: ti.template(), S: ti.template(), G, R, k):
         sig, xc, xf = ti.static(A[0], A[1], A[2])
         q = R[0] + k
         if sig[q] != 0:
-            xf[q] = ti.cast(ti.cast(xf[q], f64) + ti.cast(xc[R[5] // 2, R[6] // 2, k // 2], f64), dt)
+            xf[q] = ti.cast(ti.cast(xf[q], f64) + ti.cast(xc[R[7] + k // 2], f64), dt)
 
     @ti.kernel
-    def prolong_f(sig: U1, xc: F3, xf: F1, G: GEO):
+    def prolong_f(sig: U1, rs: I1, xc: F1, xf: F1, G: GEO):
         """xf += P xc on the conducting cells of the fine level (piecewise constant)."""
-        cells_do(c_prolong, (sig, xc, xf), (), G)
+        cells_do(c_prolong, (sig, xc, xf), (), G, rs)
 
     # ------------------------------------------------------------------ Jacobi preconditioner
     @ti.func
@@ -394,7 +327,7 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
     @ti.kernel
     def f_jacobi_dot(sig: U1, T: D1, em: I2, r: F1, z: F1, C: CND, G: GEO) -> f64:
         """z = r / diag(A); returns rᵀz."""
-        return cells_sum(c_jac, (sig, T, em, r, z), (C,), G, 1)[0]
+        return Ld.cells_sum(c_jac, (sig, T, em, r, z), (C,), G, 1, sig)[0]
 
     @ti.func
     def c_diaginv(A: ti.template(), S: ti.template(), G, R, k):
@@ -408,11 +341,12 @@ def get_fine_kernels(dtype_name: str = "f64", serial_k: bool = True, mask: bool 
     @ti.kernel
     def f_diag_inv(sig: U1, T: D1, em: I2, dinv: F1, C: CND, G: GEO):
         """dinv = 1/diag(A) on active cells, 0 on removed ones (reads dinv only as a dummy x)."""
-        cells_do(c_diaginv, (sig, T, em, dinv), (C,), G)
+        Ld.cells_do(c_diaginv, (sig, T, em, dinv), (C,), G, sig)
 
     ns = SimpleNamespace(
         f_matvec_dot=f_matvec_dot, f_resid_xr=f_resid_xr, init_linear=init_linear,
         f_smooth=f_smooth, f_resid_restrict=f_resid_restrict, prolong_f=prolong_f, f_jacobi_dot=f_jacobi_dot,
-        f_diag_inv=f_diag_inv, mask=MASK, **vars(get_field_kernels(MASK)), **vars(get_vector_kernels(dtype_name)))
+        f_diag_inv=f_diag_inv, mask=MASK, seg=L.seg, **vars(get_field_kernels(MASK)),
+        **vars(get_vector_kernels(dtype_name)))
     _CACHE[key] = ns
     return ns

@@ -72,19 +72,20 @@ class Multigrid:
         self.levels = []
         prev = None
         for s in level_shapes(fine.shape):
-            L = dict(shape=s,
-                     gA=ti.ndarray(K.dtype, (s[0] + 1, s[1], s[2])),
-                     gB=ti.ndarray(K.dtype, s), gC=ti.ndarray(K.dtype, s),
-                     dinv=ti.ndarray(K.dtype, s), x=ti.ndarray(K.dtype, s),
-                     b=ti.ndarray(K.dtype, s), r=ti.ndarray(K.dtype, s),
+            n = s[0] * s[1] * s[2]  # flat arrays (fva.conduction_kernels), G the level's geometry
+            L = dict(shape=s, G=ti.Vector([s[0], s[1], s[2], p1, p2], dt=ti.i32),
+                     gA=ti.ndarray(K.dtype, n + s[1] * s[2]),
+                     gB=ti.ndarray(K.dtype, n), gC=ti.ndarray(K.dtype, n),
+                     dinv=ti.ndarray(K.dtype, n), x=ti.ndarray(K.dtype, n),
+                     b=ti.ndarray(K.dtype, n), r=ti.ndarray(K.dtype, n),
                      cols=_ncol(s, p1, p2))
             if prev is None:
                 K.build_from_sigma(fine.sig, fine.T, fine.em, L["gA"], L["gB"], L["gC"], COARSE_SCALE, fine.C,
-                                   fine.G)
+                                   fine.G, L["G"])
             else:
                 K.build_from_coarse(prev["gA"], prev["gB"], prev["gC"], L["gA"], L["gB"], L["gC"],
-                                    COARSE_SCALE)
-            K.c_diag_inv(L["gA"], L["gB"], L["gC"], L["dinv"], self.p1, self.p2)
+                                    COARSE_SCALE, prev["G"], L["G"])
+            K.c_diag_inv(L["gA"], L["gB"], L["gC"], L["dinv"], L["G"])
             L["serial"] = self.serial_small and s[0] * s[1] * s[2] <= SERIAL_CELLS
             self.levels.append(L)
             prev = L
@@ -94,21 +95,21 @@ class Multigrid:
         K, F = self.K, self.F
         o1, o2, cols = self.fine_cols
         for col in (cols if order > 0 else cols[::-1]):
-            K.f_smooth(F.sig, F.Ts, F.em, x, rhs, col, o1, o2, F.C, F.G)
+            K.f_smooth(F.sig, F.Ts, F.em, F.rs, x, rhs, col, o1, o2, F.C, F.G)
 
     def _coarse_sweeps(self, L, order, sweeps, zero=False):
         """``sweeps`` multi-colour sweeps of level L (x = 0 first when ``zero``)."""
         o1, o2, cols = L["cols"]
         if L["serial"]:
             self.K.c_smooth_serial(L["gA"], L["gB"], L["gC"], L["dinv"], L["x"], L["b"], sweeps, order, int(zero),
-                                   o1, o2, self.p1, self.p2)
+                                   o1, o2, L["G"])
             return
         if zero:
-            self.K.fill(L["x"], 0.0)
+            self.K.fill1(L["x"], 0.0)
         for _ in range(sweeps):
             for col in (cols if order > 0 else cols[::-1]):
                 self.K.c_smooth(L["gA"], L["gB"], L["gC"], L["dinv"], L["x"], L["b"], col, o1, o2,
-                                self.p1, self.p2)
+                                L["G"])
 
     def _cycle(self, li):
         K, L = self.K, self.levels[li]
@@ -119,10 +120,10 @@ class Multigrid:
         self._coarse_sweeps(L, +1, self.pre, zero=True)
         N = self.levels[li + 1]
         for _ in range(GAMMA):  # GAMMA = 2: W-cycle below the fine level (still symmetric)
-            K.c_resid(L["gA"], L["gB"], L["gC"], L["dinv"], L["x"], L["b"], L["r"], self.p1, self.p2)
-            K.restrict(L["r"], N["b"])
+            K.c_resid(L["gA"], L["gB"], L["gC"], L["dinv"], L["x"], L["b"], L["r"], L["G"])
+            K.restrict(L["r"], N["b"], L["G"], N["G"])
             self._cycle(li + 1)
-            K.prolong(L["dinv"], N["x"], L["x"])
+            K.prolong(L["dinv"], N["x"], L["x"], L["G"], N["G"])
         self._coarse_sweeps(L, -1, self.post)
 
     def apply(self, r, z, tmp):
@@ -132,8 +133,8 @@ class Multigrid:
         for _ in range(self.pre):
             self._fine_sweep(z, r, +1)
         if self.levels:
-            K.f_resid_restrict(F.sig, F.Ts, F.em, z, r, self.levels[0]["b"], F.C, F.G)
+            K.f_resid_restrict(F.sig, F.Ts, F.em, F.rs, z, r, self.levels[0]["b"], F.C, F.G)
             self._cycle(0)
-            K.prolong_f(F.sig, self.levels[0]["x"], z, F.G)
+            K.prolong_f(F.sig, F.rs, self.levels[0]["x"], z, F.G)
         for _ in range(self.post):
             self._fine_sweep(z, r, -1)

@@ -49,9 +49,10 @@ def bytes_per_voxel(dtype: str, preconditioner: str = "mg") -> int:
 class _Fine:
     """Device arrays of one solve (fine level, flat: :mod:`fva.fine_kernels`, one sentinel row at the end)."""
 
-    def __init__(self, ids, sig_of_id, em, dtype, p1, p2, c, r_over_d=None, sigma1=None):
-        """``sigma1``: the one σ of every conducting id (:func:`fva.face_mask.single_sigma`): face masks, not ids."""
-        from fva.face_mask import face_mask, mask_table
+    def __init__(self, ids, sig_of_id, em, dtype, p1, p2, c, r_over_d=None, sigma1=None, seg=False):
+        """``sigma1``: the one σ of every conducting id (:func:`fva.face_mask.single_sigma`): face masks, not ids;
+        ``seg``: the kernels visit the runs of conducting cells (:func:`fva.face_mask.row_segments`)."""
+        from fva.face_mask import face_mask, mask_table, row_segments
         from fva.interface import face_table
 
         tdt = ti.f64 if dtype == "f64" else ti.f32
@@ -64,13 +65,18 @@ class _Fine:
             self.sigma_of_byte = np.zeros(NTAB)
             self.sigma_of_byte[:len(sig_of_id)] = sig_of_id
             cells = face_mask(ids, sig_of_id, em, p1, p2).reshape(-1)
+            rs = row_segments(cells.reshape(ids.shape)) if seg else np.zeros(1, np.int32)
         else:
             T = sigma_table(sig_of_id) if r_over_d is None else face_table(sig_of_id, r_over_d)
             self.sigma_of_byte = T[:NTAB].copy()  # σ of every id byte (interface bits included)
             cells = ids.reshape(-1)
+            rs = np.zeros(1, np.int32)
         self.sig = ti.ndarray(ti.u8, size)
         self.sig.from_numpy(np.concatenate([cells, np.zeros(n2, np.uint8)]))
         del cells
+        self.rs = ti.ndarray(ti.i32, rs.shape)  # runs of conducting cells per row (a dummy without ``seg``)
+        self.rs.from_numpy(rs)
+        del rs
         self.T = ti.ndarray(ti.f64, T.shape)
         self.T.from_numpy(T)
         self.Ts = self.T  # the smoother's table, in the storage type
@@ -113,7 +119,7 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
 
     sigma1 = single_sigma(sig_of_id) if r_over_d is None else None  # one conducting σ: face masks
     K = get_kernels(dtype, mask=sigma1 is not None)
-    F = _Fine(ids, sig_of_id, em, dtype, p1, p2, c, r_over_d, sigma1)
+    F = _Fine(ids, sig_of_id, em, dtype, p1, p2, c, r_over_d, sigma1, seg=K.seg)
     args = (F.C, F.G)
     for a in (F.r, F.p, F.ap):
         K.fill1(a, 0.0)  # the sentinel row stays 0
@@ -152,7 +158,7 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
     def state():
         """Every stopping quantity at the current x (uses the z/Ap array as scratch: call after p update)."""
         spread, imbalance, mean_I = flux_check()
-        v = K.f_resid_xr(F.sig, F.T, F.em, F.x, F.ap, *args)
+        v = K.f_resid_xr(F.sig, F.T, F.em, F.rs, F.x, F.ap, *args)
         res = (math.sqrt(float(v[0])) / bnorm) if bnorm > 0 else 0.0
         xr = float(v[1])
         if res <= EXACT_RESIDUAL:
@@ -168,7 +174,7 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
 
     def restart():
         """r = b − A x from x itself, z = M r, p = z (a CG restart: also the float32 way past breakdown)."""
-        K.f_resid_xr(F.sig, F.T, F.em, F.x, F.r, *args)
+        K.f_resid_xr(F.sig, F.T, F.em, F.rs, F.x, F.r, *args)
         rz0 = precond()
         K.copy(F.z, F.p)
         return rz0
@@ -178,7 +184,7 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
     st = state()
     best, since_best = st["residual"], 0
     while not st["converged"] and it < max_iter:
-        pap = K.f_matvec_dot(F.sig, F.T, F.em, F.p, F.ap, *args)
+        pap = K.f_matvec_dot(F.sig, F.T, F.em, F.rs, F.p, F.ap, *args)
         if not (pap > 0 and math.isfinite(pap)) or not (rz > 0):
             # breakdown: exact solution, or the float32 recurrence has run out of digits
             st = state()
@@ -198,7 +204,7 @@ def pcg_solve(ids, sig_of_id, em, c, p1, p2, *, preconditioner, flux_tol, rtol, 
         it += 1
         if replace_every and it % replace_every == 0:
             # residual replacement: the float32 recurrence r drifts from b − A x and CG then stalls
-            rr = float(K.f_resid_xr(F.sig, F.T, F.em, F.x, F.r, *args)[0])
+            rr = float(K.f_resid_xr(F.sig, F.T, F.em, F.rs, F.x, F.r, *args)[0])
             rz_new = precond()
         if not math.isfinite(rz_new):
             break

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fva.face_mask import face_mask, mask_table, single_sigma
+from fva.face_mask import face_mask, mask_table, row_segments, single_sigma
 from fva.fine_kernels import MASK_SIGMA, NTAB
 from fva.types import VoxelImage
 
@@ -54,18 +54,21 @@ def test_face_mask_bits_match_the_definition(shape, p1, p2):
     assert T[NTAB + 0b110000] == pytest.approx(1.0 / (2.0 * 0.25 * 2))
 
 
-@pytest.mark.parametrize("shape,periodic,em_frac", [((13, 11, 9), (True, True, False), 1.0),
-                                                    ((8, 2, 7), (True, True, True), 1.0),
-                                                    ((6, 1, 5), (True, True, False), 1.0),
-                                                    ((10, 9, 12), (False, False, False), 0.6)])
-def test_mask_path_agrees_with_the_id_tables(taichi_runtime, monkeypatch, shape, periodic, em_frac):
+@pytest.mark.parametrize("shape,periodic,em_frac,frac", [((13, 11, 9), (True, True, False), 1.0, 0.7),
+                                                         ((8, 2, 7), (True, True, True), 1.0, 0.7),
+                                                         ((6, 1, 5), (True, True, False), 1.0, 0.7),
+                                                         ((10, 9, 12), (False, False, False), 0.6, 0.7),
+                                                         ((14, 13, 15), (True, True, True), 1.0, 0.45),
+                                                         ((12, 11, 16), (False, False, False), 0.8, 0.4)])
+def test_mask_path_agrees_with_the_id_tables(taichi_runtime, monkeypatch, shape, periodic, em_frac, frac):
     """Same σ_eff (1e-9) and fields from the face-mask kernels as from the id-table kernels, on every axis, with
-    odd periodic sides, sides of one and two cells and a partial outlet electrode."""
+    odd periodic sides, sides of one and two cells, a partial outlet electrode, and sparse images (``frac``
+    conducting: most rows visited run by run, :func:`fva.face_mask.row_segments`)."""
     import fva.face_mask as fm
     from fva.conduction import solve_conductivity
 
     rng = np.random.default_rng(len(shape) + shape[0])
-    img = VoxelImage((rng.random(shape) < 0.7).astype(np.uint8), 1e-6, periodic=periodic)
+    img = VoxelImage((rng.random(shape) < frac).astype(np.uint8), 1e-6, periodic=periodic)
     for axis in "xyz":
         face = tuple(n for a, n in enumerate(shape) if a != "zyx".index(axis))
         em = rng.random(face) < em_frac if em_frac < 1 else None
@@ -79,3 +82,26 @@ def test_mask_path_agrees_with_the_id_tables(taichi_runtime, monkeypatch, shape,
         np.testing.assert_allclose(r_mask.potential_V, r_tab.potential_V, rtol=0, atol=1e-7)
         np.testing.assert_allclose(r_mask.current_density_A_per_m2, r_tab.current_density_A_per_m2,
                                    rtol=0, atol=1e-7 * np.abs(r_tab.current_density_A_per_m2).max())
+
+
+@pytest.mark.parametrize("dense_row", [0.5, 2.0])
+def test_row_segments_cover_the_conducting_cells(dense_row):
+    """Every conducting cell in exactly one run, no removed cell in a run (but in a whole row: at least half
+    conducting, or more than n2/8 runs), runs sorted; chunks of a few rows give the same array as one chunk."""
+    rng = np.random.default_rng(3)
+    mask = (rng.random((6, 5, 23)) < rng.random((6, 5, 1))).astype(np.uint8) * 7
+    rs = row_segments(mask, dense_row=dense_row)
+    assert np.array_equal(rs, row_segments(mask, dense_row=dense_row, chunk_cells=50))
+    assert rs.size - 31 <= 2 * 30 * (23 // 8)                       # ≤ n2/8 runs per row: ≤ 1 B/voxel
+    rows = mask.reshape(30, 23) != 0
+    h = 31
+    for r in range(30):
+        runs = [(rs[h + 2 * s], rs[h + 2 * s + 1]) for s in range(rs[r], rs[r + 1])]
+        cover = np.zeros(23, int)
+        for a, b in runs:
+            cover[a:b] += 1
+        if rows[r].mean() >= dense_row or np.count_nonzero(np.diff(np.r_[0, rows[r], 0].astype(int)) == 1) > 23 / 8:
+            assert runs == [(0, 23)]
+        else:
+            assert np.array_equal(cover, rows[r].astype(int))
+            assert all(b1 < a2 for (_, b1), (a2, _) in zip(runs, runs[1:]))   # separate, ascending

@@ -303,7 +303,7 @@ def test_too_large_image_error_names_the_limit(taichi_runtime):
 def test_memory_estimate_bytes_per_voxel():
     n = 256 ** 3
     assert estimate_memory_bytes((256, 256, 256), "f32", "mg") / n <= 30
-    assert estimate_memory_bytes((256, 256, 256), "f32", "jacobi") / n <= 28
+    assert estimate_memory_bytes((256, 256, 256), "f32", "jacobi") / n <= 29   # 25 device + 2 host + ≤ 1 of runs
     assert estimate_memory_bytes((64, 64, 64), "f64", "mg") > estimate_memory_bytes((64, 64, 64), "f32", "mg")
 
 
