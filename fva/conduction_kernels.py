@@ -31,6 +31,7 @@ from types import SimpleNamespace
 
 from fva.backend import ti
 from fva.fine_kernels import colour_span, face_sigma, get_fine_kernels, own_sigma
+from fva.fine_rows import cell_colour
 
 _CACHE: dict = {}
 
@@ -126,12 +127,7 @@ def get_kernels(dtype_name: str = "f64", serial_k: bool | None = None, mask: boo
         else:
             for q in range(G[0] * n1 * n2):
                 i, j, k = q // (n1 * n2), (q // n2) % n1, q % n2
-                c = (i + j + k) & 1
-                if o1 != 0 and j == n1 - 1:
-                    c += 2
-                if o2 != 0 and k == n2 - 1:
-                    c += 4
-                if c == col:
+                if cell_colour(i, j, k, o1, o2, n1, n2) == col:
                     R, W = crow(i, j, G)
                     f(A, S, G, R, W, k)
 

@@ -33,6 +33,17 @@ def colour_span(i, j, col, o1, o2, n1, n2):
     return k0, cnt, stride
 
 
+@ti.func
+def cell_colour(i, j, k, o1, o2, n1, n2):
+    """Colour of cell (i, j, k) in the numbering of :func:`colour_span` (one cell at a time: the GPU loops)."""
+    c = (i + j + k) & 1
+    if o1 != 0 and j == n1 - 1:
+        c += 2
+    if o2 != 0 and k == n2 - 1:
+        c += 4
+    return c
+
+
 def get_row_loops(serial_k: bool, seg: bool) -> SimpleNamespace:
     """Row helpers and cell loops; ``serial_k``: CPU row loops, ``seg``: visit the runs of ``rs`` only."""
     SERIAL_K, SEG = bool(serial_k), bool(seg) and bool(serial_k)
@@ -153,12 +164,7 @@ def get_row_loops(serial_k: bool, seg: bool) -> SimpleNamespace:
         else:
             for q in range(G[0] * n1 * n2):
                 i, j, k = q // (n1 * n2), (q // n2) % n1, q % n2
-                c = (i + j + k) & 1
-                if o1 != 0 and j == n1 - 1:
-                    c += 2
-                if o2 != 0 and k == n2 - 1:
-                    c += 4
-                if c == col:
+                if cell_colour(i, j, k, o1, o2, n1, n2) == col:
                     f(A, S, G, row_geom(i, j, G), k)
 
     ns = SimpleNamespace(side=side, row_geom=row_geom, k_nbrs=k_nbrs, run=run, cells_sum=cells_sum,
