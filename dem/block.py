@@ -290,7 +290,7 @@ def row_sums(n: ti.i32, chunk: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarra
     ½ Σ m v², ½ Σ I ω²; elastic energy Σ_pairs e_p + Σ_walls e; Σ contacts; max (z + r); the zz virial
     Σ_i [Σ_owned f_z (z_j − z_i) + wall terms f_z (z_wall − z_i)] = V σ_zz; max r/r0."""
     nch = (n + chunk - 1) // chunk
-    pz = ctrl[0]
+    pz = ctrl[int(Ctrl.PUNCH_Z)]
     for c in range(nch):
         kt = 0.0
         kr = 0.0

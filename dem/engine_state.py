@@ -65,7 +65,7 @@ class EngineState:
         self.ctrl.from_numpy(np.ascontiguousarray(K["ctrl"]))
         self.servo.from_numpy(np.ascontiguousarray(K["servo"], dtype=np.float64))
         self.servo_on = bool(K["servo"][int(Servo.ON)] != 0.0)
-        self._vp = float(K["ctrl"][1])
+        self._vp = float(K["ctrl"][int(Ctrl.PUNCH_V)])
         self.step_count = int(K["step_count"])
         self.k_cap = None if K["k_cap"] is None else int(K["k_cap"])
         self.stop_above_Pa, self.stop_below_Pa = float(K["stop_above_Pa"]), float(K["stop_below_Pa"])

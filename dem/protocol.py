@@ -19,8 +19,7 @@ import numpy as np
 from fva.backend import host_traffic
 from fva.types import Packing
 from dem.block import Reason
-from dem.protocol_state import (_STATE_KEYS, _driver_tree, _restore_driver, json_ready,  # noqa: F401 (re-exported)
-                                 result_from_tree, result_tree)
+from dem.protocol_state import _driver_tree, _restore_driver, result_from_tree, result_tree
 from dem.hold import SERVO_INTEGRAL_BAND, SERVO_TAU_MIN_STEPS, SERVO_TAU_TRANSITS, hold_max_extension, report_hold
 from dem.simulation import RELEASE_FRACTION, Simulation, SimulationError
 from dem.types import (HISTORY_COLUMNS, CompactionResult, Die, Material, SimParams, Stage,

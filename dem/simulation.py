@@ -40,7 +40,7 @@ from fva.backend import ensure_init, ti
 from fva.types import Packing
 from dem import block as B
 from dem import simulation_kernels as SK
-from dem.punch import N_SERVO, Servo
+from dem.punch import N_SERVO, Ctrl, Servo
 from dem.contact import contact_params
 from dem.engine_checks import (DT_BOUND_FRACTION, MAX_STEP_MOTION, SimulationError, check_block, time_step,
                                validate_setup)
@@ -172,7 +172,9 @@ class Simulation(Observables, EngineState):
         self.ewall = _nd_zeros(n)
         self.ncont = _nd_zeros(n, ti.i32)
         self.ctrl = ti.ndarray(f64, 8)
-        self.ctrl.from_numpy(np.array([self.punch_z0, 0.0, 0.0, 1.0, 0, 0, 0, 0], dtype=np.float64))  # dem.punch.Ctrl
+        c = np.zeros(8, np.float64)
+        c[int(Ctrl.PUNCH_Z)], c[int(Ctrl.PHI_MIN)] = self.punch_z0, 1.0   # velocity and time 0
+        self.ctrl.from_numpy(c)
         # the block record (dem.block.Slot) followed by the block-end diagnostics (SK.diagnostics)
         self.blk = ti.ndarray(f64, B.N_SLOTS + SK.N_DIAG)
         self._blk_go = ti.ndarray(f64, B.N_SLOTS)        # an open record for single volume-correction updates

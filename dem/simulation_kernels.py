@@ -18,6 +18,7 @@ The volume correction and the particle mean stress are in :mod:`dem.volume_kerne
 from fva.backend import ti
 from dem.contact_kernels import HERTZ, bonded_normal, damping_coefficient, normal_law, tangential_force
 from dem.neighbours_kernels import min_image, vec3
+from dem.punch import Ctrl
 
 PI = 3.141592653589793
 # particles per chunk of the per-step watch (dem.block): the gather loop's block size, so that on the CPU each chunk's
@@ -49,8 +50,8 @@ def _set3(a: ti.template(), i, v):
 @ti.func
 def advance_punch(dt: float, ctrl: ti.template()):
     """Punch z += dt v_punch, time += dt (serial)."""
-    ctrl[0] += dt * ctrl[1]
-    ctrl[2] += dt
+    ctrl[int(Ctrl.PUNCH_Z)] += dt * ctrl[int(Ctrl.PUNCH_V)]
+    ctrl[int(Ctrl.TIME)] += dt
 
 
 @ti.func
@@ -240,8 +241,8 @@ def gather_kick(model: ti.template(), n: ti.i32, dt: float, x: ti.template(), v:
     WATCH_CHUNK; see :mod:`dem.block`): Σ fwall (bottom, top), max Verlet reach A_i = e_i + u_i, max |v_i|/r_i,
     NaN. The loop runs in blocks of WATCH_CHUNK consecutive particles, so on the CPU each chunk is summed by one
     thread in index order — the same bits as a sequential sum, whatever the thread count."""
-    pz = ctrl[0]
-    vp = ctrl[1]
+    pz = ctrl[int(Ctrl.PUNCH_Z)]
+    vp = ctrl[int(Ctrl.PUNCH_V)]
     ti.loop_config(block_dim=WATCH_CHUNK)
     for i in range(n):
         F = ti.Vector([0.0, 0.0, 0.0])
@@ -341,7 +342,7 @@ def diagnostics(n: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.t
     writes the chunk's counts and maxima to part[c, DIAG_COL + k], one thread combines the chunk partials. Only
     max and sums of integers (as floats, exact): the same bits as a serial pass on any backend."""
     nch = (n + chunk - 1) // chunk
-    pz = ctrl[0]
+    pz = ctrl[int(Ctrl.PUNCH_Z)]
     for c in range(nch):
         acc = ti.Vector([0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0])    # the N_DIAG numbers of this chunk
         for i in range(c * chunk, ti.min(n, (c + 1) * chunk)):

@@ -108,7 +108,7 @@ def particle_mean_stress(n: ti.i32, x: ti.types.ndarray(), r: ti.types.ndarray()
                          out: ti.types.ndarray()):
     """Mean stress of each particle, p_i = −tr(σ_i)/3 with σ_i = (1/V_i) Σ_c f_c ⊗ (x_c − x_i) (Pa, compression
     positive), V_i the original solid volume; contact points at the pair's mid-overlap / on the wall planes."""
-    pz = ctrl[0]
+    pz = ctrl[int(Ctrl.PUNCH_Z)]
     for i in range(n):
         s = 0.0
         xi = vec3(x, i)

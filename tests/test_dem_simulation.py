@@ -530,6 +530,7 @@ def test_interrupt_carries_the_partial_result(taichi_runtime, monkeypatch):
 def test_pore_collapse_splits_the_capped_strain(taichi_runtime):
     """bulk model "pore_collapse": on the same geometry the elastic part is ε_v = max(0, ε − ε_p), ε the elastic
     model's (total) strain; it never exceeds (p_c/K) ln(φ_c/φ); ε_p is irreversible when the punch goes back up."""
+    from dem.punch import Ctrl
     from dem.simulation import Simulation
 
     pk = _lattice(nx=4, nz=4, rlo=0.58, rhi=0.60)          # dense (φ ≈ 0.1 → 0.04): radii reach the growth cap
@@ -548,7 +549,7 @@ def test_pore_collapse_splits_the_capped_strain(taichi_runtime):
     ev_max = 0.0
     for z in (top, 0.97 * top, 0.94 * top, 0.97 * top):       # load, load, unload
         for s in sims.values():
-            s.ctrl[0] = z
+            s.ctrl[int(Ctrl.PUNCH_Z)] = z
             s.volume_correction(iterations=30)       # ≥ 25 rate-limited growth steps: radii reach the cap
         ev_el = sims["el"].eps_v.to_numpy()
         ev, ep = sims["pc"].eps_v.to_numpy(), sims["pc"].eps_p.to_numpy()
