@@ -60,7 +60,13 @@ def volume_correct_pass(n: ti.i32, x: ti.template(), r: ti.template(), r0: ti.te
     reached and does not soften when the pellet springs back, so a re-load is elastic up to the pressure of the
     earlier peak and then follows the first loading curve (the hardening variable of cap plasticity is the
     plastic volumetric strain, e.g. DiMaggio & Sandler 1971; with the current φ each unload–reload cycle flowed
-    again at a lower pressure and ratcheted the density up)."""
+    again at a lower pressure and ratcheted the density up).
+
+    Growth lag (pore collapse only): below the cap, ε > 0 is the lag of the rate-limited growth, not elastic
+    strain of a confined particle — it still has free surface to flow into. Its bulk pressure is bounded by the
+    flow pressure at the onset of pore collapse, ε_v,i ≤ p_c/K_eff: a fine rammed into a grain faster than its
+    radius grows (δ per step ≫ Δg r0) otherwise carried ε_v → 1, K ε_v ≈ 15 GPa on its cross-section, and was
+    shot out of the contact (the full-size run with the fines that stopped at 10.9 MPa, docs/calibration.md)."""
     pz = ctrl[int(Ctrl.PUNCH_Z)]
     phi = 1.0
     if pc_over_K > 0.0 and top_wall != 0:
@@ -89,14 +95,20 @@ def volume_correct_pass(n: ti.i32, x: ti.template(), r: ti.template(), r0: ti.te
         ev = ti.min(1.0, ti.max(0.0, 1.0 - (ri ** 3 - 0.75 / PI * s) / r0[i] ** 3))
         # plastic flow only at the growth cap: below it, ε > 0 is the lag of the (rate-limited) radius growth,
         # which the next updates take up — it must not be latched as plastic strain
-        if pc_over_K > 0.0 and ev > 0.0 and phi > 0.0 and ri >= growth_cap * r0[i] * (1.0 - 1e-12):
+        at_cap = ri >= growth_cap * r0[i] * (1.0 - 1e-12)
+        if pc_over_K > 0.0 and ev > 0.0 and phi > 0.0 and at_cap:
             if phi_c[i] <= 0.0:
                 phi_c[i] = phi
             if phi < phi_c[i]:
                 eps_p[i] = ti.max(eps_p[i], ev - pc_over_K * FM.log(phi_c[i] / phi))
             else:
                 eps_p[i] = ti.max(eps_p[i], ev)
-        eps_v[i] = ti.max(0.0, ev - eps_p[i])
+        e_el = ti.max(0.0, ev - eps_p[i])
+        if pc_over_K > 0.0 and not at_cap:
+            # growth lag (below the cap the particle still has free surface to flow into): its pressure is
+            # bounded by the flow pressure at the onset of pore collapse, K ε_v ≤ p_c
+            e_el = ti.min(e_el, pc_over_K)
+        eps_v[i] = e_el
 
 
 @ti.kernel
