@@ -15,7 +15,7 @@ protocol set (captures, stage targets) are evaluated on the device after every s
 when the host is needed. Volume correction (MDR-like): two fixed-point updates of the radii at every step that
 is a multiple of ``params.volume_correction_every`` (default 10), inside the block.
 
-Volume correction (``params.volume_correction``, see :func:`dem.simulation_kernels.volume_correct_pass`):
+Volume correction (``params.volume_correction``, see :func:`dem.volume_kernels.volume_correct_pass`):
 r_i(t) = max_{t'≤t} min(r_vc,i(t'), 1.25 r0_i), r_vc = (r0³ + 3/(4π) Σ V_cap)^{1/3} — irreversible growth
 driven by the largest (plastic) overlaps; beyond the cap the unconserved volume acts as a bulk pressure
 K_eff ε_v on the contact areas (K_eff = BULK_RESPONSE · E/(3(1−2ν))), which makes the packing resist
@@ -33,6 +33,7 @@ solid fraction and the captured packings' box.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -48,11 +49,13 @@ from dem.engine_state import EngineState
 from dem.graph import KernelGraph
 from dem.neighbours import NeighbourList
 from dem.observables import Observables
+from dem.particle_setup import density_factors, mass_properties, nd_from, nd_zeros, time_step_radius
 from dem.types import BULK_RESPONSE, Die, Material, SimParams
 
 __all__ = ["Simulation", "SimulationError", "time_step", "DT_BOUND_FRACTION", "MAX_STEP_MOTION"]
 # (run_compaction: dem.protocol; the set-up checks and blow-up messages: dem.engine_checks; measurements:
-# dem.observables; the checkpoint state: dem.engine_state; blocks of steps: dem.block)
+# dem.observables; the checkpoint state: dem.engine_state; blocks of steps: dem.block; masses, time-step radius
+# and the state's ndarrays: dem.particle_setup)
 
 # volume correction: a particle's radius grows at most to this multiple of its original radius (see
 # Simulation.volume_correction: a small particle flattened between large ones would otherwise diverge)
@@ -60,45 +63,6 @@ MAX_RADIUS_GROWTH = 1.25
 MAX_GROWTH_PER_UPDATE = 0.01
 # an unload stage to 0 ends (the punch stops) when p_top falls below this fraction of the peak pressure
 RELEASE_FRACTION = 2e-3
-
-
-def density_factors(r0_m: np.ndarray, min_diameter_m: float | None) -> np.ndarray:
-    """Size-dependent mass scaling: ρ_i/ρ_s = max(1, (d_ms/d_i)²) (1 everywhere when ``min_diameter_m`` is None).
-    The Rayleigh time t_R ∝ d √ρ of every particle below d_ms is then that of a d_ms particle."""
-    r0 = np.asarray(r0_m, float)
-    if not min_diameter_m:
-        return np.ones_like(r0)
-    return np.maximum(1.0, (0.5 * float(min_diameter_m) / r0) ** 2)
-
-
-def time_step_radius(r0_m: np.ndarray, params: SimParams) -> float:
-    """The radius whose Rayleigh time sets dt: max(r_min, d_ms/2) (size-dependent mass scaling), else r_min."""
-    r_min = float(np.min(r0_m))
-    d_ms = params.mass_scaling_min_diameter_m
-    return max(r_min, 0.5 * float(d_ms)) if d_ms else r_min
-
-
-def _env_flag(name: str) -> bool:
-    import os
-    return os.environ.get(name, "") not in ("", "0", "false", "no")
-
-
-def _nd_from(a, dtype=None):
-    """A Taichi ndarray holding a copy of the numpy array ``a`` (float64 unless ``dtype``)."""
-    a = np.ascontiguousarray(a, dtype=np.float64 if dtype is None else None)
-    nd = ti.ndarray(ti.f64 if dtype is None else dtype, a.shape)
-    nd.from_numpy(a)
-    return nd
-
-
-def _nd_zeros(shape, dtype=None):
-    """A zero-filled Taichi ndarray (float64 unless ``dtype``)."""
-    nd = ti.ndarray(ti.f64 if dtype is None else dtype, shape)
-    nd.fill(0)
-    return nd
-
-
-
 
 
 class Simulation(Observables, EngineState):
@@ -139,38 +103,31 @@ class Simulation(Observables, EngineState):
         self.rho_s = material.density_kg_m3 * params.mass_scaling
         # size-dependent mass scaling: ρ_i = ρ_s max(1, (d_ms/d_i)²) (SimParams.mass_scaling_min_diameter_m)
         self.density_factor = density_factors(r0, params.mass_scaling_min_diameter_m)
-        m = 4.0 / 3.0 * math.pi * r0 ** 3 * self.rho_s * self.density_factor
-        self.m_np = m
-        self.I_np = 0.4 * m * r0 ** 2
-        # the solid's mean (mass-scaled) density Σm/ΣV (the servo's wave speed) and the particles' mean d_i √(ρ_i/ρ_s)
-        # (the inertial number); exactly ρ_s and the mean diameter without size-dependent scaling
-        scaled = bool(np.any(self.density_factor > 1.0))
-        self.rho_mean = float(m.sum() / np.sum(4.0 / 3.0 * math.pi * r0 ** 3)) if scaled else self.rho_s
-        self.d_inertial = float(np.mean(2.0 * r0 * np.sqrt(self.density_factor))) if scaled else 2.0 * float(r0.mean())
+        self.m_np, self.I_np, self.rho_mean, self.d_inertial = mass_properties(r0, self.rho_s, self.density_factor)
         self.dt, self.t_rayleigh = time_step(material, time_step_radius(r0, params), params)
         self.skin = params.skin_fraction * 2.0 * float(r0.mean())
         top = float((packing.centers_m[:, 2] + r0).max())
         H = float(packing.box_m[2])
         self.punch_z0 = float(punch_z) if punch_z is not None else min(H, top + 0.5 * self.skin)
         f64 = ti.f64
-        self.x = _nd_from(packing.centers_m)
-        self.v = _nd_from(np.zeros((n, 3)) if velocities is None else velocities)
-        self.w = _nd_from(np.zeros((n, 3)) if angular_velocities is None else angular_velocities)
-        self.f = _nd_zeros((n, 3))
-        self.fc = _nd_zeros((n, 3))
-        self.tq = _nd_zeros((n, 3))
-        self.r = _nd_from(r0)
-        self.r0 = _nd_from(r0)
-        self.eps_v = _nd_zeros(n)   # elastic volumetric strain of capped particles (bulk response)
-        self.eps_p = _nd_zeros(n)   # plastic (pore-collapse) volumetric strain, irreversible
-        self.phi_c = _nd_zeros(n)   # porosity of the compact when the particle first reached the growth cap
-        self.m = _nd_from(m)
-        self.inv_m = _nd_from(1.0 / m)
-        self.inv_I = _nd_from(1.0 / self.I_np)
-        self.wall_hist = _nd_zeros((n, 16))
-        self.fwall = _nd_zeros((n, 2))
-        self.ewall = _nd_zeros(n)
-        self.ncont = _nd_zeros(n, ti.i32)
+        self.x = nd_from(packing.centers_m)
+        self.v = nd_from(np.zeros((n, 3)) if velocities is None else velocities)
+        self.w = nd_from(np.zeros((n, 3)) if angular_velocities is None else angular_velocities)
+        self.f = nd_zeros((n, 3))
+        self.fc = nd_zeros((n, 3))
+        self.tq = nd_zeros((n, 3))
+        self.r = nd_from(r0)
+        self.r0 = nd_from(r0)
+        self.eps_v = nd_zeros(n)   # elastic volumetric strain of capped particles (bulk response)
+        self.eps_p = nd_zeros(n)   # plastic (pore-collapse) volumetric strain, irreversible
+        self.phi_c = nd_zeros(n)   # porosity of the compact when the particle first reached the growth cap
+        self.m = nd_from(self.m_np)
+        self.inv_m = nd_from(1.0 / self.m_np)
+        self.inv_I = nd_from(1.0 / self.I_np)
+        self.wall_hist = nd_zeros((n, 16))
+        self.fwall = nd_zeros((n, 2))
+        self.ewall = nd_zeros(n)
+        self.ncont = nd_zeros(n, ti.i32)
         self.ctrl = ti.ndarray(f64, 8)
         c = np.zeros(8, np.float64)
         c[int(Ctrl.PUNCH_Z)], c[int(Ctrl.PHI_MIN)] = self.punch_z0, 1.0   # velocity and time 0
@@ -178,12 +135,12 @@ class Simulation(Observables, EngineState):
         # the block record (dem.block.Slot) followed by the block-end diagnostics (SK.diagnostics)
         self.blk = ti.ndarray(f64, B.N_SLOTS + SK.N_DIAG)
         self._blk_go = ti.ndarray(f64, B.N_SLOTS)        # an open record for single volume-correction updates
-        self.servo = _nd_zeros(N_SERVO)                # the hold servo's device state (dem.punch.Servo), off
+        self.servo = nd_zeros(N_SERVO)                # the hold servo's device state (dem.punch.Servo), off
         self.servo_on = False
         self._reach = ti.ndarray(f64, n)   # per-particle Verlet reach A_i (diagnostics scratch)
         self._watch_chunk = B.watch_chunk(n, self.backend.backend)
         self._part = ti.ndarray(f64, ((n + self._watch_chunk - 1) // self._watch_chunk, B.N_PART))
-        self._graph = KernelGraph(use_graph=not _env_flag("PELLETSIM_NO_GRAPH"))
+        self._graph = KernelGraph(use_graph=os.environ.get("PELLETSIM_NO_GRAPH", "") in ("", "0", "false", "no"))
         self._step_kernel = B.step_kernel(self.cp.model_id)
         self.block_steps = max(1, int(getattr(params, "block_steps", 64)))
         self.last_block_steps = 0
@@ -430,7 +387,6 @@ class Simulation(Observables, EngineState):
             if on_check is not None and on_check(self):
                 break
         return done
-
 
 
 def __getattr__(name):
