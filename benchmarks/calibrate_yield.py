@@ -96,6 +96,7 @@ def run_one(cfg: dict) -> dict:
     if cfg.get("growth_cap") is not None:         # radius growth cap g_max of the volume correction
         _sim.MAX_RADIUS_GROWTH = float(cfg["growth_cap"])
     from dem import heckel as hk
+    from dem import heckel_cycles as hkc
     from dem.scenario import load_scenario
     from dem.setup import compact, prepare
     from dem.simulation import SimulationError
@@ -121,14 +122,14 @@ def run_one(cfg: dict) -> dict:
     mask = load.copy()
     mask[k_max + 1:] = False
     mask &= (p > 0) & np.isfinite(p) & (rho > 0) & (rho < 1)
-    lp, lr = hk.loading_branch(p[mask], rho[mask])
+    lp, lr = hkc.loading_branch(p[mask], rho[mask])
     ok = np.isfinite(p) & np.isfinite(rho) & (rho > 0) & (rho < 1)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        both = hk.in_die_and_out_of_die({"p_top_Pa": p[ok], "relative_density": rho[ok], "stage": st[ok]},
-                                        stage_kinds=kinds)
+        both = hkc.in_die_and_out_of_die({"p_top_Pa": p[ok], "relative_density": rho[ok], "stage": st[ok]},
+                                         stage_kinds=kinds)
     auto = both["in_die"]
     try:
         fixed = hk.heckel_fit(lp, lr, p_min_Pa=min(0.5e9, 0.5 * cfg["p_max_GPa"] * 1e9),

@@ -117,12 +117,13 @@ def _density_summary(history: dict, cap_meta: list[dict]) -> dict:
 
 
 def _heckel(history: dict, stages, scen: Scenario) -> tuple[dict, dict]:
-    """In-die Heckel fit of the loading branch, out-of-die fit and elastic recovery (dem.heckel)."""
+    """In-die Heckel fit of the loading branch, out-of-die fit and elastic recovery (dem.heckel, dem.heckel_cycles)."""
     extra = {}
     if "p_top_Pa" not in history or "relative_density" not in history:
         return {"error": "history lacks p_top_Pa or relative_density"}, extra
     try:
         from dem import heckel as hk
+        from dem import heckel_cycles as hkc
     except ImportError as exc:
         return {"error": f"dem.heckel not available: {exc}"}, extra
     p = np.asarray(history["p_top_Pa"], float)
@@ -138,7 +139,7 @@ def _heckel(history: dict, stages, scen: Scenario) -> tuple[dict, dict]:
     if hc.fit_range_GPa is not None:
         fit_kwargs = dict(p_min_Pa=hc.fit_range_GPa[0] * 1e9, p_max_Pa=hc.fit_range_GPa[1] * 1e9, auto=False)
     try:
-        both = hk.in_die_and_out_of_die(h, stage_kinds=kinds, **fit_kwargs)
+        both = hkc.in_die_and_out_of_die(h, stage_kinds=kinds, **fit_kwargs)
         out = json_safe(both["in_die"])
         extra["heckel_out_of_die"] = json_safe(both["out_of_die"])
         extra["elastic_recovery"] = {"fraction": json_safe(both["elastic_recovery"]),
@@ -149,13 +150,13 @@ def _heckel(history: dict, stages, scen: Scenario) -> tuple[dict, dict]:
     if fit_kwargs:
         out["fit_window"] = "heckel.fit_range_GPa"
         try:   # the automatic regime-II fit, for comparison
-            lp_, lr_ = hk.loading_branch(p[ok], rho[ok])
+            lp_, lr_ = hkc.loading_branch(p[ok], rho[ok])
             extra["heckel_auto"] = json_safe(hk.heckel_fit(lp_, lr_))
         except Exception as exc:
             extra["heckel_auto"] = {"error": f"{type(exc).__name__}: {exc}"}
     if "error" not in extra["elastic_recovery"]:
         extra["elastic_recovery"]["at_stack_pressures"] = release_densities(history, stages, hc.stack_pressures_GPa)
-    lp, _ = hk.loading_branch(p[ok], rho[ok])
+    lp, _ = hkc.loading_branch(p[ok], rho[ok])
     out["in_die_points"] = int(lp.size)
     out["points_rho_ge_1_excluded"] = int(np.count_nonzero(np.isfinite(rho) & (rho >= 1)))
     return out, extra
