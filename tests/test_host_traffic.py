@@ -7,7 +7,8 @@ import sys
 
 import numpy as np
 
-from fva.backend import PreparedKernel, host_traffic, ti
+from fva.backend import host_traffic, ti
+from fva.launch import PreparedKernel
 
 _SYNC_CALLS = ("synchronize", "read_float", "read_int", "write_float", "write_int")
 

@@ -1,8 +1,9 @@
-"""fva.backend.PreparedKernel: the lean launch path gives the plain call's results, follows changed arguments,
+"""fva.launch.PreparedKernel: the lean launch path gives the plain call's results, follows changed arguments,
 and falls back to the plain call where it cannot prepare."""
 import numpy as np
 
-from fva.backend import PreparedKernel, ti
+from fva.backend import ti
+from fva.launch import PreparedKernel
 
 
 @ti.kernel
