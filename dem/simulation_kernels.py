@@ -330,13 +330,19 @@ DIAG_COL = 13   # first column of the diagnostics' chunk partials in the block's
 def diagnostics(n: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.types.ndarray(),
                 pw: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, blk: ti.types.ndarray(),
                 off: ti.i32, row_start: ti.types.ndarray(), partner: ti.types.ndarray(), Lx: float, Ly: float,
-                chunk: ti.i32, part: ti.types.ndarray()):
+                chunk: ti.i32, part: ti.types.ndarray(), ncont: ti.types.ndarray()):
     """blk[off:off + N_DIAG] = [NaN count, max pair overlap 2δ/(r_i + r_j), escaped count, max speed, max wall
     overlap fraction, largest escaped/NaN index, max |v_i|/r_i (1/s; × dt = the largest motion per step in units of
     the particle's radius)] — the blow-up checks at a block's end (the Verlet test runs in every step,
     :mod:`dem.block`). The pair measure is δ/r for equal spheres and reaches 2 when two centres meet, whatever
     the sizes (a small sphere flattened to a film between large ones lies inside their lens, δ ≥ its diameter,
     a physical state: :func:`dem.engine_checks.check_block`); each pair is visited in its owner's row.
+
+    Walls: a particle beyond a wall plane by more than its diameter (z < −r, z > z_punch + r) has escaped —
+    unless it is in contact with another particle (``ncont`` > 0, from the step's gather): then it is the wall's
+    film, a fine flattened between a grain and the punch face, which in the sphere picture lies inside the lens
+    the grain's own wall contact cuts (the wall analogue of the pair film; its wall overlap counts as at most
+    its diameter). A particle that left the die has no partner there.
 
     Two-level, without contended atomics: one thread per chunk of ``chunk`` particles (their pairs included)
     writes the chunk's counts and maxima to part[c, DIAG_COL + k], one thread combines the chunk partials. Only
@@ -359,6 +365,9 @@ def diagnostics(n: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.t
                 esc = 1
             if top_wall != 0 and xi[2] > pz + ri:
                 esc = 1
+            film = ncont[i] > 0          # beyond a wall but in contact: a film in a grain's wall lens
+            if film:
+                esc = 0
             acc[0] += ti.cast(bad, ti.f64)
             acc[2] += ti.cast(esc, ti.f64)
             if bad + esc > 0:
@@ -368,6 +377,8 @@ def diagnostics(n: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.t
             ow = (ri - xi[2]) / ri
             if top_wall != 0:
                 ow = ti.max(ow, (xi[2] + ri - pz) / ri)
+            if film:
+                ow = ti.min(ow, 2.0)
             acc[4] = ti.max(acc[4], ow)
             for p in range(row_start[i], row_start[i + 1]):
                 if pw[p, 10] > 0.0:
