@@ -61,10 +61,11 @@ def test_schneider_scenarios_match_the_study():
         if ref:
             assert scen.particles.count == ref["dem_domain"]["n_particles"]
     assert v.conductivity.protocol == "variable_pressure"
-    # the 10–50 µm cut with p_c 1.2 GPa (the whole powder's release failed at full size under the hardening rule,
-    # docs/calibration.md); both protocols the same material
+    # the study's whole powder (fines to 2 µm, mass-scaled below 5 µm) with p_c 1.3 GPa (docs/calibration.md, *The
+    # whole powder at full size*); both protocols the same material
     for scen in (v, s):
-        assert scen.particles.d_min_um == 10.0 and scen.numerics.pore_collapse_MPa == 1200.0
+        assert scen.particles.d_min_um == 2.0 and scen.numerics.pore_collapse_MPa == 1300.0
+        assert scen.numerics.mass_scaling_min_diameter_um == 5.0
     assert s.conductivity.protocol == "stack_pressure"
     caps = [c for e in expand_protocol(s) for c in e.captures]
     assert all(c.pressure_Pa == pytest.approx(0.1e9) for c in caps)
