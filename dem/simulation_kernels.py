@@ -323,6 +323,9 @@ def gather_eval(model: ti.template(), n: ti.i32, x: ti.types.ndarray(), v: ti.ty
 
 
 N_DIAG = 7   # numbers written by diagnostics (dem.engine_checks.Diag)
+# a particle whose pore-collapse plastic strain exceeds this (most of its volume flowed into the pores) and that
+# touches another particle is a film when it lies behind a wall plane (diagnostics), not an escaped particle
+FILM_PLASTIC_STRAIN = 0.5
 DIAG_COL = 13   # first column of the diagnostics' chunk partials in the block's partials ``part`` (dem.block.N_PART)
 
 
@@ -330,7 +333,8 @@ DIAG_COL = 13   # first column of the diagnostics' chunk partials in the block's
 def diagnostics(n: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.types.ndarray(),
                 pw: ti.types.ndarray(), ctrl: ti.types.ndarray(), top_wall: ti.i32, blk: ti.types.ndarray(),
                 off: ti.i32, row_start: ti.types.ndarray(), partner: ti.types.ndarray(), Lx: float, Ly: float,
-                chunk: ti.i32, part: ti.types.ndarray(), ncont: ti.types.ndarray()):
+                chunk: ti.i32, part: ti.types.ndarray(), ncont: ti.types.ndarray(),
+                eps_p: ti.types.ndarray()):
     """blk[off:off + N_DIAG] = [NaN count, max pair overlap 2δ/(r_i + r_j), escaped count, max speed, max wall
     overlap fraction, largest escaped/NaN index, max |v_i|/r_i (1/s; × dt = the largest motion per step in units of
     the particle's radius)] — the blow-up checks at a block's end (the Verlet test runs in every step,
@@ -339,10 +343,11 @@ def diagnostics(n: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.t
     a physical state: :func:`dem.engine_checks.check_block`); each pair is visited in its owner's row.
 
     Walls: a particle beyond a wall plane by more than its diameter (z < −r, z > z_punch + r) has escaped —
-    unless it is in contact with another particle (``ncont`` > 0, from the step's gather): then it is the wall's
-    film, a fine flattened between a grain and the punch face, which in the sphere picture lies inside the lens
-    the grain's own wall contact cuts (the wall analogue of the pair film; its wall overlap counts as at most
-    its diameter). A particle that left the die has no partner there.
+    unless it is a film: most of its solid volume has flowed into the pores (pore-collapse plastic strain
+    ε_p > ``FILM_PLASTIC_STRAIN``) and it is in contact with another particle (``ncont`` > 0, from the step's
+    gather). Such a particle is a fine flattened between a grain and the punch face, which in the sphere picture
+    lies inside the lens the grain's own wall contact cuts (the wall analogue of the pair film; its wall overlap
+    counts as at most its diameter). A sphere driven through a wall by a too fast punch has not flowed (ε_p ≈ 0).
 
     Two-level, without contended atomics: one thread per chunk of ``chunk`` particles (their pairs included)
     writes the chunk's counts and maxima to part[c, DIAG_COL + k], one thread combines the chunk partials. Only
@@ -365,7 +370,7 @@ def diagnostics(n: ti.i32, x: ti.types.ndarray(), v: ti.types.ndarray(), r: ti.t
                 esc = 1
             if top_wall != 0 and xi[2] > pz + ri:
                 esc = 1
-            film = ncont[i] > 0          # beyond a wall but in contact: a film in a grain's wall lens
+            film = ncont[i] > 0 and eps_p[i] > FILM_PLASTIC_STRAIN   # flowed, in contact: a film in a wall lens
             if film:
                 esc = 0
             acc[0] += ti.cast(bad, ti.f64)

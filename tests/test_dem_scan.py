@@ -90,6 +90,15 @@ def diagnostics_mismatch(chunk: int = 64) -> list:
     v = rng.normal(0.0, 1e-3, (n, 3))
     c[17, 2] = -2.0 * r[17]                      # below the bottom wall
     c[401, 2] = pz + 2.0 * r[401]                # above the punch
+    c[55, 2] = -3.0 * r[55]                      # behind the bottom wall too, but a film (flowed, in contact) ...
+    c[300, 2] = pz + 3.0 * r[300]                # ... and one at the punch
+    c[90, 2] = -2.5 * r[90]                      # in contact but not flowed: escaped
+    ncont = rng.integers(0, 3, n).astype(np.int32)
+    eps_p = rng.uniform(0.0, 1.0, n)
+    ncont[[17, 401]] = 0
+    ncont[[55, 300, 90]] = 2
+    eps_p[[55, 300]] = 0.9
+    eps_p[90] = 0.1
     v[233, 1] = np.nan
     pw = np.zeros((max(nl.capacity, 1), 12))
     pw[:len(P), 10] = rng.integers(0, 2, len(P))  # contact flags
@@ -98,17 +107,20 @@ def diagnostics_mismatch(chunk: int = 64) -> list:
     part = _nd(np.zeros((nch, SK.DIAG_COL + SK.N_DIAG)), ti.f64)
     SK.diagnostics(n, _nd(c, ti.f64), _nd(v, ti.f64), _nd(r, ti.f64), _nd(pw, ti.f64),
                    _nd(np.array([pz, 0.0, 0.0]), ti.f64), 1, blk, 3, nl.row_start, nl.partner, float(L[0]),
-                   float(L[1]), chunk, part)
+                   float(L[1]), chunk, part, _nd(ncont, ti.i32), _nd(eps_p, ti.f64))
     got = blk.to_numpy()[3:3 + SK.N_DIAG]
     ok = ~np.isnan(v).any(axis=1)
-    esc = (c[:, 2] < -r) | (c[:, 2] > pz + r)
+    film = (ncont > 0) & (eps_p > SK.FILM_PLASTIC_STRAIN)
+    esc = ((c[:, 2] < -r) | (c[:, 2] > pz + r)) & ~film
     ii, jj = P[pw[:len(P), 10] > 0].T
     d = c[jj] - c[ii]
     d[:, :2] -= L * np.round(d[:, :2] / L)
     sp = np.linalg.norm(v[ok], axis=1)
-    assert esc[17] and esc[401] and esc.sum() < n // 2
+    assert esc[17] and esc[401] and esc[90] and not (esc[55] or esc[300]) and esc.sum() < n // 2
+    wall = np.maximum((r - c[:, 2]) / r, (c[:, 2] + r - pz) / r)
+    wall[film] = np.minimum(wall[film], 2.0)
     want = [1.0, np.max(2.0 * (r[ii] + r[jj] - np.linalg.norm(d, axis=1)) / (r[ii] + r[jj])), esc.sum(), sp.max(),
-            np.max(np.maximum((r - c[:, 2]) / r, (c[:, 2] + r - pz) / r)), np.nonzero(esc | ~ok)[0].max(),
+            np.max(wall), np.nonzero(esc | ~ok)[0].max(),
             np.max(sp / r[ok])]
     return [(k, float(g), float(w)) for k, (g, w) in enumerate(zip(got, want))
             if not np.isclose(g, w, rtol=1e-12, atol=0.0)]
