@@ -11,7 +11,8 @@ A step is three stages (three parallel loops), run by :func:`dem.block.step_kern
 writing any contact history.
 Sums are therefore bitwise reproducible on the CPU for a given thread count and input.
 
-ctrl (f64 ndarray): [0] punch z (m), [1] punch velocity (m/s, negative = down), [2] time (s).
+ctrl (f64 ndarray, slots named by :class:`dem.punch.Ctrl`): punch z (m), punch velocity (m/s, negative = down),
+time (s), the lowest porosity reached (pore-collapse hardening).
 Particle–wall contacts: the walls are rigid planes (R* = r, m* = m, E*, G* of particle vs rigid body).
 The volume correction and the particle mean stress are in :mod:`dem.volume_kernels`.
 """
