@@ -131,6 +131,7 @@ def to_engine(scen: Scenario, *, backend: str | None = None):
                        mass_scaling_min_diameter_m=(None if n.mass_scaling_min_diameter_um is None else
                                                     n.mass_scaling_min_diameter_um * 1e-6), damping=n.damping,
                        skin_fraction=n.skin_fraction, volume_correction=n.volume_correction,
+                       volume_correction_every=n.volume_correction_every,
                        max_overlap_fraction=n.max_overlap_fraction, servo_gain=n.servo_gain,
                        servo_integral=n.servo_integral, history_every=scen.run.history_every,
                        frames_every=scen.run.frames_every if scen.run.write_frames else 0,

@@ -98,6 +98,11 @@ class NumericsSection(_Strict):
     damping: float = Field(0.3, ge=0, lt=1)
     skin_fraction: float = Field(0.1, gt=0)
     volume_correction: bool = True
+    volume_correction_every: int = Field(
+        SimParams.volume_correction_every, ge=1,
+        description="steps between volume-correction updates: with the growth per update capped, the update rate "
+                    "per simulated time sets how fast radii follow their caps (Py depends on it), so keep "
+                    "dt_safety × volume_correction_every fixed when changing dt (docs/calibration.md, *Time step*)")
     max_overlap_fraction: float = Field(SimParams.max_overlap_fraction, gt=0, le=1)
     servo_gain: float = Field(1.0, gt=0)
     servo_integral: float = Field(0.05, ge=0)

@@ -378,3 +378,13 @@ def test_interface_resistance_key(bad, fragment):
     check_error(d, "conductivity.interface_resistance_ohm_m2", fragment)
     d["conductivity"]["interface_resistance_ohm_m2"] = 2e-6
     assert parse_scenario(d, source_dir=TINY.parent).conductivity.interface_resistance_ohm_m2 == 2e-6
+
+
+def test_volume_correction_every_reaches_the_engine_and_is_at_least_one():
+    d = base()
+    d.setdefault("numerics", {})["volume_correction_every"] = 5
+    assert to_engine(parse_scenario(d))[4].volume_correction_every == 5
+    assert to_engine(parse_scenario(base()))[4].volume_correction_every == 10
+    d["numerics"]["volume_correction_every"] = 0
+    with pytest.raises(ScenarioError, match="numerics.volume_correction_every"):
+        parse_scenario(d)
