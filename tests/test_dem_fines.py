@@ -32,10 +32,11 @@ def _column():
     return Packing(c, r, np.array([L, L, top]))
 
 
-def _press(params, target_Pa=10e6):
+def _press(params, target_Pa=10e6, pk=None):
+    """Load ``pk`` (default :func:`_column`) to ``target_Pa``; returns (result, the engine's Simulation)."""
     from dem.simulation import Simulation, run_compaction
 
-    pk = _column()
+    pk = _column() if pk is None else pk
     holder = {}
     init = Simulation.__init__
 
@@ -141,24 +142,10 @@ def test_a_fine_pressed_into_the_punch_face_is_a_film_not_an_escape(taichi_runti
     above): the fine is flattened into the grain's wall lens — its centre ends more than its radius behind the
     wall plane, inside the grain's own wall overlap — and the run goes on. Before, the check counted it as an
     escape (the full-size study runs with the fines stopped at 0.8 and 1.2 GPa on one such fine, ε_p 0.98)."""
-    from dem.simulation import Simulation, run_compaction
-
     c = np.array([[L / 2, L / 2, R_FINE], [L / 2, L / 2, 2 * R_FINE + R_BIG],
                   [L / 2, L / 2, 2 * R_FINE + 3 * R_BIG]])
     pk = Packing(c, np.array([R_FINE, R_BIG, R_BIG]), np.array([L, L, float(c[2, 2] + R_BIG)]))
-    holder = {}
-    init = Simulation.__init__
-
-    def keep(self, *a, **k):
-        init(self, *a, **k)
-        holder["sim"] = self
-    Simulation.__init__ = keep
-    try:
-        res = run_compaction(pk, _material(), Die(L, L, pk.box_m[2]),
-                             [Stage("load", 40e6, punch_speed_m_per_s=0.05)], _params())
-    finally:
-        Simulation.__init__ = init
-    sim = holder["sim"]
+    res, sim = _press(_params(), 40e6, pk)
     assert res.history["p_top_Pa"][-1] >= 40e6
     x, r = sim.x.to_numpy(), sim.r.to_numpy()
     assert np.all(np.isfinite(x))
