@@ -4,6 +4,8 @@ Taichi's graphs record the dispatches once and replay them from C++ with new arg
 launch (argument checks and marshalling, ≈ 0.2–0.5 ms with tens of ndarrays) is paid once per sequence, not per
 kernel. Used by the engine's blocks of steps (:mod:`dem.block`) and the neighbour-list build.
 """
+import os
+
 from fva.backend import TRAFFIC, ti
 
 
@@ -29,6 +31,11 @@ def _cpp_cache() -> dict:
     return _CPP_KERNELS
 
 
+def graphs_enabled() -> bool:
+    """False when the environment variable PELLETSIM_NO_GRAPH is set to anything but "", "0", "false", "no"."""
+    return os.environ.get("PELLETSIM_NO_GRAPH", "") in ("", "0", "false", "no")
+
+
 class KernelGraph:
     """Records and replays sequences of dispatches. A sequence is a list of (kernel, names): ``names`` gives, in
     the kernel's parameter order, the keys of the values dict that feed each parameter (the same name may feed
@@ -39,8 +46,9 @@ class KernelGraph:
     a failure to build one) the same dispatches are launched one by one from Python — same kernels, same
     order, same results."""
 
-    def __init__(self, use_graph: bool = True):
-        self.use_graph = use_graph
+    def __init__(self, use_graph: bool | None = None):
+        # default: graphs unless the environment sets PELLETSIM_NO_GRAPH (1/true/yes)
+        self.use_graph = graphs_enabled() if use_graph is None else bool(use_graph)
         self._graphs: dict = {}
 
     @staticmethod

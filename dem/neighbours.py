@@ -13,7 +13,6 @@ Capacity-sized ndarrays; when the pair count exceeds capacity they grow by 1.5×
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
@@ -71,7 +70,7 @@ class NeighbourList:
         self._order = np.lexsort((-np.arange(self.n), r0))
         self._order_nd = ti.ndarray(i32, shape=self.n)
         self._order_nd.from_numpy(self._order.astype(np.int32))
-        self._graph = KernelGraph(use_graph=os.environ.get("PELLETSIM_NO_GRAPH", "") in ("", "0", "false", "no"))
+        self._graph = KernelGraph()
         self.capacity = 0
         self._alloc_pairs(int(capacity or max(16, 8 * self.n)))
         self.old_partner = ti.ndarray(i32, shape=self.capacity)

@@ -33,7 +33,6 @@ solid fraction and the captured packings' box.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
@@ -140,7 +139,7 @@ class Simulation(Observables, EngineState):
         self._reach = ti.ndarray(f64, n)   # per-particle Verlet reach A_i (diagnostics scratch)
         self._watch_chunk = B.watch_chunk(n, self.backend.backend)
         self._part = ti.ndarray(f64, ((n + self._watch_chunk - 1) // self._watch_chunk, B.N_PART))
-        self._graph = KernelGraph(use_graph=os.environ.get("PELLETSIM_NO_GRAPH", "") in ("", "0", "false", "no"))
+        self._graph = KernelGraph()
         self._step_kernel = B.step_kernel(self.cp.model_id)
         self.block_steps = max(1, int(getattr(params, "block_steps", 64)))
         self.last_block_steps = 0

@@ -65,7 +65,7 @@ def volume_correct_pass(n: ti.i32, x: ti.template(), r: ti.template(), r0: ti.te
     Growth lag (pore collapse only): below the cap, ε > 0 is the lag of the rate-limited growth, not elastic
     strain of a confined particle — it still has free surface to flow into. Its bulk pressure is bounded by the
     flow pressure at the onset of pore collapse, ε_v,i ≤ p_c/K_eff: a fine rammed into a grain faster than its
-    radius grows (δ per step ≫ Δg r0) otherwise carried ε_v → 1, K ε_v ≈ 15 GPa on its cross-section, and was
+    radius grows (δ per step ≫ Δg r0) otherwise carried ε_v → 1, K ε_v ≈ 10 GPa on its cross-section, and was
     shot out of the contact (the full-size run with the fines that stopped at 10.9 MPa, docs/calibration.md)."""
     pz = ctrl[int(Ctrl.PUNCH_Z)]
     phi = 1.0
