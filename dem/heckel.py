@@ -25,7 +25,7 @@ standard error is s_K/K². When no window qualifies, the most linear window of m
 ``method`` says "auto-fallback" (a warning is issued) so a pipeline still produces a number to inspect.
 
 Out-of-die Heckel and load/release cycles: :mod:`dem.heckel_cycles` (``loading_branch``, ``find_cycles``,
-``cycles_from_stages``, ``in_die_and_out_of_die``; also importable from here).
+``cycles_from_stages``, ``in_die_and_out_of_die``).
 """
 from __future__ import annotations
 
@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = ["HeckelResult", "heckel_fit", "heckel_y", "elastic_recovery"]
-_CYCLES = ("loading_branch", "find_cycles", "cycles_from_stages", "in_die_and_out_of_die")   # dem.heckel_cycles
 
 
 @dataclass(frozen=True)
@@ -288,11 +287,3 @@ def elastic_recovery(rho_max_load, rho_after_release) -> float:
     if not (0 < a <= 1) or not (0 < b <= 1):
         raise ValueError(f"relative densities must be in (0, 1], got rho_max_load={a}, rho_after_release={b}")
     return (a - b) / a
-
-
-def __getattr__(name):
-    """The branch and cycle analysis lives in :mod:`dem.heckel_cycles`; ``dem.heckel.<name>`` keeps working."""
-    if name in _CYCLES:
-        from dem import heckel_cycles
-        return getattr(heckel_cycles, name)
-    raise AttributeError(f"module 'dem.heckel' has no attribute {name!r}")

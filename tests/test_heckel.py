@@ -4,8 +4,8 @@ import warnings
 import numpy as np
 import pytest
 
-from dem.heckel import (elastic_recovery, find_cycles, heckel_fit, heckel_y, in_die_and_out_of_die,
-                        loading_branch)
+from dem.heckel import elastic_recovery, heckel_fit, heckel_y
+from dem.heckel_cycles import find_cycles, in_die_and_out_of_die, loading_branch
 
 GPa = 1e9
 PY_TRUE = 0.95 * GPa          # the study's in-die Py of the <50 µm powder
@@ -187,7 +187,7 @@ def test_heckel_y():
 
 
 def test_cycles_from_stages_ignore_relaxation_between_loading_stages():
-    from dem.heckel import cycles_from_stages, find_cycles
+    from dem.heckel_cycles import cycles_from_stages, find_cycles
 
     # approach to 20 MPa, relaxation to 5 MPa, load to 500 MPa, unload to 0: one real cycle
     p = np.array([0, 10, 20, 5, 6, 100, 300, 500, 200, 50, 0], float) * 1e6
